@@ -1,0 +1,161 @@
+//! Starting the OS process: argv (never a shell), its own process group, a
+//! parent-death signal, and the pipes the spec asks for.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::process::Stdio;
+
+use tokio::process::{Child, ChildStdin, Command};
+
+use super::messages::Stream;
+use super::output::Source;
+use crate::error::SpawnError;
+use crate::frame::Framing;
+use crate::spec::{ChildSpec, StderrMode};
+use crate::sys;
+
+/// Pipe buffers are grown to this size: with large reads it moves two to
+/// four times more than the 64 KiB default.
+const PIPE_SIZE: usize = 1 << 20;
+
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub stdin: ChildStdin,
+    pub sources: Vec<Source>,
+}
+
+pub(crate) fn spawn(spec: &ChildSpec) -> Result<Spawned, SpawnError> {
+    let name = spec.name.clone();
+    let program = spec.program().to_string();
+    if spec.cmd.is_empty() {
+        return Err(SpawnError::EmptyCommand { child: name });
+    }
+    if let Some(cwd) = &spec.cwd {
+        // exec reports a missing cwd as ENOENT, like a missing program:
+        // check first so the error says which.
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SpawnError::BadCwd {
+                    child: name,
+                    cwd: cwd.clone(),
+                    source: io::Error::from_raw_os_error(nix::libc::ENOTDIR),
+                })
+            }
+            Err(source) => {
+                return Err(SpawnError::BadCwd {
+                    child: name,
+                    cwd: cwd.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    let os_error = |source: io::Error| SpawnError::Os {
+        child: spec.name.clone(),
+        program: program.clone(),
+        source,
+    };
+
+    let mut cmd = Command::new(&program);
+    cmd.args(spec.args())
+        .stdin(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if spec.env_clear {
+        cmd.env_clear();
+    }
+    cmd.envs(&spec.env);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+
+    // stdout is ours in every mode; with `merge` stderr shares its pipe.
+    let merged = if spec.stderr == StderrMode::Merge {
+        let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(os_error)?;
+        let write_end = tx.into_blocking_fd().map_err(os_error)?;
+        cmd.stdout(Stdio::from(write_end.try_clone().map_err(os_error)?));
+        cmd.stderr(Stdio::from(write_end));
+        Some(rx)
+    } else {
+        cmd.stdout(Stdio::piped());
+        cmd.stderr(match spec.stderr {
+            StderrMode::Events => Stdio::piped(),
+            StderrMode::Inherit => Stdio::inherit(),
+            StderrMode::Discard | StderrMode::Merge => Stdio::null(),
+        });
+        None
+    };
+
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (prctl, getppid, raise); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || sys::set_parent_death_signal(parent));
+    }
+
+    let mut child = cmd.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound {
+            child: spec.name.clone(),
+            program: program.clone(),
+            source,
+        },
+        io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
+            child: spec.name.clone(),
+            program: program.clone(),
+            source,
+        },
+        _ => os_error(source),
+    })?;
+    // The command holds the write ends of a merge pipe: drop it now, or the
+    // pipe never reaches EOF.
+    drop(cmd);
+
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    let stdin = child.stdin.take().expect("stdin is piped");
+    sys::grow_pipe(stdin.as_fd(), PIPE_SIZE);
+
+    let mut sources = Vec::with_capacity(2);
+    match merged {
+        Some(rx) => {
+            sys::grow_pipe(rx.as_fd(), PIPE_SIZE);
+            sources.push(Source {
+                stream: Stream::Stdout,
+                pipe: Box::pin(rx),
+                framing: spec.framing,
+            });
+        }
+        None => {
+            let stdout = child.stdout.take().expect("stdout is piped");
+            sys::grow_pipe(stdout.as_fd(), PIPE_SIZE);
+            sources.push(Source {
+                stream: Stream::Stdout,
+                pipe: Box::pin(stdout),
+                framing: spec.framing,
+            });
+        }
+    }
+    if let Some(stderr) = child.stderr.take() {
+        sources.push(Source {
+            stream: Stream::Stderr,
+            pipe: Box::pin(stderr),
+            framing: stderr_framing(spec.framing),
+        });
+    }
+    Ok(Spawned {
+        child,
+        pid,
+        stdin,
+        sources,
+    })
+}
+
+/// stderr is for people: read it as lines unless the child speaks raw bytes.
+fn stderr_framing(stdout: Framing) -> Framing {
+    match stdout {
+        Framing::Bytes => Framing::Bytes,
+        _ => Framing::Lines,
+    }
+}

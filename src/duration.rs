@@ -1,0 +1,102 @@
+//! Durations as people write them in scenario files: `200ms`, `2s`, `1.5s`, `1m`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// A duration that could not be read; says what it got and what it expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration `{input}`: expected a number with a unit (us, ms, s, m, h), e.g. `200ms` or `1.5s`")]
+pub struct DurationError {
+    /// The text that was given.
+    pub input: String,
+}
+
+/// Parses `"200ms"`, `"2s"`, `"1.5s"`, `"3m"`, `"1h"`, `"250us"`, or `"0"`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(procession::parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+/// assert!(procession::parse_duration("5 parsecs").is_err());
+/// ```
+pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError {
+        input: input.to_string(),
+    };
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(err)?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| err())?;
+    let scale = match unit.trim() {
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| err())
+}
+
+/// Formats a duration the way [`parse_duration`] reads it back.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if d.is_zero() {
+        "0".to_string()
+    } else if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if ms.fract() == 0.0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+/// `#[serde(with = "crate::duration::serde_text")]` for `Duration` fields.
+pub(crate) mod serde_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_parse() {
+        let cases = [
+            ("0", Duration::ZERO),
+            ("250us", Duration::from_micros(250)),
+            ("200ms", Duration::from_millis(200)),
+            ("2s", Duration::from_secs(2)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("3m", Duration::from_secs(180)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+            assert_eq!(parse_duration(&format_duration(want)).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for text in ["", "s", "10", "10 parsecs", "-1s", "1..2s", "ms5"] {
+            let e = parse_duration(text).unwrap_err();
+            assert_eq!(e.input, text);
+        }
+    }
+}

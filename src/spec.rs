@@ -1,0 +1,267 @@
+//! [`ChildSpec`]: everything needed to start one child, as plain data.
+//!
+//! A spec is deserializable (it is the `[children.NAME]` table of a scenario
+//! file) and has a builder for Rust callers. A restarted child is rebuilt
+//! from its spec, never from leftover state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::serde_text;
+use crate::frame::Framing;
+use crate::Signal;
+
+/// Default cap on one frame: 1 MiB. Longer lines arrive in chunks.
+pub const DEFAULT_FRAME_CAP: usize = 1 << 20;
+/// Default number of chunks that may wait in a child's stdin queue.
+pub const DEFAULT_STDIN_QUEUE: usize = 64;
+/// Default time to wait for the pipes to close after the child exited.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
+
+/// How to start, talk to and stop one child process.
+///
+/// ```
+/// use std::time::Duration;
+/// use procession::{ChildSpec, Framing, Signal, StderrMode};
+///
+/// let spec = ChildSpec::new("server", ["python3", "-u", "server.py"])
+///     .cwd("examples")
+///     .env("LEVEL", "debug")
+///     .framing(Framing::Json)
+///     .stderr(StderrMode::Merge)
+///     .stop_signal(Signal::Int)
+///     .grace(Duration::from_secs(2));
+/// assert_eq!(spec.program(), "python3");
+/// assert_eq!(spec.args(), ["-u", "server.py"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildSpec {
+    /// The child's name, unique under one director. In a scenario file it is
+    /// the key of the `[children.NAME]` table.
+    #[serde(default, skip_serializing)]
+    pub name: Arc<str>,
+    /// Program and arguments. Never run through a shell: write
+    /// `["sh", "-c", "..."]` if you want one.
+    pub cmd: Vec<String>,
+    /// Working directory; the caller's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Variables to set (on top of the inherited environment unless `env_clear`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment instead of inheriting ours.
+    #[serde(default)]
+    pub env_clear: bool,
+    /// How stdout (and stdin) bytes are cut into frames.
+    #[serde(default)]
+    pub framing: Framing,
+    /// What happens to stderr.
+    #[serde(default)]
+    pub stderr: StderrMode,
+    /// How the child is stopped.
+    #[serde(default)]
+    pub stop: StopSpec,
+    /// Largest frame in bytes; longer lines are delivered in chunks marked partial.
+    #[serde(default = "default_frame_cap")]
+    pub frame_cap: usize,
+    /// How many writes may wait in the stdin queue before senders wait.
+    #[serde(default = "default_stdin_queue")]
+    pub stdin_queue: usize,
+    /// After the child exits, how long to wait for its pipes to reach end of
+    /// file (a grandchild may hold them open) before reporting the exit with
+    /// the output marked incomplete.
+    #[serde(default = "default_drain", with = "serde_text")]
+    pub drain: Duration,
+}
+
+fn default_frame_cap() -> usize {
+    DEFAULT_FRAME_CAP
+}
+fn default_stdin_queue() -> usize {
+    DEFAULT_STDIN_QUEUE
+}
+fn default_drain() -> Duration {
+    DEFAULT_DRAIN
+}
+
+/// Where the child's stderr goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StderrMode {
+    /// Read as frames (with the stdout framing, `json` read as lines) and
+    /// reported as output of stream `stderr`.
+    #[default]
+    Events,
+    /// Sent into the stdout pipe, so both arrive interleaved as stdout frames.
+    Merge,
+    /// Passed through to our own stderr.
+    Inherit,
+    /// Thrown away (`/dev/null`).
+    Discard,
+}
+
+/// How a child is stopped: `signal` to its whole process group, then up to
+/// `grace` for the group to empty, then SIGKILL to the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// The first signal (default TERM).
+    #[serde(default = "default_stop_signal")]
+    pub signal: Signal,
+    /// How long the group has to exit before SIGKILL (default 5s).
+    #[serde(default = "default_grace", with = "serde_text")]
+    pub grace: Duration,
+}
+
+fn default_stop_signal() -> Signal {
+    Signal::Term
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        StopSpec {
+            signal: default_stop_signal(),
+            grace: default_grace(),
+        }
+    }
+}
+
+impl ChildSpec {
+    /// A spec with defaults for everything but the name and the command line.
+    pub fn new<I, S>(name: impl Into<Arc<str>>, cmd: I) -> ChildSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ChildSpec {
+            name: name.into(),
+            cmd: cmd.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env: BTreeMap::new(),
+            env_clear: false,
+            framing: Framing::default(),
+            stderr: StderrMode::default(),
+            stop: StopSpec::default(),
+            frame_cap: DEFAULT_FRAME_CAP,
+            stdin_queue: DEFAULT_STDIN_QUEUE,
+            drain: DEFAULT_DRAIN,
+        }
+    }
+
+    /// The program (`cmd[0]`), or `""` for an empty command line.
+    pub fn program(&self) -> &str {
+        self.cmd.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The arguments (`cmd[1..]`).
+    pub fn args(&self) -> &[String] {
+        self.cmd.get(1..).unwrap_or(&[])
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Starts from an empty environment (only what [`ChildSpec::env`] sets).
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// Sets the framing of stdout (and stderr in [`StderrMode::Events`]).
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Sets where stderr goes.
+    pub fn stderr(mut self, mode: StderrMode) -> Self {
+        self.stderr = mode;
+        self
+    }
+
+    /// Sets the first signal of a stop.
+    pub fn stop_signal(mut self, signal: Signal) -> Self {
+        self.stop.signal = signal;
+        self
+    }
+
+    /// Sets how long a stop waits before SIGKILL.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.stop.grace = grace;
+        self
+    }
+
+    /// Sets the largest frame, in bytes (at least 1).
+    pub fn frame_cap(mut self, bytes: usize) -> Self {
+        self.frame_cap = bytes.max(1);
+        self
+    }
+
+    /// Sets how many writes may wait in the stdin queue (at least 1).
+    pub fn stdin_queue(mut self, chunks: usize) -> Self {
+        self.stdin_queue = chunks.max(1);
+        self
+    }
+
+    /// Sets how long to wait for the pipes to close after the child exited.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_table_deserializes_with_defaults() {
+        let spec: ChildSpec = toml::from_str(
+            r#"
+            cmd = ["python3", "-u", "server.py"]
+            env = { LEVEL = "debug" }
+            framing = "json"
+            stderr = "merge"
+            stop = { signal = "INT", grace = "2s" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.program(), "python3");
+        assert_eq!(spec.framing, Framing::Json);
+        assert_eq!(spec.stderr, StderrMode::Merge);
+        assert_eq!(spec.stop.signal, Signal::Int);
+        assert_eq!(spec.stop.grace, Duration::from_secs(2));
+        assert_eq!(spec.frame_cap, DEFAULT_FRAME_CAP);
+        assert_eq!(spec.drain, DEFAULT_DRAIN);
+        assert_eq!(spec.env["LEVEL"], "debug");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let e = toml::from_str::<ChildSpec>("cmd = [\"x\"]\nframng = \"json\"").unwrap_err();
+        assert!(e.to_string().contains("framng"), "{e}");
+        let e =
+            toml::from_str::<ChildSpec>("cmd = [\"x\"]\nstop = { grace = \"soon\" }").unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+        let e = toml::from_str::<ChildSpec>("cmd = [\"x\"]\nstop = { signal = \"TERMINATE\" }")
+            .unwrap_err();
+        assert!(e.to_string().contains("TERMINATE"), "{e}");
+    }
+}

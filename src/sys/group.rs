@@ -1,0 +1,112 @@
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use nix::errno::Errno;
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+
+use super::Signal;
+
+/// Sends `sig` to every process in group `pgid`.
+///
+/// Returns `Ok(false)` when the group no longer exists (nothing was signalled).
+pub(crate) fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
+    let Some(nix_sig) = sig.to_nix() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("signal {sig} is not supported on this platform"),
+        ));
+    };
+    match killpg(Pid::from_raw(pgid as i32), nix_sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Whether any live (not zombie) process is still in group `pgid`.
+///
+/// A zombie is dead: it only waits for its parent to collect it, and the
+/// parent of an orphaned grandchild is init (or a subreaper), not us. So a
+/// group whose only members are zombies counts as empty.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    match killpg(Pid::from_raw(pgid as i32), None) {
+        Err(Errno::ESRCH) => false,
+        // EPERM: a member we may not signal (it changed its credentials); it
+        // is alive all the same.
+        Err(_) => true,
+        Ok(()) => live_member_in_proc(pgid).unwrap_or(true),
+    }
+}
+
+/// Scans `/proc` for a member of `pgid` that is not a zombie.
+fn live_member_in_proc(pgid: u32) -> io::Result<bool> {
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // it went away while we looked
+        };
+        if let Some((state, _ppid, group)) = parse_stat(&stat) {
+            if group == pgid && state != 'Z' && state != 'X' {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Parses `state`, `ppid` and `pgrp` out of a `/proc/PID/stat` line. The
+/// command name may contain spaces and parentheses, so fields are counted
+/// from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u32, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// Asks the kernel to SIGKILL the calling process when the thread that
+/// forked it exits. Runs in the forked child before `exec`, so it only makes
+/// async-signal-safe calls.
+///
+/// `parent` is our process id, read before forking: if we already died
+/// between `fork` and `prctl`, the death signal would never come, so the
+/// child kills itself instead.
+pub(crate) fn set_parent_death_signal(parent: u32) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    Ok(())
+}
+
+/// Grows a pipe's kernel buffer to `bytes` (best effort: the limit in
+/// `/proc/sys/fs/pipe-max-size` may refuse it). Larger pipe buffers let the
+/// child write more before it blocks and let us read more per syscall.
+pub(crate) fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_the_name_parses() {
+        let line = "4242 (a (weird) name) S 1 4240 4240 0 -1 4194560 0 0";
+        assert_eq!(parse_stat(line), Some(('S', 1, 4240)));
+    }
+
+    #[test]
+    fn a_group_that_never_existed_is_not_alive() {
+        // Group ids above pid_max cannot exist.
+        assert!(!group_alive(0x3fff_fff0));
+        assert!(!signal_group(0x3fff_fff0, Signal::Term).unwrap());
+    }
+}

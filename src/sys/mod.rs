@@ -1,0 +1,11 @@
+//! Unix specifics behind one private module: process groups, the
+//! parent-death signal, killing a group and telling when it is empty.
+//!
+//! Nothing here calls `waitpid(-1)`: tokio owns reaping of the children it
+//! spawned, and a blanket wait would steal their exit statuses.
+
+mod group;
+mod signal;
+
+pub(crate) use group::{group_alive, grow_pipe, set_parent_death_signal, signal_group};
+pub use signal::{Signal, UnknownSignal};

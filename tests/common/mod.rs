@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests: the fixture's path, an owner
+//! actor that hands child events to the test, and waiting on conditions with
+//! a deadline (never on time alone).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use procession::child::{ChildEvent, ChildEventKind, ChildEvents, Exit};
+use procession::{ChildSpec, Frame, Stream};
+use tokio::sync::mpsc;
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The fixture program (see `tests/fixture.rs` for its modes).
+pub fn fixture() -> &'static str {
+    env!("CARGO_BIN_EXE_procession-fixture")
+}
+
+/// The host program for the orchestrator-death test.
+pub fn host() -> &'static str {
+    env!("CARGO_BIN_EXE_procession-test-host")
+}
+
+/// A spec that runs the fixture in `mode` with `args`.
+pub fn fixture_spec(name: &str, args: &[&str]) -> ChildSpec {
+    let mut cmd = vec![fixture().to_string()];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    ChildSpec::new(name, cmd)
+}
+
+/// An owner that forwards every event to the test, in order.
+pub struct Collector {
+    tx: mpsc::UnboundedSender<(Arc<str>, ChildEvent)>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChildEvents> for Collector {
+    type Result = ();
+    fn handle(&mut self, batch: ChildEvents, _: &mut Context<Self>) {
+        for event in batch.events {
+            let _ = self.tx.send((batch.child.clone(), event));
+        }
+    }
+}
+
+/// The test's end of a [`Collector`].
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<(Arc<str>, ChildEvent)>,
+}
+
+/// A collector actor and the receiving end for the test.
+pub fn collector() -> (Recipient<ChildEvents>, Events) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Collector { tx }.start().recipient(), Events { rx })
+}
+
+impl Events {
+    /// The next event, or a test failure after [`PATIENCE`].
+    pub async fn next(&mut self) -> ChildEvent {
+        match tokio::time::timeout(PATIENCE, self.rx.recv()).await {
+            Ok(Some((_, event))) => event,
+            Ok(None) => panic!("the event channel closed"),
+            Err(_) => panic!("no event within {PATIENCE:?}"),
+        }
+    }
+
+    /// The next output line (skipping other events); fails on `Exited`.
+    pub async fn next_line(&mut self) -> String {
+        loop {
+            match self.next().await.kind {
+                ChildEventKind::Output {
+                    frame: Frame::Line(line),
+                    ..
+                } => return line,
+                ChildEventKind::Exited(exit) => panic!("exited ({exit:?}) before a line came"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Every event up to and including `Exited`, and the exit.
+    pub async fn until_exit(&mut self) -> (Vec<ChildEvent>, Exit) {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next().await;
+            if let ChildEventKind::Exited(exit) = &event.kind {
+                let exit = exit.clone();
+                events.push(event);
+                return (events, exit);
+            }
+            events.push(event);
+        }
+    }
+}
+
+/// The output lines of `stream` among `events`.
+pub fn lines(events: &[ChildEvent], stream: Stream) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ChildEventKind::Output {
+                stream: s,
+                frame: Frame::Line(line),
+                ..
+            } if *s == stream => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that sequence numbers run 0, 1, 2, ... without a gap.
+pub fn assert_contiguous(events: &[ChildEvent]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64, "sequence gap at event {i}: {:?}", e.kind);
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is dead: it only waits to be
+/// collected by its parent).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after [`PATIENCE`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {PATIENCE:?}: {what}"
+        );
+        tick.tick().await;
+    }
+}
+
+/// Kills the given process groups (and pids) when dropped: a failing test
+/// must not leave its grandchildren behind.
+#[derive(Default)]
+pub struct Reaper(pub Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        for &pid in &self.0 {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The pids in `grandchild PID` lines.
+pub fn grandchild_pids(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("grandchild "))
+        .map(|p| p.parse().unwrap())
+        .collect()
+}

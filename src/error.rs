@@ -132,3 +132,211 @@ pub enum ChildError {
     #[error(transparent)]
     Stdin(#[from] StdinError),
 }
+
+/// A problem in a set of children and routes given to a director, found
+/// before anything is started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Two children share a name.
+    #[error("child `{child}` is defined twice")]
+    DuplicateChild {
+        /// The name.
+        child: Arc<str>,
+    },
+    /// `depends_on` names a child that does not exist.
+    #[error(
+        "child `{child}`: depends_on names `{dependency}`, which is not a child{}",
+        did_you_mean(suggestion)
+    )]
+    UnknownDependency {
+        /// The child whose `depends_on` is wrong.
+        child: Arc<str>,
+        /// The unknown name.
+        dependency: Arc<str>,
+        /// A known name close to it.
+        suggestion: Option<Arc<str>>,
+    },
+    /// `depends_on` goes round in a circle.
+    #[error("dependency cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// The children on the cycle, the first repeated at the end.
+        path: Vec<Arc<str>>,
+    },
+    /// A route names a child that does not exist.
+    #[error(
+        "route {index} ({from} -> {to}): `{name}` is not a child{}",
+        did_you_mean(suggestion)
+    )]
+    UnknownRouteChild {
+        /// The route's position, from 1.
+        index: usize,
+        /// The route's `from`.
+        from: Arc<str>,
+        /// The route's `to`.
+        to: Arc<str>,
+        /// The unknown name.
+        name: Arc<str>,
+        /// A known name close to it.
+        suggestion: Option<Arc<str>>,
+    },
+    /// A regex does not compile.
+    #[error("{place}: invalid regex in `{key}`")]
+    BadRegex {
+        /// Where: `child `x`` or `route 2`.
+        place: String,
+        /// The key (`ready.line`, `match`).
+        key: &'static str,
+        /// The regex error.
+        #[source]
+        source: regex::Error,
+    },
+    /// `cmd` is empty.
+    #[error("child `{child}`: cmd is empty (it needs at least the program)")]
+    EmptyCommand {
+        /// The child.
+        child: Arc<str>,
+    },
+}
+
+fn did_you_mean(suggestion: &Option<Arc<str>>) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Several configuration problems, all reported at once.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A request to the director failed. Each variant names the child.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectorError {
+    /// No child has this name.
+    #[error("no child named `{child}`{}", did_you_mean(suggestion))]
+    UnknownChild {
+        /// The name asked for.
+        child: Arc<str>,
+        /// A known name close to it.
+        suggestion: Option<Arc<str>>,
+    },
+    /// The child exists but is not running.
+    #[error("child `{child}` is not running ({state})")]
+    NotRunning {
+        /// The child.
+        child: Arc<str>,
+        /// What it is instead: `exited with exit code 3`, `not started: ...`.
+        state: String,
+    },
+    /// The children or routes are invalid; nothing was started.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[source] ConfigErrors),
+    /// Writing to the child's stdin failed.
+    #[error(transparent)]
+    Stdin(#[from] StdinError),
+    /// A request got no reply in time.
+    #[error("child `{child}`: no reply within {timeout:?}")]
+    Timeout {
+        /// The child.
+        child: Arc<str>,
+        /// The time allowed.
+        timeout: std::time::Duration,
+    },
+    /// The child ended before it replied.
+    #[error("child `{child}` ended before it replied")]
+    NoReply {
+        /// The child.
+        child: Arc<str>,
+    },
+    /// The reply does not decode into the type asked for.
+    #[error("child `{child}`: the reply {reply} does not fit the expected type")]
+    BadReply {
+        /// The child.
+        child: Arc<str>,
+        /// The start of the reply.
+        reply: String,
+        /// Why it does not fit.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A message could not be encoded as JSON.
+    #[error("child `{child}`: cannot encode the message as JSON")]
+    Encode {
+        /// The child.
+        child: Arc<str>,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A request to a JSON child must be a JSON object (it gets an `id`).
+    #[error("child `{child}` speaks JSON: a request must be a JSON object, not {got}")]
+    NotAnObject {
+        /// The child.
+        child: Arc<str>,
+        /// What was given.
+        got: &'static str,
+    },
+    /// The director is shutting down and starts nothing new.
+    #[error("the director is shutting down")]
+    ShuttingDown,
+    /// The director actor is gone.
+    #[error("the director is gone")]
+    Gone,
+}
+
+/// The known name closest to `name`, if one is close enough to be a typo.
+pub(crate) fn closest<'a>(
+    name: &str,
+    known: impl IntoIterator<Item = &'a Arc<str>>,
+) -> Option<Arc<str>> {
+    known
+        .into_iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3) && *d > 0)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_get_a_suggestion() {
+        let known: Vec<Arc<str>> = ["server", "client", "db"].map(Arc::from).to_vec();
+        assert_eq!(closest("sever", &known).as_deref(), Some("server"));
+        assert_eq!(closest("clinet", &known).as_deref(), Some("client"));
+        assert_eq!(closest("zebra", &known), None);
+        assert_eq!(closest("server", &known), None, "an exact match is no typo");
+    }
+}

@@ -1,37 +1,55 @@
 //! # procession: operating-system processes as actors
 //!
-//! Each child process is wrapped by a [`ChildActor`](child::ChildActor) that
-//! owns its pipes. It spawns the process as the leader of its own process
-//! group, cuts its output into [`Frame`]s, numbers them, and hands them to
-//! its owner in order, with the exit status last. Writing to stdin goes
-//! through a bounded queue that pushes back on the writer.
+//! Each child process is wrapped by a [`ChildActor`] that owns its pipes. It
+//! spawns the process as the leader of its own process group, cuts its output
+//! into [`Frame`]s, numbers them, and hands them to its owner in order, with
+//! the exit status last. Writing to stdin goes through a bounded queue that
+//! pushes back on the writer.
+//!
+//! A [`DirectorActor`] (driven through the [`Director`] handle) owns a set of
+//! children: it starts them in dependency order once their dependencies are
+//! ready, routes frames between them (routes and JSON envelopes), correlates
+//! requests with replies, publishes [`Event`]s to subscribers, and stops
+//! everything in reverse dependency order.
 //!
 //! ```text
-//!   owner (any actor)                 ChildActor                   OS
-//!  ┌──────────────┐  Write/Stop   ┌──────────────────┐  stdin   ┌────────┐
-//!  │ Handler<     │ ────────────► │ stdin queue      │ ───────► │ child  │
-//!  │ ChildEvents> │ ◄──────────── │ output pump      │ ◄─────── │ (group │
-//!  └──────────────┘ numbered      │ lifecycle, stop  │ stdout,  │ leader)│
-//!                   batches       └──────────────────┘ stderr   └────────┘
+//!  caller ──Launch/Deliver/Request/StopChild──► DirectorActor ──► subscribers (Event,
+//!                                               │   ▲              bounded, `lagged`)
+//!                      Write (bounded, waits)   │   │ ChildEvents (numbered batches;
+//!                                               ▼   │  the next one after delivery)
+//!                                   ChildActor  ChildActor ...
+//!                                   │stdin ▲stdout/stderr
+//!                                   ▼      │
+//!                                 OS process (own group, parent-death signal)
 //! ```
+//!
+//! Data flows one way: spec -> director -> child actor -> OS process; bytes ->
+//! frames -> director -> routes / requests / subscribers. A child actor never
+//! talks to another child actor.
 //!
 //! Invariants: nothing outlives its actor (the group is killed when the
 //! leader's exit is reported, and when the actor is dropped); no zombies
-//! (tokio reaps, nothing calls `waitpid(-1)`); no lost output (`Exited` comes
+//! (tokio reaps, nothing calls `waitpid(-1)`); no lost output (`exited` comes
 //! after both pipes reach EOF, or says the output is incomplete); bounded
-//! memory (frame cap, bounded stdin queue, batches sent one at a time).
+//! memory (frame cap, bounded stdin queues, one batch in flight per child,
+//! bounded subscriber queues).
 #![warn(missing_docs)]
 
 pub mod child;
+pub mod director;
 mod duration;
 pub mod error;
+pub mod event;
 pub mod frame;
+pub mod matching;
 pub mod spec;
 mod sys;
 
 pub use child::{ChildActor, ChildEvent, ChildEventKind, ChildEvents, Exit, ExitStatus, Stream};
+pub use director::{Director, DirectorActor, DirectorConfig, Route};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use error::{ChildError, SpawnError, StdinError};
+pub use error::{ChildError, ConfigError, DirectorError, SpawnError, StdinError};
+pub use event::{Event, EventFilter, EventKind};
 pub use frame::{Frame, Framing};
-pub use spec::{ChildSpec, StderrMode, StopSpec};
+pub use spec::{ChildSpec, Ready, StderrMode, StopSpec};
 pub use sys::{Signal, UnknownSignal};

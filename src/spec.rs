@@ -77,6 +77,27 @@ pub struct ChildSpec {
     /// the output marked incomplete.
     #[serde(default = "default_drain", with = "serde_text")]
     pub drain: Duration,
+    /// Children that must be ready before this one starts (under a director).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Arc<str>>,
+    /// When the child counts as ready; at spawn when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Ready>,
+}
+
+/// When a child counts as ready, so that children depending on it may start.
+///
+/// In a scenario: `ready = { line = "^listening" }`,
+/// `ready = { json = { status = "up" } }` or `ready = { after = "200ms" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Ready {
+    /// A line on stdout or stderr matches this regex.
+    Line(String),
+    /// A JSON frame on stdout contains this partial object.
+    Json(serde_json::Map<String, serde_json::Value>),
+    /// This long after the spawn.
+    After(#[serde(with = "serde_text")] Duration),
 }
 
 fn default_frame_cap() -> usize {
@@ -153,6 +174,8 @@ impl ChildSpec {
             frame_cap: DEFAULT_FRAME_CAP,
             stdin_queue: DEFAULT_STDIN_QUEUE,
             drain: DEFAULT_DRAIN,
+            depends_on: Vec::new(),
+            ready: None,
         }
     }
 
@@ -225,6 +248,18 @@ impl ChildSpec {
         self.drain = drain;
         self
     }
+
+    /// Adds a child that must be ready before this one starts.
+    pub fn depends_on(mut self, child: impl Into<Arc<str>>) -> Self {
+        self.depends_on.push(child.into());
+        self
+    }
+
+    /// Sets when the child counts as ready.
+    pub fn ready(mut self, ready: Ready) -> Self {
+        self.ready = Some(ready);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +275,8 @@ mod tests {
             framing = "json"
             stderr = "merge"
             stop = { signal = "INT", grace = "2s" }
+            depends_on = ["db"]
+            ready = { json = { status = "up" } }
             "#,
         )
         .unwrap();
@@ -251,6 +288,11 @@ mod tests {
         assert_eq!(spec.frame_cap, DEFAULT_FRAME_CAP);
         assert_eq!(spec.drain, DEFAULT_DRAIN);
         assert_eq!(spec.env["LEVEL"], "debug");
+        assert_eq!(spec.depends_on, [Arc::from("db")]);
+        assert!(matches!(spec.ready, Some(Ready::Json(ref m)) if m["status"] == "up"));
+        let after: ChildSpec =
+            toml::from_str("cmd = [\"x\"]\nready = { after = \"200ms\" }").unwrap();
+        assert_eq!(after.ready, Some(Ready::After(Duration::from_millis(200))));
     }
 
     #[test]

@@ -25,6 +25,9 @@ huge-line MIB      write MIB MiB of `x` without a newline
 bad-utf8           print `ok`, a line with invalid UTF-8, `after`
 bad-json           print {\"n\":1}, `not json`, {\"n\":2}
 count              count stdin lines until EOF, print `count N`
+say LINE...        print each LINE, exit 0
+expect-seq         read `line 1`, `line 2`, ... from stdin until EOF; print `ok N`
+                   and exit 0, or `bad at N: LINE` and exit 1
 count-after-usr1   print `ready`, wait for SIGUSR1, then do `count`";
 
 fn main() {
@@ -122,6 +125,24 @@ fn main() {
             out.write_all(b"{\"n\":1}\nnot json\n{\"n\":2}\n").unwrap();
         }
         Some("count") => count(&mut out),
+        Some("say") => {
+            for line in &args[1..] {
+                writeln!(out, "{line}").unwrap();
+            }
+        }
+        Some("expect-seq") => {
+            let mut n = 0u64;
+            for line in io::stdin().lock().lines() {
+                let line = line.unwrap();
+                n += 1;
+                if line != format!("line {n}") {
+                    writeln!(out, "bad at {n}: {line}").unwrap();
+                    out.flush().unwrap();
+                    std::process::exit(1);
+                }
+            }
+            writeln!(out, "ok {n}").unwrap();
+        }
         Some("count-after-usr1") => {
             let mut usr1 = SigSet::empty();
             usr1.add(Signal::SIGUSR1);

@@ -1,14 +1,19 @@
-//! A small host program for the orchestrator-death test: it starts one child
-//! through `ChildActor`, prints `child PID` once it is spawned, and runs
-//! until it is killed.
+//! A small host program for the orchestrator-death tests.
 //!
-//! Usage: procession-test-host PROGRAM [ARGS...]
+//! `procession-test-host PROGRAM [ARGS...]` starts one child through
+//! `ChildActor`, prints `child PID` once it is spawned, and runs until it is
+//! killed.
+//!
+//! `procession-test-host --director PROGRAM [ARGS...]` does the same under a
+//! `Director` that turns SIGINT/SIGTERM into a shutdown; after the shutdown it
+//! prints `shutdown by SIG` and exits 130 (INT) or 143 (TERM).
 
 use std::io::Write;
 
 use actix::prelude::*;
 use procession::child::{ChildActor, ChildEventKind, ChildEvents};
-use procession::ChildSpec;
+use procession::director::Director;
+use procession::{ChildSpec, Event, EventFilter, EventKind, Signal};
 
 struct PrintPid;
 
@@ -16,26 +21,69 @@ impl Actor for PrintPid {
     type Context = Context<Self>;
 }
 
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").unwrap();
+    out.flush().unwrap();
+}
+
 impl Handler<ChildEvents> for PrintPid {
     type Result = ();
     fn handle(&mut self, batch: ChildEvents, _: &mut Context<Self>) {
         for event in batch.events {
             if let ChildEventKind::Spawned { pid } = event.kind {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "child {pid}").unwrap();
-                out.flush().unwrap();
+                say(&format!("child {pid}"));
             }
         }
     }
 }
 
+impl Handler<Event> for PrintPid {
+    type Result = ();
+    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+        if let EventKind::Spawned { pid, .. } = event.kind {
+            say(&format!("child {pid}"));
+        }
+    }
+}
+
 fn main() {
-    let cmd: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let director = args.first().map(String::as_str) == Some("--director");
+    if director {
+        args.remove(0);
+    }
     let system = System::new();
-    system.block_on(async move {
-        let owner = PrintPid.start();
-        ChildActor::start(ChildSpec::new("victim", cmd), owner.recipient())
+    if !director {
+        system.block_on(async move {
+            let owner = PrintPid.start();
+            ChildActor::start(ChildSpec::new("victim", args), owner.recipient())
+                .expect("the child starts");
+        });
+        system.run().unwrap();
+        return;
+    }
+    let code = system.block_on(async move {
+        let director = Director::start();
+        let signals = director.shutdown_on_signals().unwrap();
+        let printer = PrintPid.start();
+        director
+            .subscribe(printer.recipient(), EventFilter::all().kinds(["spawned"]))
+            .await
+            .unwrap();
+        director
+            .add(ChildSpec::new("victim", args))
+            .await
             .expect("the child starts");
+        let signal = signals.await.unwrap();
+        // Joins the shutdown the signal started; returns when all exited.
+        director.shutdown("host").await;
+        say(&format!("shutdown by {signal}"));
+        if signal == Signal::Int {
+            130
+        } else {
+            143
+        }
     });
-    system.run().unwrap();
+    std::process::exit(code);
 }

@@ -14,10 +14,13 @@ use crate::frame::Frame;
 use crate::Signal;
 
 /// Which output pipe a frame came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     /// Standard output.
+    #[default]
     Stdout,
     /// Standard error.
     Stderr,

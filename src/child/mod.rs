@@ -104,18 +104,36 @@ impl ChildActor {
     ///
     /// Fails, with nothing left running, when the process cannot be started
     /// (program not found or not executable, bad working directory).
+    ///
+    /// # Panics
+    /// Outside a running actix `System`.
     pub fn start(
         spec: impl Into<Arc<ChildSpec>>,
         owner: Recipient<ChildEvents>,
     ) -> Result<Addr<ChildActor>, SpawnError> {
+        Self::spawn(spec, owner).map(|started| started.addr)
+    }
+
+    /// Like [`ChildActor::start`], and also returns the pid and a sender for
+    /// the child's stdin, for owners that write without going through the
+    /// actor.
+    pub fn spawn(
+        spec: impl Into<Arc<ChildSpec>>,
+        owner: Recipient<ChildEvents>,
+    ) -> Result<Started, SpawnError> {
         let spec = spec.into();
         let spawned = spawn::spawn(&spec)?;
         let pid = spawned.pid;
         tracing::debug!(child = %spec.name, pid, "spawned");
-        Ok(ChildActor::create(move |ctx| {
+        let stdin = stdin::start_writer(
+            spec.name.clone(),
+            spec.framing,
+            spec.stdin_queue,
+            spawned.stdin,
+        );
+        let stdin_for_actor = stdin.clone();
+        let addr = ChildActor::create(move |ctx| {
             let name = spec.name.clone();
-            let stdin =
-                stdin::start_writer(name.clone(), spec.framing, spec.stdin_queue, spawned.stdin);
             owner.do_send(ChildEvents {
                 child: name.clone(),
                 events: vec![ChildEvent {
@@ -157,14 +175,15 @@ impl ChildActor {
                 owner,
                 seq,
                 started: Instant::now(),
-                stdin: Some(stdin),
+                stdin: Some(stdin_for_actor),
                 life: Lifecycle::default(),
                 sent: Vec::new(),
                 pump: Some(pump),
                 exit: None,
                 waiters: Vec::new(),
             }
-        }))
+        });
+        Ok(Started { addr, pid, stdin })
     }
 
     fn advance(&mut self, next: Next, ctx: &mut Context<Self>) {
@@ -231,6 +250,17 @@ impl ChildActor {
         let child = self.spec.name.clone();
         Box::pin(async move { rx.await.map_err(|_| ChildError::Gone { child }) })
     }
+}
+
+/// A child that was just started by [`ChildActor::spawn`].
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The actor.
+    pub addr: Addr<ChildActor>,
+    /// The process id, which is also its process group id.
+    pub pid: u32,
+    /// Writes to the child's stdin (closing it closes the stdin for all).
+    pub stdin: StdinSender,
 }
 
 impl Actor for ChildActor {

@@ -34,14 +34,23 @@ pub enum Framing {
 }
 
 /// One frame of output from a child, or of input to it.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes as `{"line": "..."}`, `{"json": ...}` or `{"bytes": "BASE64"}`,
+/// the form it takes inside an `output` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Frame {
     /// A line of text, without its newline.
     Line(String),
     /// One JSON value.
     Json(serde_json::Value),
     /// Raw bytes (a chunk, or one length-delimited payload).
-    Bytes(Bytes),
+    Bytes(#[serde(serialize_with = "base64_bytes")] Bytes),
+}
+
+fn base64_bytes<S: serde::Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 impl Frame {

@@ -1,0 +1,282 @@
+//! Handlers for the control messages: one per request a caller can make.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::messages::Request;
+use super::messages::*;
+use super::{graph, DirectorActor, State};
+use crate::child::{Exit, SendSignal};
+use crate::error::{ConfigErrors, DirectorError};
+use crate::event::EventKind;
+use crate::frame::{Frame, Framing};
+
+impl Handler<Launch> for DirectorActor {
+    type Result = Result<(), DirectorError>;
+
+    fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutdown.is_some() {
+            return Err(DirectorError::ShuttingDown);
+        }
+        let existing = self
+            .entries
+            .iter()
+            .map(|(name, e)| (name.clone(), e.spec.depends_on.clone()))
+            .collect();
+        let mut problems = graph::validate(&msg.children, &existing);
+        let mut names = self.order.clone();
+        names.extend(msg.children.iter().map(|s| s.name.clone()));
+        problems.extend(self.routes.check(&msg.routes, &names));
+        if !problems.is_empty() {
+            return Err(DirectorError::Invalid(ConfigErrors(problems)));
+        }
+        self.routes.add(msg.routes);
+        self.add_children(msg.children, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Deliver> for DirectorActor {
+    type Result = ResponseFuture<Result<(), DirectorError>>;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> Self::Result {
+        let stdin = match self.running_stdin(&msg.to) {
+            Ok(stdin) => stdin,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let bytes = msg.frame.to_bytes(stdin.framing());
+        Box::pin(async move { Ok(stdin.send(bytes).await?) })
+    }
+}
+
+impl Handler<Request> for DirectorActor {
+    type Result = ResponseActFuture<Self, Result<Frame, DirectorError>>;
+
+    fn handle(&mut self, msg: Request, _: &mut Context<Self>) -> Self::Result {
+        let to = msg.to;
+        let stdin = match self.running_stdin(&to) {
+            Ok(stdin) => stdin,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let (reply, answer) = oneshot::channel();
+        let (id, frame) = match (stdin.framing(), msg.frame) {
+            (Framing::Json, Frame::Json(Value::Object(mut map))) => {
+                let id = self.requests.by_id(&to, reply);
+                map.insert("id".into(), Value::from(id));
+                (id, Frame::Json(Value::Object(map)))
+            }
+            (Framing::Json, other) => {
+                let got = match other {
+                    Frame::Json(_) => "a JSON value that is not an object",
+                    Frame::Line(_) => "a line",
+                    Frame::Bytes(_) => "bytes",
+                };
+                return Box::pin(fut::ready(Err(DirectorError::NotAnObject {
+                    child: to,
+                    got,
+                })));
+            }
+            (_, Frame::Json(Value::String(line))) => {
+                (self.requests.in_order(&to, reply), Frame::Line(line))
+            }
+            (_, frame) => (self.requests.in_order(&to, reply), frame),
+        };
+        let bytes = frame.to_bytes(stdin.framing());
+        let child = to.clone();
+        let timeout = msg.timeout;
+        let exchange = async move {
+            stdin.send(bytes).await?;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(frame)) => Ok(frame),
+                Ok(Err(_)) => Err(DirectorError::NoReply { child }),
+                Err(_) => Err(DirectorError::Timeout { child, timeout }),
+            }
+        };
+        Box::pin(
+            fut::wrap_future(exchange).map(move |result, act: &mut Self, _| {
+                if result.is_err() {
+                    act.requests.cancel(&to, id);
+                }
+                result
+            }),
+        )
+    }
+}
+
+impl Handler<Subscribe> for DirectorActor {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        self.next_subscription += 1;
+        let id = SubscriptionId(self.next_subscription);
+        let task = self.bus.subscribe(msg.to, msg.filter);
+        self.subscriptions.insert(id, task);
+        MessageResult(id)
+    }
+}
+
+impl Handler<Unsubscribe> for DirectorActor {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
+        if let Some(task) = self.subscriptions.remove(&id) {
+            task.abort();
+        }
+    }
+}
+
+impl DirectorActor {
+    /// Resolves with the child's exit (now, if it already exited).
+    fn exit_of(&mut self, child: Arc<str>) -> ResponseFuture<Result<Exit, DirectorError>> {
+        let state = match self.entry(&child) {
+            Ok(entry) => &entry.state,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        match state {
+            State::Exited(exit) => {
+                let exit = exit.clone();
+                Box::pin(async move { Ok(exit) })
+            }
+            State::Running { .. } | State::Waiting => {
+                let (tx, rx) = oneshot::channel();
+                self.exit_waiters.entry(child.clone()).or_default().push(tx);
+                Box::pin(async move {
+                    rx.await.map_err(|_| DirectorError::NotRunning {
+                        child,
+                        state: "never started".into(),
+                    })
+                })
+            }
+            _ => {
+                let e = self.not_running(&child);
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+}
+
+impl Handler<StopChild> for DirectorActor {
+    type Result = ResponseFuture<Result<Exit, DirectorError>>;
+
+    fn handle(&mut self, msg: StopChild, _: &mut Context<Self>) -> Self::Result {
+        if let Ok(entry) = self.entry(&msg.child) {
+            if matches!(entry.state, State::Waiting) {
+                // Not started yet: it never will be.
+                let e = DirectorError::NotRunning {
+                    child: msg.child.clone(),
+                    state: "waiting for its dependencies".into(),
+                };
+                return Box::pin(async move { Err(e) });
+            }
+        }
+        let result = self.exit_of(msg.child.clone());
+        self.stop(&msg.child, msg.grace);
+        result
+    }
+}
+
+impl Handler<WaitChild> for DirectorActor {
+    type Result = ResponseFuture<Result<Exit, DirectorError>>;
+
+    fn handle(&mut self, msg: WaitChild, _: &mut Context<Self>) -> Self::Result {
+        self.exit_of(msg.child)
+    }
+}
+
+impl Handler<SignalChild> for DirectorActor {
+    type Result = ResponseFuture<Result<(), DirectorError>>;
+
+    fn handle(&mut self, msg: SignalChild, _: &mut Context<Self>) -> Self::Result {
+        let addr = match self.entry(&msg.child).map(|e| &e.state) {
+            Ok(State::Running { addr, .. }) => addr.clone(),
+            Ok(_) => {
+                let e = self.not_running(&msg.child);
+                return Box::pin(async move { Err(e) });
+            }
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let child = msg.child;
+        Box::pin(async move {
+            match addr.send(SendSignal(msg.signal)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(DirectorError::NotRunning {
+                    child,
+                    state: e.to_string(),
+                }),
+                Err(_) => Err(DirectorError::NotRunning {
+                    child,
+                    state: "it exited".into(),
+                }),
+            }
+        })
+    }
+}
+
+impl Handler<CloseChildStdin> for DirectorActor {
+    type Result = Result<(), DirectorError>;
+
+    fn handle(&mut self, msg: CloseChildStdin, _: &mut Context<Self>) -> Self::Result {
+        let stdin = self.running_stdin(&msg.child)?;
+        actix::spawn(async move { stdin.close().await });
+        Ok(())
+    }
+}
+
+impl Handler<ListChildren> for DirectorActor {
+    type Result = MessageResult<ListChildren>;
+
+    fn handle(&mut self, _: ListChildren, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.order
+                .iter()
+                .map(|name| ChildInfo {
+                    name: name.clone(),
+                    state: self.public_state(name),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Shutdown> for DirectorActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let first = self.shutdown.is_none();
+        self.shutdown.get_or_insert_with(Vec::new).push(tx);
+        if first {
+            tracing::info!(reason = %msg.reason, "shutting down");
+            self.bus.publish(
+                None,
+                EventKind::Shutdown {
+                    reason: msg.reason.clone(),
+                },
+            );
+            let waiting: Vec<_> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| matches!(e.state, State::Waiting))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in waiting {
+                self.not_started(&name, "the director is shutting down".into(), ctx);
+            }
+        }
+        if msg.kill {
+            for entry in self.entries.values_mut() {
+                if let State::Running { addr, stopping, .. } = &mut entry.state {
+                    *stopping = true;
+                    addr.do_send(SendSignal(crate::Signal::Kill));
+                }
+            }
+        }
+        self.check_shutdown(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

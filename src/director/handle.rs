@@ -1,0 +1,304 @@
+//! [`Director`]: a cloneable handle that speaks to a [`DirectorActor`] with
+//! async methods and typed (serde) messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::messages::Request;
+use super::messages::*;
+use super::{DirectorActor, DirectorConfig, Route};
+use crate::child::Exit;
+use crate::error::DirectorError;
+use crate::event::{Event, EventFilter};
+use crate::frame::Frame;
+use crate::spec::ChildSpec;
+use crate::Signal;
+
+/// A handle to a running director. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use procession::director::Director;
+/// use procession::{ChildSpec, Framing};
+///
+/// #[actix::main]
+/// async fn main() {
+///     let director = Director::start();
+///     director.add(ChildSpec::new("cat", ["cat"])).await.unwrap();
+///     // A line child's reply is its next line; it decodes into any
+///     // `Deserialize` type (here: a number).
+///     let n: u32 = director.request("cat", "42", Duration::from_secs(5)).await.unwrap();
+///     assert_eq!(n, 42);
+///     director.shutdown("done").await;
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Director {
+    addr: Addr<DirectorActor>,
+}
+
+impl Director {
+    /// Starts a director with default settings on the current arbiter.
+    pub fn start() -> Director {
+        Director::with_config(DirectorConfig::default())
+    }
+
+    /// Starts a director with these settings on the current arbiter.
+    pub fn with_config(config: DirectorConfig) -> Director {
+        Director {
+            addr: DirectorActor::new(config).start(),
+        }
+    }
+
+    /// The actor's address, for sending messages directly.
+    pub fn addr(&self) -> &Addr<DirectorActor> {
+        &self.addr
+    }
+
+    async fn ask<M>(&self, msg: M) -> Result<M::Result, DirectorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        DirectorActor: Handler<M>,
+    {
+        self.addr.send(msg).await.map_err(|_| DirectorError::Gone)
+    }
+
+    /// Adds children and routes, checked as a whole (see [`Launch`]).
+    pub async fn launch(
+        &self,
+        children: impl IntoIterator<Item = ChildSpec>,
+        routes: impl IntoIterator<Item = Route>,
+    ) -> Result<(), DirectorError> {
+        self.ask(Launch {
+            children: children.into_iter().collect(),
+            routes: routes.into_iter().collect(),
+        })
+        .await?
+    }
+
+    /// Adds one child; it starts once its dependencies are ready.
+    pub async fn add(&self, spec: ChildSpec) -> Result<(), DirectorError> {
+        self.launch([spec], []).await
+    }
+
+    /// Adds one route.
+    pub async fn route(&self, route: Route) -> Result<(), DirectorError> {
+        self.launch([], [route]).await
+    }
+
+    /// Writes a frame to a child's stdin (waits while its queue is full).
+    pub async fn deliver(
+        &self,
+        to: impl Into<Arc<str>>,
+        frame: impl Into<Frame>,
+    ) -> Result<(), DirectorError> {
+        self.ask(Deliver {
+            to: to.into(),
+            frame: frame.into(),
+        })
+        .await?
+    }
+
+    /// Writes one line (a newline is added).
+    pub async fn deliver_line(
+        &self,
+        to: impl Into<Arc<str>>,
+        line: impl Into<String>,
+    ) -> Result<(), DirectorError> {
+        self.deliver(to, Frame::Line(line.into())).await
+    }
+
+    /// Writes any serializable value as one line of compact JSON.
+    pub async fn deliver_json<T: Serialize + ?Sized>(
+        &self,
+        to: impl Into<Arc<str>>,
+        value: &T,
+    ) -> Result<(), DirectorError> {
+        let to = to.into();
+        let value = to_json(&to, value)?;
+        self.deliver(to, Frame::Json(value)).await
+    }
+
+    /// Sends a request and returns the raw reply frame (see [`Request`]).
+    pub async fn request_frame(
+        &self,
+        to: impl Into<Arc<str>>,
+        frame: impl Into<Frame>,
+        timeout: Duration,
+    ) -> Result<Frame, DirectorError> {
+        self.ask(Request {
+            to: to.into(),
+            frame: frame.into(),
+            timeout,
+        })
+        .await?
+    }
+
+    /// Sends a serializable request and decodes the reply into `R`.
+    ///
+    /// For a `json` child the value must serialize to an object; it gets an
+    /// `"id"` and the reply with the same `"id"` decodes into `R` (extra
+    /// fields such as `id` are ignored unless `R` denies them). For a line
+    /// child a string is sent as the line itself, anything else as compact
+    /// JSON, and the reply line decodes as JSON if it is JSON, else as a
+    /// string.
+    pub async fn request<T, R>(
+        &self,
+        to: impl Into<Arc<str>>,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<R, DirectorError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let to = to.into();
+        let value = to_json(&to, value)?;
+        let reply = self
+            .request_frame(to.clone(), Frame::Json(value), timeout)
+            .await?;
+        decode_reply(&to, reply)
+    }
+
+    /// Sends events that pass `filter` to `to`.
+    pub async fn subscribe(
+        &self,
+        to: Recipient<Event>,
+        filter: EventFilter,
+    ) -> Result<SubscriptionId, DirectorError> {
+        self.ask(Subscribe { to, filter }).await
+    }
+
+    /// Ends a subscription.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<(), DirectorError> {
+        self.ask(Unsubscribe(id)).await
+    }
+
+    /// Stops a child (with this grace, or its spec's) and returns its exit.
+    pub async fn stop(
+        &self,
+        child: impl Into<Arc<str>>,
+        grace: Option<Duration>,
+    ) -> Result<Exit, DirectorError> {
+        self.ask(StopChild {
+            child: child.into(),
+            grace,
+        })
+        .await?
+    }
+
+    /// Waits for a child's exit.
+    pub async fn wait_exit(&self, child: impl Into<Arc<str>>) -> Result<Exit, DirectorError> {
+        self.ask(WaitChild {
+            child: child.into(),
+        })
+        .await?
+    }
+
+    /// Sends a signal to a child's process group.
+    pub async fn signal(
+        &self,
+        child: impl Into<Arc<str>>,
+        signal: Signal,
+    ) -> Result<(), DirectorError> {
+        self.ask(SignalChild {
+            child: child.into(),
+            signal,
+        })
+        .await?
+    }
+
+    /// Closes a child's stdin after what is queued.
+    pub async fn close_stdin(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
+        self.ask(CloseChildStdin {
+            child: child.into(),
+        })
+        .await?
+    }
+
+    /// Every child and its state, in the order they were added.
+    pub async fn children(&self) -> Result<Vec<ChildInfo>, DirectorError> {
+        self.ask(ListChildren).await
+    }
+
+    /// Stops every child in reverse dependency order and waits until all
+    /// have exited; the director stops after. Calling it again (or on a
+    /// director that is already gone) is fine.
+    pub async fn shutdown(&self, reason: impl Into<String>) {
+        let _ = self
+            .ask(Shutdown {
+                reason: reason.into(),
+                kill: false,
+            })
+            .await;
+    }
+
+    /// Turns SIGINT and SIGTERM of this process into a shutdown: the first
+    /// one stops every child with its grace, a second one kills them at
+    /// once. The receiver gets the first signal (to choose an exit status:
+    /// 130 for INT, 143 for TERM).
+    ///
+    /// Call it once, inside the actix system.
+    pub fn shutdown_on_signals(&self) -> std::io::Result<oneshot::Receiver<Signal>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let (tx, rx) = oneshot::channel();
+        let addr = self.addr.clone();
+        actix::spawn(async move {
+            let first = tokio::select! {
+                _ = int.recv() => Signal::Int,
+                _ = term.recv() => Signal::Term,
+            };
+            let _ = tx.send(first);
+            addr.do_send(Shutdown {
+                reason: format!("received SIG{first}"),
+                kill: false,
+            });
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            addr.do_send(Shutdown {
+                reason: "received a second signal: killing".into(),
+                kill: true,
+            });
+        });
+        Ok(rx)
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(child: &Arc<str>, value: &T) -> Result<Value, DirectorError> {
+    serde_json::to_value(value).map_err(|source| DirectorError::Encode {
+        child: child.clone(),
+        source,
+    })
+}
+
+fn decode_reply<R: DeserializeOwned>(child: &Arc<str>, reply: Frame) -> Result<R, DirectorError> {
+    let bad = |reply: &str, source| DirectorError::BadReply {
+        child: child.clone(),
+        reply: reply.chars().take(80).collect(),
+        source,
+    };
+    match reply {
+        Frame::Json(value) => {
+            let text = value.to_string();
+            serde_json::from_value(value).map_err(|e| bad(&text, e))
+        }
+        Frame::Line(line) => serde_json::from_str(&line)
+            .or_else(|_| serde_json::from_value(Value::String(line.clone())))
+            .map_err(|e| bad(&line, e)),
+        Frame::Bytes(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            serde_json::from_slice(&bytes).map_err(|e| bad(&text, e))
+        }
+    }
+}

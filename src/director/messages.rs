@@ -1,0 +1,180 @@
+//! The messages a [`DirectorActor`](super::DirectorActor) takes. Most users
+//! call them through the [`Director`](super::Director) handle instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+
+use super::routing::Route;
+use crate::child::Exit;
+use crate::error::DirectorError;
+use crate::event::{Event, EventFilter};
+use crate::frame::Frame;
+use crate::spec::ChildSpec;
+use crate::Signal;
+
+/// Adds children and routes. Everything is checked first (names, dependency
+/// cycles, unknown children in `depends_on` and routes, regexes); on any
+/// problem nothing is added or started and all problems are returned. Then
+/// each child starts as soon as its dependencies are ready.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct Launch {
+    /// Children to add.
+    pub children: Vec<ChildSpec>,
+    /// Routes to add (they may name the new children).
+    pub routes: Vec<Route>,
+}
+
+/// Writes a frame to a child's stdin, encoded for its framing. Resolves once
+/// queued, waiting while the child's queue is full.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct Deliver {
+    /// The child.
+    pub to: Arc<str>,
+    /// The frame.
+    pub frame: Frame,
+}
+
+/// Sends a frame and waits for the reply. For a `json` child the frame must
+/// be an object; the director adds an `"id"` and the reply is the first JSON
+/// object from the child with the same `"id"`. For other children the reply
+/// is the next stdout frame (concurrent requests are answered in order), and
+/// a JSON string frame is sent as a plain line.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Frame, DirectorError>")]
+pub struct Request {
+    /// The child.
+    pub to: Arc<str>,
+    /// The request.
+    pub frame: Frame,
+    /// How long to wait for the reply.
+    pub timeout: Duration,
+}
+
+/// An id for a subscription, to end it with [`Unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(pub(crate) u64);
+
+/// Sends events that pass `filter` to `to` (see [`crate::event`] for the
+/// delivery guarantees).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct Subscribe {
+    /// Who gets the events.
+    pub to: Recipient<Event>,
+    /// Which events.
+    pub filter: EventFilter,
+}
+
+/// Ends a subscription.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub SubscriptionId);
+
+/// Stops one child with its stop spec (or this grace); resolves with its exit.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Exit, DirectorError>")]
+pub struct StopChild {
+    /// The child.
+    pub child: Arc<str>,
+    /// Overrides the spec's grace.
+    pub grace: Option<Duration>,
+}
+
+/// Resolves with the child's exit, now if it has already exited.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Exit, DirectorError>")]
+pub struct WaitChild {
+    /// The child.
+    pub child: Arc<str>,
+}
+
+/// Sends a signal to a child's process group.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct SignalChild {
+    /// The child.
+    pub child: Arc<str>,
+    /// The signal.
+    pub signal: Signal,
+}
+
+/// Closes a child's stdin after what is queued; its output is still read.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct CloseChildStdin {
+    /// The child.
+    pub child: Arc<str>,
+}
+
+/// Lists every child with its state, in the order they were added.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<ChildInfo>")]
+pub struct ListChildren;
+
+/// Stops every child in reverse dependency order (a child only after every
+/// child that depends on it has exited), each with its own grace; resolves
+/// when all have exited. The director then stops.
+///
+/// A second `Shutdown` with `kill = true` SIGKILLs every group still running.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Why (published in the `shutdown` event).
+    pub reason: String,
+    /// Kill at once instead of stopping with the grace.
+    pub kill: bool,
+}
+
+/// A child and its state, as listed by [`ListChildren`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildInfo {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its state.
+    pub state: ChildState,
+}
+
+/// Where a child is in its life.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ChildState {
+    /// Waiting for its dependencies to be ready.
+    Waiting,
+    /// Running.
+    Running {
+        /// Its pid.
+        pid: u32,
+        /// Whether it is ready.
+        ready: bool,
+        /// Whether a stop was asked for.
+        stopping: bool,
+    },
+    /// It exited.
+    Exited(Exit),
+    /// It could not be spawned.
+    SpawnFailed {
+        /// Why.
+        error: String,
+    },
+    /// It was never started.
+    NotStarted {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ChildState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildState::Waiting => f.write_str("waiting for its dependencies"),
+            ChildState::Running { pid, .. } => write!(f, "running as pid {pid}"),
+            ChildState::Exited(exit) => write!(f, "exited with {}", exit.status),
+            ChildState::SpawnFailed { error } => write!(f, "could not be spawned: {error}"),
+            ChildState::NotStarted { reason } => write!(f, "not started: {reason}"),
+        }
+    }
+}

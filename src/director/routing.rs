@@ -1,0 +1,227 @@
+//! Routes and envelopes: which child a frame goes to. Pure code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::child::Stream;
+use crate::error::{closest, ConfigError};
+use crate::frame::Frame;
+use crate::matching::{Pattern, PatternSpec};
+
+/// Frames printed by `from` on `stream` go to `to`'s stdin, if they match
+/// `filter`. In a scenario file this is a `[[routes]]` table, with `match`
+/// for the filter.
+///
+/// Frames travel as they are: a JSON frame routed to a `lines` child is one
+/// line of compact JSON. Frames from one sender reach one receiver in the
+/// order they were printed.
+///
+/// ```
+/// use procession::director::Route;
+/// use procession::matching::PatternSpec;
+/// let route = Route::new("client", "server").filter(PatternSpec::Regex("^DATA".into()));
+/// # let _ = route;
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The sending child.
+    pub from: Arc<str>,
+    /// The receiving child.
+    pub to: Arc<str>,
+    /// Which of the sender's pipes (default stdout).
+    #[serde(default)]
+    pub stream: Stream,
+    /// Only frames that match (a regex on lines, a partial object on JSON).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<PatternSpec>,
+}
+
+impl Route {
+    /// A route for every stdout frame of `from` to `to`.
+    pub fn new(from: impl Into<Arc<str>>, to: impl Into<Arc<str>>) -> Route {
+        Route {
+            from: from.into(),
+            to: to.into(),
+            stream: Stream::Stdout,
+            filter: None,
+        }
+    }
+
+    /// Routes this stream instead of stdout.
+    pub fn stream(mut self, stream: Stream) -> Route {
+        self.stream = stream;
+        self
+    }
+
+    /// Routes only frames that match.
+    pub fn filter(mut self, filter: PatternSpec) -> Route {
+        self.filter = Some(filter);
+        self
+    }
+}
+
+struct Compiled {
+    to: Arc<str>,
+    stream: Stream,
+    filter: Option<Pattern>,
+}
+
+/// The routes, indexed by sender.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    by_from: HashMap<Arc<str>, Vec<Compiled>>,
+    count: usize,
+}
+
+impl RouteTable {
+    /// Checks `routes` against the known child names; numbering continues
+    /// from the routes already in the table.
+    pub fn check(&self, routes: &[Route], names: &[Arc<str>]) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let index = self.count + i + 1;
+            for name in [&route.from, &route.to] {
+                if !names.contains(name) {
+                    problems.push(ConfigError::UnknownRouteChild {
+                        index,
+                        from: route.from.clone(),
+                        to: route.to.clone(),
+                        name: name.clone(),
+                        suggestion: closest(name, names),
+                    });
+                }
+            }
+            if let Some(Err(source)) = route.filter.as_ref().map(PatternSpec::compile) {
+                problems.push(ConfigError::BadRegex {
+                    place: format!("route {index} ({} -> {})", route.from, route.to),
+                    key: "match",
+                    source,
+                });
+            }
+        }
+        problems
+    }
+
+    /// Adds checked routes.
+    pub fn add(&mut self, routes: Vec<Route>) {
+        for route in routes {
+            let filter = route.filter.as_ref().map(|f| {
+                f.compile()
+                    .expect("routes are checked before they are added")
+            });
+            self.by_from.entry(route.from).or_default().push(Compiled {
+                to: route.to,
+                stream: route.stream,
+                filter,
+            });
+            self.count += 1;
+        }
+    }
+
+    /// The children a frame from `from` on `stream` goes to, in route order.
+    pub fn targets<'a>(
+        &'a self,
+        from: &str,
+        stream: Stream,
+        frame: &'a Frame,
+    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        self.by_from
+            .get(from)
+            .into_iter()
+            .flatten()
+            .filter(move |r| {
+                r.stream == stream && r.filter.as_ref().is_none_or(|f| f.matches(frame))
+            })
+            .map(|r| &r.to)
+    }
+}
+
+/// Envelope addressing: a JSON object with a string `"to"` is meant for that
+/// child. Returns the name and the frame to deliver, with `"from"` added.
+pub(crate) fn envelope(from: &str, frame: &Frame) -> Option<(Arc<str>, Frame)> {
+    let Frame::Json(Value::Object(map)) = frame else {
+        return None;
+    };
+    let Some(Value::String(to)) = map.get("to") else {
+        return None;
+    };
+    let mut map = map.clone();
+    map.insert("from".to_string(), Value::String(from.to_string()));
+    Some((Arc::from(to.as_str()), Frame::Json(Value::Object(map))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    #[test]
+    fn routes_select_by_sender_stream_and_filter() {
+        let mut table = RouteTable::default();
+        let routes = vec![
+            Route::new("a", "b"),
+            Route::new("a", "c").filter(PatternSpec::Regex("^DATA".into())),
+            Route::new("a", "d").stream(Stream::Stderr),
+        ];
+        assert!(table
+            .check(&routes, &names(&["a", "b", "c", "d"]))
+            .is_empty());
+        table.add(routes);
+        let to = |stream, line: &str| {
+            let frame = Frame::line(line);
+            table
+                .targets("a", stream, &frame)
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(to(Stream::Stdout, "DATA 1"), ["b", "c"]);
+        assert_eq!(to(Stream::Stdout, "hello"), ["b"]);
+        assert_eq!(to(Stream::Stderr, "oops"), ["d"]);
+        assert!(table
+            .targets("b", Stream::Stdout, &Frame::line("x"))
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn unknown_children_and_bad_filters_are_named_with_the_route_index() {
+        let table = RouteTable::default();
+        let routes = vec![
+            Route::new("client", "sever"),
+            Route::new("client", "server").filter(PatternSpec::Regex("[".into())),
+        ];
+        let got: Vec<String> = table
+            .check(&routes, &names(&["client", "server"]))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "route 1 (client -> sever): `sever` is not a child (did you mean `server`?)",
+                "route 2 (client -> server): invalid regex in `match`"
+            ]
+        );
+    }
+
+    #[test]
+    fn envelopes_add_from_and_ignore_everything_else() {
+        let (to, frame) = envelope("alice", &Frame::Json(json!({"to": "bob", "n": 1}))).unwrap();
+        assert_eq!(&*to, "bob");
+        assert_eq!(
+            frame,
+            Frame::Json(json!({"to": "bob", "n": 1, "from": "alice"}))
+        );
+        assert!(envelope("alice", &Frame::Json(json!({"to": 3}))).is_none());
+        assert!(envelope("alice", &Frame::Json(json!(["to", "bob"]))).is_none());
+        assert!(envelope("alice", &Frame::line("{\"to\":\"bob\"}")).is_none());
+    }
+}

@@ -1,0 +1,412 @@
+//! [`Event`]s: what the director publishes, and the bus that fans them out
+//! to subscribers.
+//!
+//! Every event serializes as one JSON object with `t_ms` (milliseconds since
+//! the director started), `event` (the snake_case kind), and `child` and
+//! `seq` where one child is concerned:
+//!
+//! ```json
+//! {"t_ms":12,"child":"server","seq":3,"event":"output","stream":"stdout","line":"listening"}
+//! ```
+//!
+//! # Delivery
+//! Events about one child carry consecutive sequence numbers and reach each
+//! subscriber in that order; all of a child's output comes before its
+//! `exited`. Each subscriber has a bounded queue and is sent its next event
+//! only when it handled the previous one. A subscriber that falls more than
+//! its queue behind loses the oldest events and then receives a `lagged`
+//! event with the number it missed (counted before its filter). It never
+//! slows the director or the children.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Message, Recipient};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::child::{Exit, ExitStatus, Stream};
+use crate::frame::Frame;
+use crate::Signal;
+
+/// One thing that happened, with when and to whom.
+#[derive(Debug, Clone, Serialize, Message)]
+#[rtype(result = "()")]
+pub struct Event {
+    /// Milliseconds since the director started.
+    pub t_ms: u64,
+    /// The child concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child: Option<Arc<str>>,
+    /// Per-child sequence number (consecutive from 0 across restarts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The kinds of [`Event`]. Serialized with the kind as `"event"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The child's process started.
+    Spawned {
+        /// Its pid (also its process group id).
+        pid: u32,
+        /// 1 for the first start, then one more for each restart.
+        attempt: u32,
+    },
+    /// The child's process could not be started.
+    SpawnFailed {
+        /// Why, naming the program.
+        error: String,
+    },
+    /// The child is ready (see `ready` in its spec); dependents may start.
+    Ready,
+    /// The child was never started.
+    NotStarted {
+        /// Why (a dependency failed, the director is shutting down).
+        reason: String,
+    },
+    /// A frame of output.
+    Output {
+        /// Which pipe.
+        stream: Stream,
+        /// The frame, as `line`, `json` or `bytes`.
+        #[serde(flatten)]
+        frame: Frame,
+        /// More of the same over-long line follows.
+        #[serde(skip_serializing_if = "is_false")]
+        partial: bool,
+    },
+    /// A line longer than the frame cap (once per line; chunks follow).
+    OversizedFrame {
+        /// Which pipe.
+        stream: Stream,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Output that could not be decoded; reading went on.
+    DecodeError {
+        /// Which pipe.
+        stream: Stream,
+        /// What was wrong.
+        error: String,
+        /// The start of the bad bytes.
+        preview: String,
+    },
+    /// A frame was delivered to another child (by a route or an envelope).
+    Routed {
+        /// The sender.
+        from: Arc<str>,
+        /// The receiver.
+        to: Arc<str>,
+    },
+    /// A frame could not be delivered.
+    Undeliverable {
+        /// The sender, when it was a child.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<Arc<str>>,
+        /// The intended receiver.
+        to: Arc<str>,
+        /// Why (not running, queue full, no such child).
+        reason: String,
+    },
+    /// The child's process ended, after all its output.
+    Exited {
+        /// Its exit code, if it exited.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// The signal that killed it, if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<Signal>,
+        /// We asked for this end (a stop, or a signal we sent).
+        requested: bool,
+        /// All output was read (false: a pipe stayed open past the drain time).
+        output_complete: bool,
+    },
+    /// The child was stopped on request and stays down.
+    Stopped,
+    /// The director is shutting down.
+    Shutdown {
+        /// Why.
+        reason: String,
+    },
+    /// This subscriber missed events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+impl EventKind {
+    /// The kind's name as it appears in `"event"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Spawned { .. } => "spawned",
+            EventKind::SpawnFailed { .. } => "spawn_failed",
+            EventKind::Ready => "ready",
+            EventKind::NotStarted { .. } => "not_started",
+            EventKind::Output { .. } => "output",
+            EventKind::OversizedFrame { .. } => "oversized_frame",
+            EventKind::DecodeError { .. } => "decode_error",
+            EventKind::Routed { .. } => "routed",
+            EventKind::Undeliverable { .. } => "undeliverable",
+            EventKind::Exited { .. } => "exited",
+            EventKind::Stopped => "stopped",
+            EventKind::Shutdown { .. } => "shutdown",
+            EventKind::Lagged { .. } => "lagged",
+        }
+    }
+
+    pub(crate) fn exited(exit: &Exit) -> EventKind {
+        let (code, signal) = match exit.status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+            ExitStatus::Unknown => (None, None),
+        };
+        EventKind::Exited {
+            code,
+            signal,
+            requested: exit.requested,
+            output_complete: exit.output_complete,
+        }
+    }
+}
+
+/// Which events a subscriber wants. The default takes everything.
+///
+/// ```
+/// use procession::event::EventFilter;
+/// let filter = EventFilter::all().children(["server"]).kinds(["exited", "ready"]);
+/// # let _ = filter;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    children: Option<HashSet<Arc<str>>>,
+    kinds: Option<HashSet<String>>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> EventFilter {
+        EventFilter::default()
+    }
+
+    /// Only events about these children (plus director-wide ones such as
+    /// `shutdown` and `lagged`).
+    pub fn children<I, S>(mut self, children: I) -> EventFilter
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.children = Some(children.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only events of these kinds (`"output"`, `"exited"`, ...); `lagged` is
+    /// always delivered.
+    pub fn kinds<I, S>(mut self, kinds: I) -> EventFilter
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether the filter lets `event` through.
+    pub fn accepts(&self, event: &Event) -> bool {
+        if matches!(event.kind, EventKind::Lagged { .. }) {
+            return true;
+        }
+        let child_ok = match (&self.children, &event.child) {
+            (Some(set), Some(child)) => set.contains(child),
+            _ => true,
+        };
+        let kind_ok = self
+            .kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(event.kind.name()));
+        child_ok && kind_ok
+    }
+}
+
+/// Publishes events with timestamps and per-child sequence numbers, and
+/// forwards them to subscribers (see the module docs for the guarantees).
+pub(crate) struct Bus {
+    tx: broadcast::Sender<Event>,
+    started: Instant,
+    seqs: std::collections::HashMap<Arc<str>, u64>,
+}
+
+impl Bus {
+    pub fn new(queue: usize) -> Bus {
+        let (tx, _) = broadcast::channel(queue.max(1));
+        Bus {
+            tx,
+            started: Instant::now(),
+            seqs: Default::default(),
+        }
+    }
+
+    /// Whether anyone listens (so callers can skip building costly events).
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub fn t_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Publishes an event about `child` (or the whole director with `None`).
+    pub fn publish(&mut self, child: Option<&Arc<str>>, kind: EventKind) {
+        let seq = child.map(|c| {
+            let n = self.seqs.entry(c.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        });
+        if !self.has_subscribers() {
+            return;
+        }
+        let event = Event {
+            t_ms: self.t_ms(),
+            child: child.cloned(),
+            seq,
+            kind,
+        };
+        let _ = self.tx.send(event);
+    }
+
+    /// Starts forwarding to `to`; aborting the returned task unsubscribes.
+    pub fn subscribe(
+        &self,
+        to: Recipient<Event>,
+        filter: EventFilter,
+    ) -> tokio::task::JoinHandle<()> {
+        actix::spawn(forward(self.tx.subscribe(), to, filter, self.started))
+    }
+}
+
+async fn forward(
+    mut rx: broadcast::Receiver<Event>,
+    to: Recipient<Event>,
+    filter: EventFilter,
+    started: Instant,
+) {
+    loop {
+        let event = match rx.recv().await {
+            Ok(event) if filter.accepts(&event) => event,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(missed)) => Event {
+                t_ms: started.elapsed().as_millis() as u64,
+                child: None,
+                seq: None,
+                kind: EventKind::Lagged { missed },
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // Wait until the subscriber handled it: that is what makes a slow
+        // subscriber fall behind (and lose the oldest) instead of piling up.
+        if to.send(event).await.is_err() {
+            return; // the subscriber is gone
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(child: Option<&str>, seq: Option<u64>, kind: EventKind) -> Event {
+        Event {
+            t_ms: 12,
+            child: child.map(Arc::from),
+            seq,
+            kind,
+        }
+    }
+
+    #[test]
+    fn events_serialize_as_one_flat_object() {
+        let out = event(
+            Some("server"),
+            Some(3),
+            EventKind::Output {
+                stream: Stream::Stdout,
+                frame: Frame::line("listening"),
+                partial: false,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            json!({"t_ms": 12, "child": "server", "seq": 3, "event": "output",
+                   "stream": "stdout", "line": "listening"})
+        );
+        let exited = event(
+            Some("x"),
+            Some(9),
+            EventKind::Exited {
+                code: None,
+                signal: Some(Signal::Kill),
+                requested: true,
+                output_complete: true,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&exited).unwrap(),
+            json!({"t_ms": 12, "child": "x", "seq": 9, "event": "exited", "signal": "KILL",
+                   "requested": true, "output_complete": true})
+        );
+        let lagged = event(None, None, EventKind::Lagged { missed: 5 });
+        assert_eq!(
+            serde_json::to_value(&lagged).unwrap(),
+            json!({"t_ms": 12, "event": "lagged", "missed": 5})
+        );
+        let bytes = event(
+            Some("b"),
+            Some(0),
+            EventKind::Output {
+                stream: Stream::Stderr,
+                frame: Frame::Bytes(bytes::Bytes::from_static(b"\x00\xff")),
+                partial: true,
+            },
+        );
+        let v = serde_json::to_value(&bytes).unwrap();
+        assert_eq!(v["bytes"], "AP8=");
+        assert_eq!(v["partial"], true);
+    }
+
+    #[test]
+    fn kind_names_match_the_serialized_tag() {
+        let kinds = [
+            EventKind::Ready,
+            EventKind::Stopped,
+            EventKind::Spawned { pid: 1, attempt: 1 },
+            EventKind::NotStarted { reason: "r".into() },
+            EventKind::Lagged { missed: 1 },
+        ];
+        for kind in kinds {
+            let v = serde_json::to_value(event(None, None, kind.clone())).unwrap();
+            assert_eq!(v["event"], kind.name());
+        }
+    }
+
+    #[test]
+    fn filters_select_children_and_kinds_but_never_hide_lagged() {
+        let f = EventFilter::all().children(["a"]).kinds(["ready"]);
+        assert!(f.accepts(&event(Some("a"), Some(0), EventKind::Ready)));
+        assert!(!f.accepts(&event(Some("b"), Some(0), EventKind::Ready)));
+        assert!(!f.accepts(&event(Some("a"), Some(0), EventKind::Stopped)));
+        assert!(f.accepts(&event(None, None, EventKind::Lagged { missed: 2 })));
+        assert!(EventFilter::all().accepts(&event(Some("z"), Some(0), EventKind::Stopped)));
+    }
+}

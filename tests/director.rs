@@ -1,0 +1,529 @@
+//! DirectorActor against real processes (the fixture program).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::*;
+use futures::future::join_all;
+use procession::director::{ChildState, Director, Route};
+use procession::matching::PatternSpec;
+use procession::{
+    DirectorConfig, DirectorError, Event, EventFilter, EventKind, ExitStatus, Frame, Framing, Ready,
+};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+/// A subscriber that hands every event to the test.
+struct Tap(mpsc::UnboundedSender<Event>);
+
+impl Actor for Tap {
+    type Context = Context<Self>;
+}
+
+impl Handler<Event> for Tap {
+    type Result = ();
+    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+async fn tap(director: &Director, filter: EventFilter) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    director
+        .subscribe(Tap(tx).start().recipient(), filter)
+        .await
+        .unwrap();
+    rx
+}
+
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no event within {PATIENCE:?}"))
+        .expect("the director is gone")
+}
+
+/// Events until `pred` holds for one (included).
+async fn until(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(rx).await;
+        let done = pred(&event);
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn is(event: &Event, child: &str, kind: &str) -> bool {
+    event.child.as_deref() == Some(child) && event.kind.name() == kind
+}
+
+fn position(events: &[Event], child: &str, kind: &str) -> usize {
+    events
+        .iter()
+        .position(|e| is(e, child, kind))
+        .unwrap_or_else(|| panic!("no {kind} of {child} in {events:#?}"))
+}
+
+#[actix_rt::test]
+async fn frames_routed_a_to_b_arrive_complete_and_in_order() {
+    let director = Director::start();
+    director
+        .launch(
+            [
+                fixture_spec("a", &["lines", "100000"]),
+                fixture_spec("b", &["expect-seq"]),
+            ],
+            [Route::new("a", "b")],
+        )
+        .await
+        .unwrap();
+    let a = director.wait_exit("a").await.unwrap();
+    assert!(a.status.success());
+    // a's exit is handled after all its output was delivered to b's queue.
+    director.close_stdin("b").await.unwrap();
+    let b = director.wait_exit("b").await.unwrap();
+    assert_eq!(b.status, ExitStatus::Code(0), "b saw a gap or a reordering");
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn concurrent_requests_each_get_their_own_reply() {
+    let director = Director::start();
+    director
+        .launch(
+            [
+                fixture_spec("json-echo", &["echo"]).framing(Framing::Json),
+                fixture_spec("line-echo", &["echo"]),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(10);
+    let json_replies = join_all((0..100).map(|i| {
+        let director = director.clone();
+        async move {
+            let reply: Value = director
+                .request("json-echo", &json!({"n": i}), t)
+                .await
+                .unwrap();
+            (i, reply)
+        }
+    }))
+    .await;
+    for (i, reply) in json_replies {
+        assert_eq!(reply["n"], i, "request {i} got {reply}");
+    }
+    let line_replies = join_all((0..100).map(|i| {
+        let director = director.clone();
+        async move {
+            let reply: String = director
+                .request("line-echo", &format!("question {i}"), t)
+                .await
+                .unwrap();
+            (i, reply)
+        }
+    }))
+    .await;
+    for (i, reply) in line_replies {
+        assert_eq!(reply, format!("question {i}"));
+    }
+    // A typed reply that does not fit says so.
+    let err = director
+        .request::<_, u32>("line-echo", "not a number", t)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectorError::BadReply { .. }), "{err}");
+    assert!(err.to_string().contains("line-echo"), "{err}");
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn a_request_that_gets_no_reply_times_out() {
+    let director = Director::start();
+    director
+        .add(fixture_spec("mute", &["sleep", "--quiet"]))
+        .await
+        .unwrap();
+    let err = director
+        .request::<_, String>("mute", "hello?", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectorError::Timeout { .. }), "{err}");
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn a_child_starts_only_after_its_dependency_is_ready() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    director
+        .launch(
+            [
+                fixture_spec("client", &["sleep"]).depends_on("server"),
+                fixture_spec("server", &["sleep"]).ready(Ready::Line("^ready$".into())),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let seen = until(&mut events, |e| is(e, "client", "spawned")).await;
+    let server_ready = position(&seen, "server", "ready");
+    assert!(position(&seen, "server", "spawned") < server_ready);
+    assert!(position(&seen, "server", "output") < server_ready);
+    assert!(server_ready < position(&seen, "client", "spawned"));
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn a_delay_and_a_json_object_can_mark_readiness() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all().kinds(["spawned", "ready"])).await;
+    director
+        .launch(
+            [
+                fixture_spec("slow", &["sleep"]).ready(Ready::After(Duration::from_millis(200))),
+                fixture_spec("jsonic", &["json", "3"])
+                    .framing(Framing::Json)
+                    .ready(Ready::Json(json!({"n": 2}).as_object().unwrap().clone())),
+                fixture_spec("after-both", &["sleep"])
+                    .depends_on("slow")
+                    .depends_on("jsonic"),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let seen = until(&mut events, |e| is(e, "after-both", "spawned")).await;
+    let t = |child, kind| seen[position(&seen, child, kind)].t_ms;
+    assert!(t("slow", "ready") >= t("slow", "spawned") + 200);
+    assert!(position(&seen, "jsonic", "ready") < position(&seen, "after-both", "spawned"));
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn a_child_whose_dependency_failed_is_not_started_and_told_why() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    director
+        .launch(
+            [
+                procession::ChildSpec::new("broken", ["no-such-program-procession"]),
+                fixture_spec("needy", &["sleep"]).depends_on("broken"),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let seen = until(&mut events, |e| is(e, "needy", "not_started")).await;
+    assert!(seen.iter().any(|e| is(e, "broken", "spawn_failed")));
+    match &seen.last().unwrap().kind {
+        EventKind::NotStarted { reason } => {
+            assert!(reason.contains("broken"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn a_cycle_and_an_unknown_name_are_rejected_before_anything_is_spawned() {
+    let director = Director::start();
+    let err = director
+        .launch(
+            [
+                fixture_spec("a", &["sleep"]).depends_on("b"),
+                fixture_spec("b", &["sleep"]).depends_on("a"),
+                fixture_spec("c", &["sleep"]).depends_on("nobody"),
+            ],
+            [Route::new("a", "bb")],
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("dependency cycle: a -> b -> a"), "{text}");
+    assert!(text.contains("`nobody`"), "{text}");
+    assert!(
+        text.contains("route 1 (a -> bb): `bb` is not a child (did you mean `b`?)"),
+        "{text}"
+    );
+    assert!(
+        director.children().await.unwrap().is_empty(),
+        "nothing was added"
+    );
+    director.shutdown("test over").await;
+}
+
+/// A subscriber that takes the first event and then does not come back
+/// until the test opens the gate.
+struct Stuck {
+    gate: Arc<Notify>,
+    seen: mpsc::UnboundedSender<Event>,
+}
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+}
+
+impl Handler<Event> for Stuck {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, event: Event, _: &mut Context<Self>) -> Self::Result {
+        let _ = self.seen.send(event);
+        let gate = self.gate.clone();
+        Box::pin(async move { gate.notified().await })
+    }
+}
+
+#[actix_rt::test]
+async fn a_subscriber_that_does_not_keep_up_gets_lagged_while_routing_goes_on() {
+    let director = Director::with_config(DirectorConfig {
+        event_queue: 64,
+        ..DirectorConfig::default()
+    });
+    let gate = Arc::new(Notify::new());
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let stuck = Stuck {
+        gate: gate.clone(),
+        seen: seen_tx,
+    }
+    .start();
+    director
+        .subscribe(stuck.recipient(), EventFilter::all())
+        .await
+        .unwrap();
+    director
+        .launch(
+            [
+                fixture_spec("a", &["lines", "20000"]),
+                fixture_spec("b", &["expect-seq"]),
+            ],
+            [Route::new("a", "b")],
+        )
+        .await
+        .unwrap();
+    // All 20000 frames go through while the subscriber is stuck.
+    assert!(director.wait_exit("a").await.unwrap().status.success());
+    director.close_stdin("b").await.unwrap();
+    assert!(director.wait_exit("b").await.unwrap().status.success());
+    next_event(&mut seen).await; // the one it got before it stopped reading
+                                 // Let it go: each event it handles now opens the gate for the next.
+    loop {
+        gate.notify_one();
+        if let EventKind::Lagged { missed } = next_event(&mut seen).await.kind {
+            assert!(missed > 0);
+            break;
+        }
+    }
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_in_reverse_dependency_order_and_leaves_nothing() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    let ready = || Ready::Line("^ready$".into());
+    director
+        .launch(
+            [
+                fixture_spec("db", &["fork", "1"]).ready(ready()),
+                fixture_spec("api", &["fork", "1"])
+                    .ready(ready())
+                    .depends_on("db"),
+                fixture_spec("web", &["fork", "1"])
+                    .ready(ready())
+                    .depends_on("api"),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let started = until(&mut events, |e| is(e, "web", "ready")).await;
+    let mut pids = Vec::new();
+    for e in &started {
+        match &e.kind {
+            EventKind::Spawned { pid, .. } => pids.push(*pid),
+            EventKind::Output {
+                frame: Frame::Line(l),
+                ..
+            } => pids.extend(grandchild_pids(std::slice::from_ref(l))),
+            _ => {}
+        }
+    }
+    let _reaper = Reaper(pids.clone());
+    assert_eq!(pids.len(), 6, "three children, three grandchildren");
+
+    director.shutdown("test over").await;
+    let mut rest = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(PATIENCE, events.recv()).await {
+        rest.push(e);
+    }
+    let order: Vec<&str> = rest
+        .iter()
+        .filter(|e| e.kind.name() == "exited")
+        .map(|e| e.child.as_deref().unwrap())
+        .collect();
+    assert_eq!(order, ["web", "api", "db"]);
+    assert!(rest.iter().filter(|e| e.kind.name() == "stopped").count() == 3);
+    let survivors: Vec<u32> = pids.into_iter().filter(|&p| alive(p)).collect();
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+}
+
+#[actix_rt::test]
+async fn messages_to_unknown_or_exited_children_are_refused_by_name() {
+    let director = Director::start();
+    director
+        .launch([fixture_spec("quitter", &["exit", "3"])], [])
+        .await
+        .unwrap();
+    let exit = director.wait_exit("quitter").await.unwrap();
+    assert_eq!(exit.status, ExitStatus::Code(3));
+
+    let err = director.deliver_line("quiter", "hi").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no child named `quiter` (did you mean `quitter`?)"
+    );
+    let err = director.deliver_line("quitter", "hi").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "child `quitter` is not running (exited with exit code 3)"
+    );
+    let err = director
+        .request::<_, String>("quitter", "hi", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectorError::NotRunning { .. }), "{err}");
+    let err = director.stop("ghost", None).await.unwrap_err();
+    assert!(err.to_string().contains("`ghost`"), "{err}");
+    let listed = director.children().await.unwrap();
+    assert!(matches!(&listed[0].state, ChildState::Exited(e) if e.status == ExitStatus::Code(3)));
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn envelopes_and_filtered_routes_deliver_to_the_right_child() {
+    let director = Director::start();
+    let mut events = tap(
+        &director,
+        EventFilter::all()
+            .children(["bob", "carol"])
+            .kinds(["output"]),
+    )
+    .await;
+    director
+        .launch(
+            [
+                fixture_spec("bob", &["echo"]),
+                fixture_spec("carol", &["echo"]),
+                fixture_spec("alice", &["say", r#"{"to":"bob","n":1}"#, r#"{"n":2}"#])
+                    .framing(Framing::Json)
+                    .depends_on("bob")
+                    .depends_on("carol"),
+                fixture_spec("dave", &["say", "noise", "DATA 1", "more noise", "DATA 2"])
+                    .depends_on("carol"),
+            ],
+            [Route::new("dave", "carol").filter(PatternSpec::Regex("^DATA".into()))],
+        )
+        .await
+        .unwrap();
+    let mut bob = Vec::new();
+    let mut carol = Vec::new();
+    while bob.is_empty() || carol.len() < 2 {
+        let e = next_event(&mut events).await;
+        if let EventKind::Output {
+            frame: Frame::Line(l),
+            ..
+        } = e.kind
+        {
+            match e.child.as_deref() {
+                Some("bob") => bob.push(l),
+                Some("carol") => carol.push(l),
+                _ => unreachable!("filtered"),
+            }
+        }
+    }
+    let got: Value = serde_json::from_str(&bob[0]).unwrap();
+    assert_eq!(got, json!({"to": "bob", "n": 1, "from": "alice"}));
+    assert_eq!(carol, ["DATA 1", "DATA 2"]);
+    director.shutdown("test over").await;
+}
+
+#[actix_rt::test]
+async fn sigint_to_the_host_shuts_the_director_down() {
+    let mut host = Command::new(host())
+        .args(["--director", fixture(), "sleep"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = Reaper(vec![host.id()]);
+    let mut out = BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let child: u32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    reaper.0.push(child);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = host.wait().unwrap();
+    assert_eq!(rest.trim(), "shutdown by INT");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        !alive(child),
+        "the child was stopped before the host exited"
+    );
+}
+
+#[actix_rt::test]
+async fn frames_for_a_gone_or_unknown_child_are_reported_undeliverable() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all().kinds(["undeliverable"])).await;
+    director
+        .add(fixture_spec("gone", &["exit", "0"]))
+        .await
+        .unwrap();
+    director.wait_exit("gone").await.unwrap();
+    director
+        .launch(
+            [
+                fixture_spec("talker", &["say", "one", "two"]),
+                fixture_spec("mailer", &["say", r#"{"to":"nobody"}"#]).framing(Framing::Json),
+            ],
+            [Route::new("talker", "gone")],
+        )
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        let e = next_event(&mut events).await;
+        if let EventKind::Undeliverable { from, to, reason } = e.kind {
+            reasons.push(format!("{} -> {to}: {reason}", from.unwrap()));
+        }
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "mailer -> nobody: no child has this name",
+            "talker -> gone: not running (exited with exit code 0)",
+            "talker -> gone: not running (exited with exit code 0)",
+        ]
+    );
+    director.shutdown("test over").await;
+}

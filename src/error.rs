@@ -291,6 +291,14 @@ pub enum DirectorError {
         /// What was given.
         got: &'static str,
     },
+    /// The child is restarting (or not started yet) and its buffer is full.
+    #[error("child `{child}` is not running yet and its buffer of {limit} bytes is full")]
+    BufferFull {
+        /// The child.
+        child: Arc<str>,
+        /// The buffer's size.
+        limit: usize,
+    },
     /// The director is shutting down and starts nothing new.
     #[error("the director is shutting down")]
     ShuttingDown,

@@ -132,6 +132,18 @@ pub enum EventKind {
         /// All output was read (false: a pipe stayed open past the drain time).
         output_complete: bool,
     },
+    /// The child exited and will be started again after `delay_ms`.
+    Restarting {
+        /// The restart's number for this child, from 1.
+        attempt: u32,
+        /// The backoff before the new spawn.
+        delay_ms: u64,
+    },
+    /// The child exited too often within its window and stays down.
+    GaveUp {
+        /// Restarts before it gave up.
+        restarts: u32,
+    },
     /// The child was stopped on request and stays down.
     Stopped,
     /// The director is shutting down.
@@ -160,6 +172,8 @@ impl EventKind {
             EventKind::Routed { .. } => "routed",
             EventKind::Undeliverable { .. } => "undeliverable",
             EventKind::Exited { .. } => "exited",
+            EventKind::Restarting { .. } => "restarting",
+            EventKind::GaveUp { .. } => "gave_up",
             EventKind::Stopped => "stopped",
             EventKind::Shutdown { .. } => "shutdown",
             EventKind::Lagged { .. } => "lagged",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::serde_text;
 use crate::frame::Framing;
@@ -83,6 +83,13 @@ pub struct ChildSpec {
     /// When the child counts as ready; at spawn when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Ready>,
+    /// When the child is restarted after it exits (under a director).
+    #[serde(default)]
+    pub restart: RestartSpec,
+    /// When this child exits for good, the director shuts down (OTP's
+    /// `auto_shutdown`, process-compose's `exit_on_end`).
+    #[serde(default)]
+    pub significant: bool,
 }
 
 /// When a child counts as ready, so that children depending on it may start.
@@ -176,6 +183,8 @@ impl ChildSpec {
             drain: DEFAULT_DRAIN,
             depends_on: Vec::new(),
             ready: None,
+            restart: RestartSpec::default(),
+            significant: false,
         }
     }
 
@@ -260,6 +269,126 @@ impl ChildSpec {
         self.ready = Some(ready);
         self
     }
+
+    /// Sets the restart policy and its limits.
+    pub fn restart(mut self, restart: RestartSpec) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Marks the child significant: when it exits for good, the director
+    /// shuts down.
+    pub fn significant(mut self) -> Self {
+        self.significant = true;
+        self
+    }
+}
+
+/// When a child is restarted after it exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never (the default): OTP's `temporary`.
+    #[default]
+    Never,
+    /// After a non-zero exit or a signal we did not send: OTP's `transient`.
+    OnFailure,
+    /// After any exit we did not ask for: OTP's `permanent`.
+    Always,
+}
+
+/// A child's restart policy with its limits. In a scenario, either a bare
+/// word (`restart = "on-failure"`) or a table:
+/// `restart = { policy = "on-failure", max = 3, within = "10s", backoff = "100ms", max_backoff = "5s" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestartSpec {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// Restarts allowed within `within` before the child gives up.
+    pub max: u32,
+    /// The intensity window; also how long an instance must stay up to reset the backoff.
+    #[serde(with = "serde_text")]
+    pub within: Duration,
+    /// The first restart's delay.
+    #[serde(with = "serde_text")]
+    pub backoff: Duration,
+    /// The longest delay.
+    #[serde(with = "serde_text")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            policy: RestartPolicy::Never,
+            max: 3,
+            within: Duration::from_secs(10),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RestartSpec {
+    /// Defaults with this policy.
+    pub fn policy(policy: RestartPolicy) -> RestartSpec {
+        RestartSpec {
+            policy,
+            ..RestartSpec::default()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default)]
+            policy: RestartPolicy,
+            max: Option<u32>,
+            #[serde(default, deserialize_with = "opt_duration")]
+            within: Option<Duration>,
+            #[serde(default, deserialize_with = "opt_duration")]
+            backoff: Option<Duration>,
+            #[serde(default, deserialize_with = "opt_duration")]
+            max_backoff: Option<Duration>,
+        }
+
+        struct WordOrTable;
+
+        impl<'de> Visitor<'de> for WordOrTable {
+            type Value = RestartSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"never\", \"on-failure\", \"always\", or a table with policy, max, within, backoff, max_backoff")
+            }
+
+            fn visit_str<E: de::Error>(self, word: &str) -> Result<RestartSpec, E> {
+                RestartPolicy::deserialize(word.into_deserializer()).map(RestartSpec::policy)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RestartSpec, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let def = RestartSpec::default();
+                Ok(RestartSpec {
+                    policy: t.policy,
+                    max: t.max.unwrap_or(def.max),
+                    within: t.within.unwrap_or(def.within),
+                    backoff: t.backoff.unwrap_or(def.backoff),
+                    max_backoff: t.max_backoff.unwrap_or(def.max_backoff),
+                })
+            }
+        }
+
+        d.deserialize_any(WordOrTable)
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    serde_text::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

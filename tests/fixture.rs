@@ -26,6 +26,8 @@ bad-utf8           print `ok`, a line with invalid UTF-8, `after`
 bad-json           print {\"n\":1}, `not json`, {\"n\":2}
 count              count stdin lines until EOF, print `count N`
 say LINE...        print each LINE, exit 0
+echo-or-die        print `ready`, then copy stdin to stdout line by line;
+                   on the line `die`, exit 1
 expect-seq         read `line 1`, `line 2`, ... from stdin until EOF; print `ok N`
                    and exit 0, or `bad at N: LINE` and exit 1
 count-after-usr1   print `ready`, wait for SIGUSR1, then do `count`";
@@ -125,6 +127,18 @@ fn main() {
             out.write_all(b"{\"n\":1}\nnot json\n{\"n\":2}\n").unwrap();
         }
         Some("count") => count(&mut out),
+        Some("echo-or-die") => {
+            say_ready(&mut out);
+            for line in io::stdin().lock().lines() {
+                let line = line.unwrap();
+                if line == "die" {
+                    out.flush().unwrap();
+                    std::process::exit(1);
+                }
+                writeln!(out, "{line}").unwrap();
+                out.flush().unwrap();
+            }
+        }
         Some("say") => {
             for line in &args[1..] {
                 writeln!(out, "{line}").unwrap();

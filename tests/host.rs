@@ -5,15 +5,16 @@
 //! killed.
 //!
 //! `procession-test-host --director PROGRAM [ARGS...]` does the same under a
-//! `Director` that turns SIGINT/SIGTERM into a shutdown; after the shutdown it
-//! prints `shutdown by SIG` and exits 130 (INT) or 143 (TERM).
+//! `Director` (with its watchdog) that turns SIGINT/SIGTERM into a shutdown;
+//! it also prints `out LINE` for each line the child prints. After the
+//! shutdown it prints `shutdown by SIG` and exits 130 (INT) or 143 (TERM).
 
 use std::io::Write;
 
 use actix::prelude::*;
 use procession::child::{ChildActor, ChildEventKind, ChildEvents};
 use procession::director::Director;
-use procession::{ChildSpec, Event, EventFilter, EventKind, Signal};
+use procession::{ChildSpec, Event, EventFilter, EventKind, Frame, Signal};
 
 struct PrintPid;
 
@@ -41,8 +42,13 @@ impl Handler<ChildEvents> for PrintPid {
 impl Handler<Event> for PrintPid {
     type Result = ();
     fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        if let EventKind::Spawned { pid, .. } = event.kind {
-            say(&format!("child {pid}"));
+        match event.kind {
+            EventKind::Spawned { pid, .. } => say(&format!("child {pid}")),
+            EventKind::Output {
+                frame: Frame::Line(line),
+                ..
+            } => say(&format!("out {line}")),
+            _ => {}
         }
     }
 }
@@ -68,7 +74,10 @@ fn main() {
         let signals = director.shutdown_on_signals().unwrap();
         let printer = PrintPid.start();
         director
-            .subscribe(printer.recipient(), EventFilter::all().kinds(["spawned"]))
+            .subscribe(
+                printer.recipient(),
+                EventFilter::all().kinds(["spawned", "output"]),
+            )
             .await
             .unwrap();
         director

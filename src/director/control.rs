@@ -6,6 +6,7 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::delivery::Sink;
 use super::messages::Request;
 use super::messages::*;
 use super::{graph, DirectorActor, State};
@@ -43,12 +44,19 @@ impl Handler<Deliver> for DirectorActor {
     type Result = ResponseFuture<Result<(), DirectorError>>;
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> Self::Result {
-        let stdin = match self.running_stdin(&msg.to) {
-            Ok(stdin) => stdin,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let bytes = msg.frame.to_bytes(stdin.framing());
-        Box::pin(async move { Ok(stdin.send(bytes).await?) })
+        let result = self.sink(&msg.to).and_then(|sink| {
+            let bytes = msg.frame.to_bytes(self.framing_of(&msg.to));
+            match sink {
+                Sink::Stdin(stdin) => Ok(Some((stdin, bytes))),
+                Sink::Buffer => self.buffer(&msg.to, &bytes).map(|()| None),
+            }
+        });
+        Box::pin(async move {
+            if let Some((stdin, bytes)) = result? {
+                stdin.send(bytes).await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -57,12 +65,13 @@ impl Handler<Request> for DirectorActor {
 
     fn handle(&mut self, msg: Request, _: &mut Context<Self>) -> Self::Result {
         let to = msg.to;
-        let stdin = match self.running_stdin(&to) {
-            Ok(stdin) => stdin,
+        let sink = match self.sink(&to) {
+            Ok(sink) => sink,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
+        let framing = self.framing_of(&to);
         let (reply, answer) = oneshot::channel();
-        let (id, frame) = match (stdin.framing(), msg.frame) {
+        let (id, frame) = match (framing, msg.frame) {
             (Framing::Json, Frame::Json(Value::Object(mut map))) => {
                 let id = self.requests.by_id(&to, reply);
                 map.insert("id".into(), Value::from(id));
@@ -84,11 +93,23 @@ impl Handler<Request> for DirectorActor {
             }
             (_, frame) => (self.requests.in_order(&to, reply), frame),
         };
-        let bytes = frame.to_bytes(stdin.framing());
+        let bytes = frame.to_bytes(framing);
+        let stdin = match sink {
+            Sink::Stdin(stdin) => Some(stdin),
+            Sink::Buffer => match self.buffer(&to, &bytes) {
+                Ok(()) => None,
+                Err(e) => {
+                    self.requests.cancel(&to, id);
+                    return Box::pin(fut::ready(Err(e)));
+                }
+            },
+        };
         let child = to.clone();
         let timeout = msg.timeout;
         let exchange = async move {
-            stdin.send(bytes).await?;
+            if let Some(stdin) = stdin {
+                stdin.send(bytes).await?;
+            }
             match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(frame)) => Ok(frame),
                 Ok(Err(_)) => Err(DirectorError::NoReply { child }),
@@ -140,7 +161,7 @@ impl DirectorActor {
                 let exit = exit.clone();
                 Box::pin(async move { Ok(exit) })
             }
-            State::Running { .. } | State::Waiting => {
+            State::Running { .. } | State::Waiting | State::Restarting { .. } => {
                 let (tx, rx) = oneshot::channel();
                 self.exit_waiters.entry(child.clone()).or_default().push(tx);
                 Box::pin(async move {
@@ -162,19 +183,35 @@ impl Handler<StopChild> for DirectorActor {
     type Result = ResponseFuture<Result<Exit, DirectorError>>;
 
     fn handle(&mut self, msg: StopChild, _: &mut Context<Self>) -> Self::Result {
-        if let Ok(entry) = self.entry(&msg.child) {
-            if matches!(entry.state, State::Waiting) {
-                // Not started yet: it never will be.
-                let e = DirectorError::NotRunning {
-                    child: msg.child.clone(),
-                    state: "waiting for its dependencies".into(),
-                };
-                return Box::pin(async move { Err(e) });
+        let child = msg.child;
+        let state = match self.entry(&child) {
+            Ok(entry) => &entry.state,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        match state {
+            State::Running { .. } => {
+                let result = self.exit_of(child.clone());
+                self.stop(&child, msg.grace);
+                result
+            }
+            State::Restarting { last } => {
+                // Called off: it stays down with the exit it had.
+                let last = last.clone();
+                let entry = self.entries.get_mut(&child).expect("known child");
+                entry.state = State::Exited(last.clone());
+                entry.group = None;
+                entry.pending.clear();
+                self.publish(&child, EventKind::Stopped);
+                for waiter in self.exit_waiters.remove(&child).unwrap_or_default() {
+                    let _ = waiter.send(last.clone());
+                }
+                Box::pin(async move { Ok(last) })
+            }
+            _ => {
+                let e = self.not_running(&child);
+                Box::pin(async move { Err(e) })
             }
         }
-        let result = self.exit_of(msg.child.clone());
-        self.stop(&msg.child, msg.grace);
-        result
     }
 }
 
@@ -219,9 +256,13 @@ impl Handler<CloseChildStdin> for DirectorActor {
     type Result = Result<(), DirectorError>;
 
     fn handle(&mut self, msg: CloseChildStdin, _: &mut Context<Self>) -> Self::Result {
-        let stdin = self.running_stdin(&msg.child)?;
-        actix::spawn(async move { stdin.close().await });
-        Ok(())
+        match self.sink(&msg.child)? {
+            Sink::Stdin(stdin) => {
+                actix::spawn(async move { stdin.close().await });
+                Ok(())
+            }
+            Sink::Buffer => Err(self.not_running(&msg.child)),
+        }
     }
 }
 
@@ -246,25 +287,9 @@ impl Handler<Shutdown> for DirectorActor {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let first = self.shutdown.is_none();
-        self.shutdown.get_or_insert_with(Vec::new).push(tx);
-        if first {
-            tracing::info!(reason = %msg.reason, "shutting down");
-            self.bus.publish(
-                None,
-                EventKind::Shutdown {
-                    reason: msg.reason.clone(),
-                },
-            );
-            let waiting: Vec<_> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| matches!(e.state, State::Waiting))
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in waiting {
-                self.not_started(&name, "the director is shutting down".into(), ctx);
-            }
+        self.begin_shutdown(msg.reason, ctx);
+        if let Some(waiters) = &mut self.shutdown {
+            waiters.push(tx);
         }
         if msg.kill {
             for entry in self.entries.values_mut() {

@@ -153,8 +153,20 @@ pub enum ChildState {
         /// Whether a stop was asked for.
         stopping: bool,
     },
-    /// It exited.
+    /// It exited and will be restarted (after its backoff, with its group).
+    Restarting {
+        /// How it last ended.
+        last: Exit,
+    },
+    /// It exited (and will not be restarted).
     Exited(Exit),
+    /// It exited too often: its restart intensity is used up.
+    GaveUp {
+        /// How it last ended.
+        last: Exit,
+        /// Restarts before it gave up.
+        restarts: u32,
+    },
     /// It could not be spawned.
     SpawnFailed {
         /// Why.
@@ -172,7 +184,19 @@ impl std::fmt::Display for ChildState {
         match self {
             ChildState::Waiting => f.write_str("waiting for its dependencies"),
             ChildState::Running { pid, .. } => write!(f, "running as pid {pid}"),
+            ChildState::Restarting { last } => {
+                write!(f, "restarting after {}", last.status)
+            }
+            ChildState::Exited(exit) if exit.requested => {
+                write!(f, "stopped on request ({})", exit.status)
+            }
             ChildState::Exited(exit) => write!(f, "exited with {}", exit.status),
+            ChildState::GaveUp { last, restarts } => write!(
+                f,
+                "gave up after {restarts} restart{} (last: {})",
+                if *restarts == 1 { "" } else { "s" },
+                last.status
+            ),
             ChildState::SpawnFailed { error } => write!(f, "could not be spawned: {error}"),
             ChildState::NotStarted { reason } => write!(f, "not started: {reason}"),
         }

@@ -191,6 +191,29 @@ pub enum ConfigError {
         #[source]
         source: regex::Error,
     },
+    /// A step names a child that does not exist.
+    #[error(
+        "step {step}: `{key}` names `{name}`, which is not a child{}",
+        did_you_mean(suggestion)
+    )]
+    UnknownStepChild {
+        /// The step, from 1.
+        step: usize,
+        /// The key (`to`, `from`, `child`).
+        key: &'static str,
+        /// The unknown name.
+        name: Arc<str>,
+        /// A known name close to it.
+        suggestion: Option<Arc<str>>,
+    },
+    /// A step uses `${name}` that no earlier step captures.
+    #[error("step {step}: `${{{name}}}` is not captured by any earlier step")]
+    UnknownCapture {
+        /// The step, from 1.
+        step: usize,
+        /// The capture's name.
+        name: String,
+    },
     /// `cmd` is empty.
     #[error("child `{child}`: cmd is empty (it needs at least the program)")]
     EmptyCommand {
@@ -299,6 +322,9 @@ pub enum DirectorError {
         /// The buffer's size.
         limit: usize,
     },
+    /// A protocol is already running; one runs at a time.
+    #[error("a protocol is already running")]
+    ProtocolRunning,
     /// The director is shutting down and starts nothing new.
     #[error("the director is shutting down")]
     ShuttingDown,

@@ -146,6 +146,45 @@ pub enum EventKind {
     },
     /// The child was stopped on request and stays down.
     Stopped,
+    /// A protocol step passed.
+    StepPassed {
+        /// 1-based.
+        step: usize,
+        /// Its label.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// Time from becoming current to passing.
+        duration_ms: u64,
+    },
+    /// A protocol step failed (the run fails).
+    StepFailed {
+        /// 1-based.
+        step: usize,
+        /// Its label.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// What it waited for, and the recent unconsumed output of every child.
+        reason: String,
+        /// Time from becoming current to failing.
+        duration_ms: u64,
+    },
+    /// A routed message broke the protocol's order (or was not in it).
+    Violation {
+        /// The sender.
+        from: Arc<str>,
+        /// The receiver.
+        to: Arc<str>,
+        /// The later step it matched, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<usize>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The run is over: the last event.
+    Finished {
+        /// Every step passed and every child ended as expected.
+        passed: bool,
+    },
     /// The director is shutting down.
     Shutdown {
         /// Why.
@@ -175,6 +214,10 @@ impl EventKind {
             EventKind::Restarting { .. } => "restarting",
             EventKind::GaveUp { .. } => "gave_up",
             EventKind::Stopped => "stopped",
+            EventKind::StepPassed { .. } => "step_passed",
+            EventKind::StepFailed { .. } => "step_failed",
+            EventKind::Violation { .. } => "violation",
+            EventKind::Finished { .. } => "finished",
             EventKind::Shutdown { .. } => "shutdown",
             EventKind::Lagged { .. } => "lagged",
         }

@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 use super::delivery::Sink;
 use super::messages::Request;
 use super::messages::*;
+use super::protocol::machine::Machine;
+use super::protocol::ProtocolReport;
 use super::{graph, DirectorActor, State};
 use crate::child::{Exit, SendSignal};
 use crate::error::{ConfigErrors, DirectorError};
@@ -31,12 +33,36 @@ impl Handler<Launch> for DirectorActor {
         let mut names = self.order.clone();
         names.extend(msg.children.iter().map(|s| s.name.clone()));
         problems.extend(self.routes.check(&msg.routes, &names));
+        let machine = match &msg.protocol {
+            Some(_) if self.protocol_running() => return Err(DirectorError::ProtocolRunning),
+            Some(protocol) => match Machine::new(protocol, &names) {
+                Ok(machine) => Some(machine),
+                Err(more) => {
+                    problems.extend(more);
+                    None
+                }
+            },
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(DirectorError::Invalid(ConfigErrors(problems)));
         }
         self.routes.add(msg.routes);
         self.add_children(msg.children, ctx);
+        // Still before the director sees any output of the new children:
+        // that arrives through the mailbox, after this handler.
+        if let Some(machine) = machine {
+            self.start_protocol(machine, ctx);
+        }
         Ok(())
+    }
+}
+
+impl Handler<WaitProtocol> for DirectorActor {
+    type Result = ResponseFuture<Option<ProtocolReport>>;
+
+    fn handle(&mut self, _: WaitProtocol, _: &mut Context<Self>) -> Self::Result {
+        self.protocol_report()
     }
 }
 

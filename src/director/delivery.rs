@@ -88,6 +88,9 @@ impl DirectorActor {
         };
         for (to, framed) in targets {
             let frame = framed.as_ref().unwrap_or(frame);
+            if !self.guard_route(from, &to, frame) {
+                continue; // held or refused by the protocol (its effects say so)
+            }
             let sink = match self.sink(&to) {
                 Ok(sink) => sink,
                 Err(DirectorError::UnknownChild { .. }) => {
@@ -193,6 +196,7 @@ impl Handler<ChildEvents> for DirectorActor {
                         let entry = &self.entries[&name];
                         !entry.ready && entry.ready_on.as_ref().is_some_and(|p| p.matches(&frame))
                     };
+                    self.protocol_output(&name, stream, &frame, ctx);
                     self.publish(
                         &name,
                         EventKind::Output {
@@ -223,6 +227,7 @@ impl Handler<ChildEvents> for DirectorActor {
                 ChildEventKind::Exited(exit) => self.on_exited(&name, exit, ctx),
             }
         }
+        self.flush_steps(ctx);
         if deliveries.is_empty() {
             return Box::pin(fut::ready(()));
         }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::messages::Request;
 use super::messages::*;
+use super::protocol::{Protocol, ProtocolReport};
 use super::{DirectorActor, DirectorConfig, Route};
 use crate::child::Exit;
 use crate::error::DirectorError;
@@ -79,8 +80,27 @@ impl Director {
         self.ask(Launch {
             children: children.into_iter().collect(),
             routes: routes.into_iter().collect(),
+            protocol: None,
         })
         .await?
+    }
+
+    /// Adds children and routes and runs a protocol over them (see
+    /// [`Launch`]); returns its report once it has finished. The children
+    /// keep running: stop them with [`Director::shutdown`].
+    pub async fn run(
+        &self,
+        children: impl IntoIterator<Item = ChildSpec>,
+        routes: impl IntoIterator<Item = Route>,
+        protocol: Protocol,
+    ) -> Result<ProtocolReport, DirectorError> {
+        self.ask(Launch {
+            children: children.into_iter().collect(),
+            routes: routes.into_iter().collect(),
+            protocol: Some(protocol),
+        })
+        .await??;
+        self.ask(WaitProtocol).await?.ok_or(DirectorError::Gone)
     }
 
     /// Adds one child; it starts once its dependencies are ready.

@@ -129,6 +129,7 @@ impl DirectorActor {
                         error: e.to_string(),
                     },
                 );
+                self.protocol_start_failed(name, e.to_string(), ctx);
                 self.resolve_dependents(name, ctx);
                 self.end_if_significant(name, ctx);
                 self.check_shutdown(ctx);
@@ -141,7 +142,13 @@ impl DirectorActor {
         let entry = self.entries.get_mut(name).expect("known child");
         entry.state = State::NotStarted(reason.clone());
         entry.pending.clear();
-        self.publish(name, EventKind::NotStarted { reason });
+        self.publish(
+            name,
+            EventKind::NotStarted {
+                reason: reason.clone(),
+            },
+        );
+        self.protocol_start_failed(name, format!("`{name}` was not started: {reason}"), ctx);
         self.resolve_dependents(name, ctx);
         self.check_shutdown(ctx);
     }
@@ -161,6 +168,7 @@ impl DirectorActor {
         }
         entry.ready = true;
         self.publish(name, EventKind::Ready);
+        self.protocol_ready(name, ctx);
         self.resolve_dependents(name, ctx);
     }
 
@@ -170,6 +178,7 @@ impl DirectorActor {
         let attempt = entry.spawns;
         let ready = entry.spec.ready.clone();
         self.publish(name, EventKind::Spawned { pid, attempt });
+        self.protocol_spawned(name);
         match ready {
             None => self.mark_ready(name, ctx),
             Some(Ready::After(delay)) => {
@@ -205,19 +214,28 @@ impl DirectorActor {
 
         if let Some(id) = group {
             // Stopped to be restarted with a failed sibling.
+            let for_good = self.entries[name].spec.restart.policy == RestartPolicy::Never;
+            self.protocol_exit(name, &exit, for_good, ctx);
             return self.sibling_exited(id, name, exit, ctx);
         }
         if stopping || self.shutdown.is_some() {
             self.publish(name, EventKind::Stopped);
+            self.protocol_exit(name, &exit, true, ctx);
             return self.check_shutdown(ctx);
         }
         let entry = self.entries.get_mut(name).expect("known child");
-        match supervision::decide(
+        let decision = supervision::decide(
             &entry.spec.restart,
             &exit,
             &mut entry.history,
             Instant::now(),
-        ) {
+        );
+        // The protocol learns of the exit first: a significant child's end
+        // may shut everything down next.
+        let for_good = !matches!(decision, Decision::Restart { .. });
+        self.protocol_exit(name, &exit, for_good, ctx);
+        let entry = self.entries.get_mut(name).expect("known child");
+        match decision {
             Decision::Stay => self.down_for_good(name, ctx),
             Decision::GiveUp => {
                 let restarts = entry.history.total;
@@ -360,6 +378,7 @@ impl DirectorActor {
             return;
         }
         tracing::info!(%reason, "shutting down");
+        self.abort_protocol(format!("the run was ended: {reason}"), ctx);
         self.shutdown = Some(Vec::new());
         self.bus.publish(None, EventKind::Shutdown { reason });
         self.groups.clear();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::{Message, Recipient};
 
+use super::protocol::{Protocol, ProtocolReport};
 use super::routing::Route;
 use crate::child::Exit;
 use crate::error::DirectorError;
@@ -14,10 +15,14 @@ use crate::frame::Frame;
 use crate::spec::ChildSpec;
 use crate::Signal;
 
-/// Adds children and routes. Everything is checked first (names, dependency
-/// cycles, unknown children in `depends_on` and routes, regexes); on any
-/// problem nothing is added or started and all problems are returned. Then
-/// each child starts as soon as its dependencies are ready.
+/// Adds children and routes, and optionally starts a protocol over them.
+/// Everything is checked first (names, dependency cycles, unknown children
+/// in `depends_on`, routes and steps, regexes, captures); on any problem
+/// nothing is added or started and all problems are returned. Then each
+/// child starts as soon as its dependencies are ready.
+///
+/// A protocol given here starts before any child can print, so its first
+/// `expect` sees everything. Wait for its report with [`WaitProtocol`].
 #[derive(Debug, Clone, Default, Message)]
 #[rtype(result = "Result<(), DirectorError>")]
 pub struct Launch {
@@ -25,7 +30,15 @@ pub struct Launch {
     pub children: Vec<ChildSpec>,
     /// Routes to add (they may name the new children).
     pub routes: Vec<Route>,
+    /// A protocol to run (one at a time).
+    pub protocol: Option<Protocol>,
 }
+
+/// Resolves with the report of the protocol once it has finished (`None`
+/// when no protocol was started).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<ProtocolReport>")]
+pub struct WaitProtocol;
 
 /// Writes a frame to a child's stdin, encoded for its framing. Resolves once
 /// queued, waiting while the child's queue is full.

@@ -26,8 +26,10 @@ mod graph;
 mod handle;
 mod lifecycle;
 mod messages;
+pub mod protocol;
 mod requests;
 mod routing;
+mod stepping;
 mod supervision;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +43,7 @@ use tokio::sync::oneshot;
 pub use handle::Director;
 pub use messages::{
     ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, ListChildren, Request, Shutdown,
-    SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe, WaitChild,
+    SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe, WaitChild, WaitProtocol,
 };
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};
@@ -106,6 +108,7 @@ pub struct DirectorActor {
     groups: HashMap<u64, lifecycle::RestartGroup>,
     next_group: u64,
     watchdog: Option<Watchdog>,
+    protocol: Option<stepping::ProtocolRun>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
 }
 
@@ -163,6 +166,7 @@ impl DirectorActor {
             groups: HashMap::new(),
             next_group: 0,
             watchdog: None,
+            protocol: None,
             shutdown: None,
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! - Policy: `never` restarts nothing; `on-failure` restarts after a
 //!   non-zero exit or a signal we did not send; `always` restarts after any
-//!   exit we did not ask for. A stop we asked for is never restarted.
+//!   exit, including one by a signal we sent (a `kill` step). A stop we
+//!   asked for is never restarted.
 //! - Intensity: at most `max` restarts within any `within` window (`max = 3`
 //!   means 3 restarts, 4 spawns); one more makes the child give up.
 //! - Backoff: the n-th restart of an episode waits `backoff * 2^(n-1)`,
@@ -57,15 +58,14 @@ pub(crate) enum Decision {
     GiveUp,
 }
 
-/// Whether `policy` restarts `exit`.
+/// Whether `policy` restarts `exit`. Stops never get here (the director
+/// handles a child it stopped before asking), so `requested` means a signal
+/// we sent (a `kill` step): `always` restarts after it, `on-failure` does not.
 pub(crate) fn wants_restart(policy: RestartPolicy, exit: &Exit) -> bool {
-    if exit.requested {
-        return false;
-    }
     match policy {
         RestartPolicy::Never => false,
         RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => exit.status != ExitStatus::Code(0),
+        RestartPolicy::OnFailure => !exit.requested && exit.status != ExitStatus::Code(0),
     }
 }
 
@@ -147,7 +147,7 @@ mod tests {
             (OnFailure, Signal(crate::Signal::Segv), false, true),
             (OnFailure, Signal(crate::Signal::Term), true, false),
             (Always, Code(0), false, true),
-            (Always, Code(0), true, false),
+            (Always, Signal(crate::Signal::Kill), true, true),
             (Always, Unknown, false, true),
         ];
         for (policy, status, requested, want) in cases {

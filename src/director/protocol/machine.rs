@@ -1,0 +1,717 @@
+//! The step machine: pure code from (state, event) to effects. The director
+//! feeds it output frames, routed frames, exits, timeouts and completed
+//! actions, and carries out the effects it returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::capture::{self, Captures};
+use super::steps::{Action, ExpectedExit, Order, Payload, Protocol, Unlisted, DEFAULT_WITHIN};
+use super::{StepOutcome, StepReport};
+use crate::child::{Exit, ExitStatus, Stream};
+use crate::error::{closest, ConfigError};
+use crate::frame::Frame;
+use crate::matching::{Pattern, PatternSpec};
+use crate::Signal;
+
+/// Frames kept per child for `expect` (oldest dropped first).
+const UNCONSUMED_CAP: usize = 10_000;
+/// Frames per child shown in a failed step's diagnostic.
+const RECENT_SHOWN: usize = 10;
+
+/// Something the director must do, or publish.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    Send {
+        step: usize,
+        to: Arc<str>,
+        frame: Frame,
+    },
+    Close {
+        step: usize,
+        child: Arc<str>,
+    },
+    Start {
+        step: usize,
+        child: Arc<str>,
+    },
+    Stop {
+        step: usize,
+        child: Arc<str>,
+    },
+    Kill {
+        step: usize,
+        child: Arc<str>,
+        signal: Signal,
+    },
+    /// Call `timeout(step)` after this long.
+    Timer {
+        step: usize,
+        after: Duration,
+    },
+    /// Deliver a held routed message now.
+    Deliver {
+        from: Arc<str>,
+        to: Arc<str>,
+        frame: Frame,
+    },
+    Passed {
+        step: usize,
+        label: Option<String>,
+        elapsed: Duration,
+    },
+    Failed {
+        step: usize,
+        label: Option<String>,
+        reason: String,
+        elapsed: Duration,
+    },
+    Violation {
+        from: Arc<str>,
+        to: Arc<str>,
+        step: Option<usize>,
+        reason: String,
+    },
+    Done {
+        passed: bool,
+    },
+}
+
+/// What happens to a routed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Deliver,
+    Drop,
+}
+
+enum Compiled {
+    Send {
+        to: Arc<str>,
+        payload: Payload,
+    },
+    Expect {
+        from: Arc<str>,
+        to: Option<Arc<str>>,
+        pattern: Pattern,
+        spec: PatternSpec,
+        within: Duration,
+    },
+    ExpectExit {
+        child: Arc<str>,
+        status: ExpectedExit,
+        within: Duration,
+    },
+    Close(Arc<str>),
+    Start(Arc<str>),
+    Stop(Arc<str>),
+    Kill(Arc<str>, Signal),
+    Wait(Duration),
+}
+
+struct Held {
+    step: usize,
+    from: Arc<str>,
+    to: Arc<str>,
+    frame: Frame,
+}
+
+pub(crate) struct Machine {
+    steps: Vec<(Option<String>, &'static str, Compiled)>,
+    order: Order,
+    unlisted: Unlisted,
+    children: Vec<Arc<str>>,
+    current: usize,
+    entered: Instant,
+    started: Instant,
+    captures: Captures,
+    unconsumed: HashMap<Arc<str>, VecDeque<(Stream, Frame)>>,
+    held: Vec<Held>,
+    exits: HashMap<Arc<str>, Exit>,
+    outcomes: Vec<StepOutcome>,
+    passed: Option<bool>,
+}
+
+impl Machine {
+    /// Checks a protocol against the child names and compiles it. Every
+    /// problem is reported, each naming its step.
+    pub fn new(protocol: &Protocol, children: &[Arc<str>]) -> Result<Machine, Vec<ConfigError>> {
+        let mut problems = Vec::new();
+        let mut defined: Vec<String> = Vec::new();
+        let mut steps = Vec::new();
+        for (i, step) in protocol.steps.iter().enumerate() {
+            let n = i + 1;
+            let mut known = |key: &'static str, name: &Arc<str>| {
+                if !children.contains(name) {
+                    problems.push(ConfigError::UnknownStepChild {
+                        step: n,
+                        key,
+                        name: name.clone(),
+                        suggestion: closest(name, children),
+                    });
+                }
+            };
+            let compiled = match &step.action {
+                Action::Send { to, payload } => {
+                    known("to", to);
+                    let value = match payload {
+                        Payload::Line(l) => serde_json::Value::String(l.clone()),
+                        Payload::Json(j) => j.clone(),
+                    };
+                    for name in capture::used_by(&value) {
+                        if !defined.contains(&name) {
+                            problems.push(ConfigError::UnknownCapture { step: n, name });
+                        }
+                    }
+                    Compiled::Send {
+                        to: to.clone(),
+                        payload: payload.clone(),
+                    }
+                }
+                Action::Expect {
+                    from,
+                    to,
+                    pattern,
+                    within,
+                } => {
+                    known("from", from);
+                    if let Some(to) = to {
+                        known("to", to);
+                    }
+                    match pattern.compile() {
+                        Ok(compiled) => {
+                            defined.extend(capture::defined_by(&compiled));
+                            Compiled::Expect {
+                                from: from.clone(),
+                                to: to.clone(),
+                                pattern: compiled,
+                                spec: pattern.clone(),
+                                within: within.unwrap_or(DEFAULT_WITHIN),
+                            }
+                        }
+                        Err(source) => {
+                            problems.push(ConfigError::BadRegex {
+                                place: format!("step {n}"),
+                                key: "expect.line",
+                                source,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Action::ExpectExit {
+                    child,
+                    status,
+                    within,
+                } => {
+                    known("child", child);
+                    Compiled::ExpectExit {
+                        child: child.clone(),
+                        status: *status,
+                        within: within.unwrap_or(DEFAULT_WITHIN),
+                    }
+                }
+                Action::Close { child } => {
+                    known("child", child);
+                    Compiled::Close(child.clone())
+                }
+                Action::Start { child } => {
+                    known("child", child);
+                    Compiled::Start(child.clone())
+                }
+                Action::Stop { child } => {
+                    known("child", child);
+                    Compiled::Stop(child.clone())
+                }
+                Action::Kill { child, signal } => {
+                    known("child", child);
+                    Compiled::Kill(child.clone(), *signal)
+                }
+                Action::Wait(d) => Compiled::Wait(*d),
+            };
+            steps.push((step.label.clone(), step.kind(), compiled));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let now = Instant::now();
+        Ok(Machine {
+            outcomes: vec![StepOutcome::NotRun; steps.len()],
+            steps,
+            order: protocol.order,
+            unlisted: protocol.unlisted,
+            children: children.to_vec(),
+            current: 0,
+            entered: now,
+            started: now,
+            captures: Captures::new(),
+            unconsumed: HashMap::new(),
+            held: Vec::new(),
+            exits: HashMap::new(),
+            passed: None,
+        })
+    }
+
+    /// Whether the machine has finished (and how).
+    #[cfg(test)]
+    pub fn outcome(&self) -> Option<bool> {
+        self.passed
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> Vec<StepReport> {
+        self.steps
+            .iter()
+            .zip(&self.outcomes)
+            .enumerate()
+            .map(|(i, ((label, kind, _), outcome))| StepReport {
+                step: i + 1,
+                label: label.clone(),
+                kind,
+                outcome: outcome.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts with the first step.
+    pub fn start(&mut self, now: Instant) -> Vec<Effect> {
+        self.started = now;
+        let mut fx = Vec::new();
+        self.enter(0, now, &mut fx);
+        fx
+    }
+
+    /// A child printed a frame.
+    pub fn on_output(
+        &mut self,
+        child: &Arc<str>,
+        stream: Stream,
+        frame: &Frame,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_some() {
+            return fx;
+        }
+        if let Some((
+            _,
+            _,
+            Compiled::Expect {
+                from,
+                to: None,
+                pattern,
+                ..
+            },
+        )) = self.steps.get(self.current)
+        {
+            if from == child && capture::match_frame(pattern, frame, &mut self.captures) {
+                // It is the newest frame: everything before it is consumed too.
+                self.unconsumed.remove(child);
+                self.pass(now, &mut fx);
+                return fx;
+            }
+        }
+        let buffer = self.unconsumed.entry(child.clone()).or_default();
+        if buffer.len() == UNCONSUMED_CAP {
+            buffer.pop_front();
+        }
+        buffer.push_back((stream, frame.clone()));
+        fx
+    }
+
+    /// A child (re)started: what it did before no longer answers `expect_exit`.
+    pub fn on_spawned(&mut self, child: &Arc<str>) {
+        self.exits.remove(child);
+    }
+
+    /// Decides a frame routed from `from` to `to`.
+    pub fn on_routed(
+        &mut self,
+        from: &Arc<str>,
+        to: &Arc<str>,
+        frame: &Frame,
+        now: Instant,
+    ) -> (Verdict, Vec<Effect>) {
+        let mut fx = Vec::new();
+        if self.passed.is_some() {
+            return (Verdict::Deliver, fx);
+        }
+        let mentions = |step: &Compiled| match step {
+            Compiled::Expect {
+                from: f,
+                to: Some(t),
+                pattern,
+                ..
+            } => f == from && t == to && capture::match_frame(pattern, frame, &mut Captures::new()),
+            _ => false,
+        };
+        let at = (self.current..self.steps.len()).find(|&i| mentions(&self.steps[i].2));
+        match at {
+            Some(i) if i == self.current => {
+                if let Compiled::Expect { pattern, .. } = &self.steps[i].2 {
+                    capture::match_frame(pattern, frame, &mut self.captures);
+                }
+                self.pass(now, &mut fx);
+                (Verdict::Deliver, fx)
+            }
+            Some(i) => match self.order {
+                Order::Hold => {
+                    self.held.push(Held {
+                        step: i,
+                        from: from.clone(),
+                        to: to.clone(),
+                        frame: frame.clone(),
+                    });
+                    (Verdict::Drop, fx)
+                }
+                Order::Strict => {
+                    let reason = format!(
+                        "message from `{from}` to `{to}` matches step {} but step {} is current",
+                        i + 1,
+                        self.current + 1
+                    );
+                    fx.push(Effect::Violation {
+                        from: from.clone(),
+                        to: to.clone(),
+                        step: Some(i + 1),
+                        reason: reason.clone(),
+                    });
+                    self.fail(format!("protocol violation: {reason}"), now, &mut fx);
+                    (Verdict::Drop, fx)
+                }
+            },
+            None if (0..self.current).any(|i| mentions(&self.steps[i].2)) => (Verdict::Deliver, fx),
+            None => match self.unlisted {
+                Unlisted::Pass => (Verdict::Deliver, fx),
+                Unlisted::Reject => {
+                    let reason = format!("message from `{from}` to `{to}` is not in the protocol");
+                    fx.push(Effect::Violation {
+                        from: from.clone(),
+                        to: to.clone(),
+                        step: None,
+                        reason: reason.clone(),
+                    });
+                    if self.order == Order::Strict {
+                        self.fail(format!("protocol violation: {reason}"), now, &mut fx);
+                    }
+                    (Verdict::Drop, fx)
+                }
+            },
+        }
+    }
+
+    /// A child exited. `for_good`: it will not be restarted.
+    pub fn on_exit(
+        &mut self,
+        child: &Arc<str>,
+        exit: &Exit,
+        for_good: bool,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_some() {
+            return fx;
+        }
+        self.exits.insert(child.clone(), exit.clone());
+        match self.steps.get(self.current) {
+            Some((_, _, Compiled::ExpectExit { child: c, .. })) if c == child => {
+                self.check_exit(now, &mut fx);
+            }
+            Some((_, _, Compiled::Stop(c))) if c == child => {}
+            _ => {
+                let unexpected = !exit.requested && !exit.status.success();
+                let awaited = self.steps[self.current..].iter().any(
+                    |(_, _, s)| matches!(s, Compiled::ExpectExit { child: c, .. } if c == child),
+                );
+                if for_good && unexpected && !awaited {
+                    let reason = format!(
+                        "child `{child}` exited with {} and no expect_exit step says so",
+                        exit.status
+                    );
+                    self.fail(reason, now, &mut fx);
+                }
+            }
+        }
+        fx
+    }
+
+    /// A timer set by `Effect::Timer` went off.
+    pub fn on_timeout(&mut self, step: usize, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_some() || step != self.current {
+            return fx;
+        }
+        let waited = now.duration_since(self.entered);
+        let reason = match &self.steps[step].2 {
+            Compiled::Wait(_) => {
+                self.pass(now, &mut fx);
+                return fx;
+            }
+            Compiled::Expect {
+                from,
+                to: None,
+                spec,
+                ..
+            } => {
+                format!("waited {waited:.1?} for {} from `{from}`", describe(spec))
+            }
+            Compiled::Expect {
+                from,
+                to: Some(to),
+                spec,
+                ..
+            } => {
+                format!(
+                    "waited {waited:.1?} for a message from `{from}` to `{to}` with {}",
+                    describe(spec)
+                )
+            }
+            Compiled::ExpectExit { child, status, .. } => {
+                format!(
+                    "waited {waited:.1?} for `{child}` to exit with {}; it did not",
+                    expected(status)
+                )
+            }
+            _ => return fx, // actions have no timer
+        };
+        self.fail(reason, now, &mut fx);
+        fx
+    }
+
+    /// The action of `step` was carried out.
+    pub fn action_done(&mut self, step: usize, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_none() && step == self.current {
+            self.pass(now, &mut fx);
+        }
+        fx
+    }
+
+    /// The action of `step` could not be carried out.
+    pub fn action_failed(&mut self, step: usize, reason: String, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_none() && step == self.current {
+            self.fail(reason, now, &mut fx);
+        }
+        fx
+    }
+
+    /// Ends the run as failed (a run timeout, an interruption).
+    pub fn abort(&mut self, reason: String, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.passed.is_none() {
+            self.fail(reason, now, &mut fx);
+        }
+        fx
+    }
+
+    /// Makes step `i` current and runs every step that can complete at once.
+    fn enter(&mut self, i: usize, now: Instant, fx: &mut Vec<Effect>) {
+        self.current = i;
+        self.entered = now;
+        let Some((_, _, step)) = self.steps.get(i) else {
+            self.passed = Some(true);
+            fx.push(Effect::Done { passed: true });
+            return;
+        };
+        match step {
+            Compiled::Send { to, payload } => {
+                let frame = match payload {
+                    Payload::Line(l) => Frame::Line(capture::substitute_text(l, &self.captures)),
+                    Payload::Json(j) => Frame::Json(capture::substitute_json(j, &self.captures)),
+                };
+                fx.push(Effect::Send {
+                    step: i,
+                    to: to.clone(),
+                    frame,
+                });
+            }
+            Compiled::Close(c) => fx.push(Effect::Close {
+                step: i,
+                child: c.clone(),
+            }),
+            Compiled::Start(c) => fx.push(Effect::Start {
+                step: i,
+                child: c.clone(),
+            }),
+            Compiled::Stop(c) => fx.push(Effect::Stop {
+                step: i,
+                child: c.clone(),
+            }),
+            Compiled::Kill(c, s) => fx.push(Effect::Kill {
+                step: i,
+                child: c.clone(),
+                signal: *s,
+            }),
+            Compiled::Wait(d) => fx.push(Effect::Timer { step: i, after: *d }),
+            Compiled::Expect {
+                from,
+                to: None,
+                pattern,
+                within,
+                ..
+            } => {
+                // Like expect(1): the earliest unconsumed frame that matches,
+                // consuming everything up to it.
+                let buffer = self.unconsumed.entry(from.clone()).or_default();
+                let found = buffer
+                    .iter()
+                    .position(|(_, f)| capture::match_frame(pattern, f, &mut self.captures));
+                match found {
+                    Some(p) => {
+                        buffer.drain(..=p);
+                        self.pass(now, fx);
+                    }
+                    None => fx.push(Effect::Timer {
+                        step: i,
+                        after: *within,
+                    }),
+                }
+            }
+            Compiled::Expect {
+                to: Some(_),
+                pattern,
+                within,
+                ..
+            } => {
+                let (release, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+                    .into_iter()
+                    .partition(|h| h.step == i);
+                self.held = keep;
+                if release.is_empty() {
+                    fx.push(Effect::Timer {
+                        step: i,
+                        after: *within,
+                    });
+                    return;
+                }
+                for held in release {
+                    capture::match_frame(pattern, &held.frame, &mut self.captures);
+                    fx.push(Effect::Deliver {
+                        from: held.from,
+                        to: held.to,
+                        frame: held.frame,
+                    });
+                }
+                self.pass(now, fx);
+            }
+            Compiled::ExpectExit { child, within, .. } => {
+                if self.exits.contains_key(child) {
+                    self.check_exit(now, fx);
+                } else {
+                    fx.push(Effect::Timer {
+                        step: i,
+                        after: *within,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The current step is an `expect_exit` whose child has an exit on record.
+    fn check_exit(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Some((_, _, Compiled::ExpectExit { child, status, .. })) = self.steps.get(self.current)
+        else {
+            return;
+        };
+        let exit = &self.exits[child];
+        let ok = match (status, exit.status) {
+            (ExpectedExit::Code(want), ExitStatus::Code(got)) => *want == got,
+            (ExpectedExit::Signal(want), ExitStatus::Signal(got)) => *want == got,
+            _ => false,
+        };
+        if ok {
+            self.pass(now, fx);
+        } else {
+            let reason = format!(
+                "`{child}` exited with {}, expected {}",
+                exit.status,
+                expected(status)
+            );
+            self.fail(reason, now, fx);
+        }
+    }
+
+    fn pass(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let i = self.current;
+        let elapsed = now.duration_since(self.entered);
+        self.outcomes[i] = StepOutcome::Passed { elapsed };
+        fx.push(Effect::Passed {
+            step: i,
+            label: self.steps[i].0.clone(),
+            elapsed,
+        });
+        self.enter(i + 1, now, fx);
+    }
+
+    fn fail(&mut self, reason: String, now: Instant, fx: &mut Vec<Effect>) {
+        let i = self.current.min(self.steps.len().saturating_sub(1));
+        let elapsed = now.duration_since(self.entered);
+        let reason = format!("{reason}\n{}", self.recent_output());
+        if let Some(outcome) = self.outcomes.get_mut(i) {
+            *outcome = StepOutcome::Failed {
+                reason: reason.clone(),
+                elapsed,
+            };
+        }
+        fx.push(Effect::Failed {
+            step: i,
+            label: self.steps.get(i).and_then(|s| s.0.clone()),
+            reason,
+            elapsed,
+        });
+        self.passed = Some(false);
+        self.held.clear();
+        fx.push(Effect::Done { passed: false });
+    }
+
+    /// The last unconsumed frames of every child, for a failure's reader.
+    fn recent_output(&self) -> String {
+        let mut out = String::from("recent unconsumed output:");
+        for child in &self.children {
+            match self.unconsumed.get(child).filter(|b| !b.is_empty()) {
+                None => out.push_str(&format!("\n  {child}: (none)")),
+                Some(buffer) => {
+                    for (stream, frame) in buffer
+                        .iter()
+                        .skip(buffer.len().saturating_sub(RECENT_SHOWN))
+                    {
+                        let text = match frame {
+                            Frame::Line(l) => l.clone(),
+                            Frame::Json(v) => v.to_string(),
+                            Frame::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                        };
+                        let tag = if *stream == Stream::Stderr {
+                            " (stderr)"
+                        } else {
+                            ""
+                        };
+                        out.push_str(&format!("\n  {child}{tag}: {text}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Time since the protocol started.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.duration_since(self.started)
+    }
+}
+
+fn describe(spec: &PatternSpec) -> String {
+    match spec {
+        PatternSpec::Regex(re) => format!("a line matching `{re}`"),
+        PatternSpec::Json(map) => {
+            format!("JSON containing {}", serde_json::Value::Object(map.clone()))
+        }
+    }
+}
+
+fn expected(status: &ExpectedExit) -> String {
+    match status {
+        ExpectedExit::Code(c) => format!("exit code {c}"),
+        ExpectedExit::Signal(s) => format!("signal {s}"),
+    }
+}

@@ -1,0 +1,361 @@
+//! Protocols: ordered steps over many processes, expect(1)-style, and guards
+//! on the order in which children may talk to each other.
+//!
+//! The step machine ([`machine`]) is pure code, tested here without
+//! processes; the director carries out its effects.
+
+mod capture;
+pub(crate) mod machine;
+mod steps;
+
+use std::time::Duration;
+
+pub use steps::{Action, ExpectedExit, Order, Payload, Protocol, Step, Unlisted, DEFAULT_WITHIN};
+
+/// How each step of a protocol went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// 1-based.
+    pub step: usize,
+    /// Its label.
+    pub label: Option<String>,
+    /// Its action's key (`send`, `expect`, ...).
+    pub kind: &'static str,
+    /// What happened.
+    pub outcome: StepOutcome,
+}
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// It passed after this long (from when it became current).
+    Passed {
+        /// Time from becoming current to passing.
+        elapsed: Duration,
+    },
+    /// It failed.
+    Failed {
+        /// What it waited for, and the recent unconsumed output of every child.
+        reason: String,
+        /// Time from becoming current to failing.
+        elapsed: Duration,
+    },
+    /// The run ended before it.
+    NotRun,
+}
+
+/// The result of a protocol run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtocolReport {
+    /// Every step passed.
+    pub passed: bool,
+    /// Each step.
+    pub steps: Vec<StepReport>,
+    /// From the first step to the end.
+    pub elapsed: Duration,
+}
+
+impl ProtocolReport {
+    /// The failed step, if one failed.
+    pub fn failure(&self) -> Option<&StepReport> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.outcome, StepOutcome::Failed { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use super::machine::{Effect, Machine, Verdict};
+    use super::*;
+    use crate::child::{Exit, ExitStatus, Stream};
+    use crate::frame::Frame;
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    fn machine(steps: Vec<Step>, order: Order, unlisted: Unlisted, children: &[&str]) -> Machine {
+        Machine::new(
+            &Protocol {
+                steps,
+                order,
+                unlisted,
+            },
+            &names(children),
+        )
+        .unwrap()
+    }
+
+    fn kinds(fx: &[Effect]) -> Vec<String> {
+        fx.iter()
+            .map(|e| match e {
+                Effect::Send { step, .. } => format!("send {step}"),
+                Effect::Timer { step, .. } => format!("timer {step}"),
+                Effect::Passed { step, .. } => format!("passed {step}"),
+                Effect::Failed { step, .. } => format!("failed {step}"),
+                Effect::Done { passed } => format!("done {passed}"),
+                Effect::Deliver { .. } => "deliver".into(),
+                Effect::Violation { .. } => "violation".into(),
+                Effect::Close { step, .. } => format!("close {step}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn exit(code: i32) -> Exit {
+        Exit {
+            status: ExitStatus::Code(code),
+            requested: false,
+            output_complete: true,
+            runtime: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_dialogue_runs_step_by_step() {
+        let bc: Arc<str> = Arc::from("bc");
+        let mut m = machine(
+            vec![
+                Step::send_line("bc", "2+3"),
+                Step::expect_line("bc", "^5$"),
+                Step::close("bc"),
+                Step::expect_exit_code("bc", 0),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["bc"],
+        );
+        let t = Instant::now();
+        assert_eq!(kinds(&m.start(t)), ["send 0"]);
+        assert_eq!(kinds(&m.action_done(0, t)), ["passed 0", "timer 1"]);
+        assert!(m
+            .on_output(&bc, Stream::Stdout, &Frame::line("4"), t)
+            .is_empty());
+        assert_eq!(
+            kinds(&m.on_output(&bc, Stream::Stdout, &Frame::line("5"), t)),
+            ["passed 1", "close 2"]
+        );
+        assert_eq!(kinds(&m.action_done(2, t)), ["passed 2", "timer 3"]);
+        assert_eq!(
+            kinds(&m.on_exit(&bc, &exit(0), true, t)),
+            ["passed 3", "done true"]
+        );
+        assert_eq!(m.outcome(), Some(true));
+    }
+
+    #[test]
+    fn a_frame_printed_before_its_expect_counts_and_earlier_ones_are_consumed() {
+        let a: Arc<str> = Arc::from("a");
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_line("a", "^two$"),
+                Step::expect_line("a", "^one$"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        for line in ["one", "two", "three"] {
+            m.on_output(&a, Stream::Stdout, &Frame::line(line), t);
+        }
+        // Step 2 takes `two` (consuming `one`), so step 3 waits for a new `one`.
+        assert_eq!(
+            kinds(&m.on_timeout(0, t)),
+            ["passed 0", "passed 1", "timer 2"]
+        );
+        let fx = m.on_timeout(2, t + Duration::from_secs(10));
+        let Effect::Failed { reason, .. } = &fx[0] else {
+            panic!("{fx:?}")
+        };
+        assert!(
+            reason.contains("for a line matching `^one$` from `a`"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("a: three"),
+            "the diagnostic shows what is left: {reason}"
+        );
+    }
+
+    #[test]
+    fn captures_flow_into_later_sends() {
+        let srv: Arc<str> = Arc::from("server");
+        let mut m = machine(
+            vec![
+                Step::expect_json("server", json!({"type": "welcome", "session": "${sid}"})),
+                Step::send_json("server", json!({"type": "resume", "session": "${sid}"})),
+                Step::send_line("server", "bye ${sid}"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["server"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        let fx = m.on_output(
+            &srv,
+            Stream::Stdout,
+            &Frame::Json(json!({"type": "welcome", "session": 7})),
+            t,
+        );
+        assert!(fx.contains(&Effect::Send {
+            step: 1,
+            to: srv.clone(),
+            frame: Frame::Json(json!({"type": "resume", "session": 7}))
+        }));
+        let fx = m.action_done(1, t);
+        assert!(fx.contains(&Effect::Send {
+            step: 2,
+            to: srv.clone(),
+            frame: Frame::line("bye 7")
+        }));
+    }
+
+    #[test]
+    fn an_undefined_capture_and_unknown_children_are_reported_per_step() {
+        let problems = Machine::new(
+            &Protocol {
+                steps: vec![
+                    Step::send_line("sever", "${nope}"),
+                    Step::expect_line("server", "("),
+                ],
+                ..Protocol::default()
+            },
+            &names(&["server"]),
+        )
+        .err()
+        .unwrap();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "step 1: `to` names `sever`, which is not a child (did you mean `server`?)",
+                "step 1: `${nope}` is not captured by any earlier step",
+                "step 2: invalid regex in `expect.line`",
+            ]
+        );
+    }
+
+    fn three_party(order: Order) -> Machine {
+        machine(
+            vec![
+                Step::expect_json("a", json!({"type": "syn"})).routed_to("b"),
+                Step::expect_json("b", json!({"type": "ack"})).routed_to("c"),
+            ],
+            order,
+            Unlisted::Pass,
+            &["a", "b", "c"],
+        )
+    }
+
+    #[test]
+    fn strict_order_refuses_a_message_for_a_later_step() {
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        let mut m = three_party(Order::Strict);
+        let t = Instant::now();
+        m.start(t);
+        let (verdict, fx) = m.on_routed(&b, &c, &Frame::Json(json!({"type": "ack"})), t);
+        assert_eq!(verdict, Verdict::Drop);
+        assert_eq!(kinds(&fx), ["violation", "failed 0", "done false"]);
+        let _ = a;
+    }
+
+    #[test]
+    fn hold_order_delivers_a_held_message_when_its_step_comes() {
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        let mut m = three_party(Order::Hold);
+        let t = Instant::now();
+        m.start(t);
+        let ack = Frame::Json(json!({"type": "ack"}));
+        let (verdict, fx) = m.on_routed(&b, &c, &ack, t);
+        assert_eq!(verdict, Verdict::Drop, "held, not delivered yet");
+        assert!(fx.is_empty());
+        let (verdict, fx) = m.on_routed(&a, &b, &Frame::Json(json!({"type": "syn"})), t);
+        assert_eq!(verdict, Verdict::Deliver);
+        assert_eq!(kinds(&fx), ["passed 0", "deliver", "passed 1", "done true"]);
+        assert!(fx.contains(&Effect::Deliver {
+            from: b,
+            to: c,
+            frame: ack
+        }));
+    }
+
+    #[test]
+    fn unlisted_messages_pass_or_are_rejected() {
+        let (a, c): (Arc<str>, Arc<str>) = ("a".into(), "c".into());
+        let mut pass = three_party(Order::Strict);
+        pass.start(Instant::now());
+        assert_eq!(
+            pass.on_routed(&a, &c, &Frame::line("hi"), Instant::now()).0,
+            Verdict::Deliver
+        );
+        let mut reject = machine(
+            vec![Step::wait(Duration::from_secs(1))],
+            Order::Hold,
+            Unlisted::Reject,
+            &["a", "c"],
+        );
+        reject.start(Instant::now());
+        let (verdict, fx) = reject.on_routed(&a, &c, &Frame::line("hi"), Instant::now());
+        assert_eq!(verdict, Verdict::Drop);
+        assert_eq!(
+            kinds(&fx),
+            ["violation"],
+            "under hold a rejection does not fail the run"
+        );
+    }
+
+    #[test]
+    fn expect_exit_uses_a_remembered_exit_and_unexpected_exits_fail() {
+        let x: Arc<str> = Arc::from("x");
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_exit_code("x", 3),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["x", "y"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        assert!(
+            m.on_exit(&x, &exit(3), true, t).is_empty(),
+            "an expect_exit for it is ahead"
+        );
+        assert_eq!(
+            kinds(&m.on_timeout(0, t)),
+            ["passed 0", "passed 1", "done true"]
+        );
+
+        let y: Arc<str> = Arc::from("y");
+        let mut m = machine(
+            vec![Step::wait(Duration::from_secs(1))],
+            Order::Strict,
+            Unlisted::Pass,
+            &["y"],
+        );
+        m.start(t);
+        let fx = m.on_exit(&y, &exit(1), true, t);
+        let Effect::Failed { reason, .. } = &fx[0] else {
+            panic!("{fx:?}")
+        };
+        assert!(
+            reason.starts_with("child `y` exited with exit code 1 and no expect_exit step says so"),
+            "{reason}"
+        );
+        assert!(
+            m.on_exit(&y, &exit(1), false, t).is_empty(),
+            "finished machines ignore events"
+        );
+    }
+}

@@ -1,0 +1,621 @@
+//! The steps of a protocol, as data: read from a scenario's `[[steps]]`, or
+//! built in Rust.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::duration::serde_text;
+use crate::matching::PatternSpec;
+use crate::Signal;
+
+/// How long an `expect` or `expect_exit` waits when it does not say.
+pub const DEFAULT_WITHIN: Duration = Duration::from_secs(10);
+
+/// An ordered list of steps, and how routed messages are guarded while it
+/// runs. In a scenario: the `[[steps]]` tables and the `[protocol]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Protocol {
+    /// The steps, run in order.
+    pub steps: Vec<Step>,
+    /// What happens to a routed message that matches a later step.
+    #[serde(default)]
+    pub order: Order,
+    /// What happens to a routed message that no step mentions.
+    #[serde(default)]
+    pub unlisted: Unlisted,
+}
+
+/// What happens to a routed message that matches a later step than the
+/// current one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// It is not delivered, a `violation` is published and the run fails.
+    #[default]
+    Strict,
+    /// It is held and delivered when its step becomes current.
+    Hold,
+}
+
+/// What happens to a routed message that no step mentions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlisted {
+    /// Delivered.
+    #[default]
+    Pass,
+    /// Dropped with a `violation` (which fails the run under `strict`).
+    Reject,
+}
+
+/// One step, with an optional label that comes back in its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawStep", into = "RawStep")]
+pub struct Step {
+    /// Shown in `step_passed` / `step_failed`.
+    pub label: Option<String>,
+    /// What the step does or waits for.
+    pub action: Action,
+}
+
+/// What a step does or waits for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Writes to a child's stdin (captures are substituted).
+    Send {
+        /// The child.
+        to: Arc<str>,
+        /// A line (a newline is added) or a JSON value.
+        payload: Payload,
+    },
+    /// Waits for a frame from `from` that matches (consuming everything it
+    /// printed up to it), or, with `to`, for a message routed from `from` to
+    /// `to`.
+    Expect {
+        /// The child that prints or sends it.
+        from: Arc<str>,
+        /// For a routed message: its receiver.
+        to: Option<Arc<str>>,
+        /// A regex on one line, or a partial JSON object.
+        pattern: PatternSpec,
+        /// How long to wait (default 10s).
+        within: Option<Duration>,
+    },
+    /// Waits for a child to exit so (or finds that it already did).
+    ExpectExit {
+        /// The child.
+        child: Arc<str>,
+        /// The exit code or signal expected.
+        status: ExpectedExit,
+        /// How long to wait (default 10s).
+        within: Option<Duration>,
+    },
+    /// Closes a child's stdin.
+    Close {
+        /// The child.
+        child: Arc<str>,
+    },
+    /// Starts a child that is not running; passes once it is ready.
+    Start {
+        /// The child.
+        child: Arc<str>,
+    },
+    /// Stops a child with its stop spec; passes once it exited.
+    Stop {
+        /// The child.
+        child: Arc<str>,
+    },
+    /// Sends a signal to a child's group (like a crash; a restart policy of
+    /// `always` restarts it).
+    Kill {
+        /// The child.
+        child: Arc<str>,
+        /// The signal (default KILL).
+        signal: Signal,
+    },
+    /// Lets time pass.
+    Wait(Duration),
+}
+
+/// What a `send` step writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A line; a newline is added.
+    Line(String),
+    /// A JSON value, written as one line of compact JSON.
+    Json(Value),
+}
+
+/// The end an `expect_exit` step waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedExit {
+    /// This exit code.
+    Code(i32),
+    /// Death by this signal.
+    Signal(Signal),
+}
+
+impl Step {
+    fn new(action: Action) -> Step {
+        Step {
+            label: None,
+            action,
+        }
+    }
+
+    /// Sends a line (a newline is added).
+    pub fn send_line(to: impl Into<Arc<str>>, line: impl Into<String>) -> Step {
+        Step::new(Action::Send {
+            to: to.into(),
+            payload: Payload::Line(line.into()),
+        })
+    }
+
+    /// Sends a JSON value as one line.
+    pub fn send_json(to: impl Into<Arc<str>>, value: Value) -> Step {
+        Step::new(Action::Send {
+            to: to.into(),
+            payload: Payload::Json(value),
+        })
+    }
+
+    /// Expects a line from `from` matching the regex.
+    pub fn expect_line(from: impl Into<Arc<str>>, regex: impl Into<String>) -> Step {
+        Step::new(Action::Expect {
+            from: from.into(),
+            to: None,
+            pattern: PatternSpec::Regex(regex.into()),
+            within: None,
+        })
+    }
+
+    /// Expects a JSON frame from `from` containing the partial object
+    /// (a string value `"${name}"` matches anything and captures it).
+    pub fn expect_json(from: impl Into<Arc<str>>, partial: Value) -> Step {
+        let map = match partial {
+            Value::Object(map) => map,
+            other => panic!("expect_json takes a JSON object, not {other}"),
+        };
+        Step::new(Action::Expect {
+            from: from.into(),
+            to: None,
+            pattern: PatternSpec::Json(map),
+            within: None,
+        })
+    }
+
+    /// Expects a child to exit with this code.
+    pub fn expect_exit_code(child: impl Into<Arc<str>>, code: i32) -> Step {
+        Step::new(Action::ExpectExit {
+            child: child.into(),
+            status: ExpectedExit::Code(code),
+            within: None,
+        })
+    }
+
+    /// Expects a child to die of this signal.
+    pub fn expect_exit_signal(child: impl Into<Arc<str>>, signal: Signal) -> Step {
+        Step::new(Action::ExpectExit {
+            child: child.into(),
+            status: ExpectedExit::Signal(signal),
+            within: None,
+        })
+    }
+
+    /// Closes a child's stdin.
+    pub fn close(child: impl Into<Arc<str>>) -> Step {
+        Step::new(Action::Close {
+            child: child.into(),
+        })
+    }
+
+    /// Starts a child that is not running.
+    pub fn start(child: impl Into<Arc<str>>) -> Step {
+        Step::new(Action::Start {
+            child: child.into(),
+        })
+    }
+
+    /// Stops a child.
+    pub fn stop(child: impl Into<Arc<str>>) -> Step {
+        Step::new(Action::Stop {
+            child: child.into(),
+        })
+    }
+
+    /// Sends a signal to a child's group.
+    pub fn kill(child: impl Into<Arc<str>>, signal: Signal) -> Step {
+        Step::new(Action::Kill {
+            child: child.into(),
+            signal,
+        })
+    }
+
+    /// Waits this long.
+    pub fn wait(duration: Duration) -> Step {
+        Step::new(Action::Wait(duration))
+    }
+
+    /// Makes an `expect` wait for a message routed from its `from` to `to`.
+    pub fn routed_to(mut self, receiver: impl Into<Arc<str>>) -> Step {
+        if let Action::Expect { to, .. } = &mut self.action {
+            *to = Some(receiver.into());
+        }
+        self
+    }
+
+    /// Sets how long an `expect` or `expect_exit` waits.
+    pub fn within(mut self, limit: Duration) -> Step {
+        match &mut self.action {
+            Action::Expect { within, .. } | Action::ExpectExit { within, .. } => {
+                *within = Some(limit)
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// Sets the label.
+    pub fn label(mut self, label: impl Into<String>) -> Step {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The action's key in a scenario file (`send`, `expect`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self.action {
+            Action::Send { .. } => "send",
+            Action::Expect { .. } => "expect",
+            Action::ExpectExit { .. } => "expect_exit",
+            Action::Close { .. } => "close",
+            Action::Start { .. } => "start",
+            Action::Stop { .. } => "stop",
+            Action::Kill { .. } => "kill",
+            Action::Wait(_) => "wait",
+        }
+    }
+}
+
+// ---- the scenario-file form -------------------------------------------------
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    send: Option<RawSend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expect: Option<RawExpect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expect_exit: Option<RawExpectExit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    close: Option<ChildRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<ChildRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop: Option<ChildRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kill: Option<RawKill>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSend {
+    to: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    from: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<serde_json::Map<String, Value>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    within: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpectExit {
+    child: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signal: Option<Signal>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    within: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChildRef {
+    child: Arc<str>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKill {
+    child: Arc<str>,
+    #[serde(default = "kill_default")]
+    signal: Signal,
+}
+
+fn kill_default() -> Signal {
+    Signal::Kill
+}
+
+mod opt_duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => serde_text::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        serde_text::deserialize(d).map(Some)
+    }
+}
+
+const ACTIONS: &str = "send, expect, expect_exit, close, start, stop, kill or wait";
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+
+    fn try_from(raw: RawStep) -> Result<Step, String> {
+        let mut found: Vec<&str> = Vec::new();
+        let mut action = None;
+        if let Some(s) = raw.send {
+            found.push("send");
+            let payload = match (s.line, s.json) {
+                (Some(line), None) => Payload::Line(line),
+                (None, Some(json)) => Payload::Json(json),
+                _ => return Err("`send` needs exactly one of `line` or `json`".into()),
+            };
+            action = Some(Action::Send { to: s.to, payload });
+        }
+        if let Some(e) = raw.expect {
+            found.push("expect");
+            let pattern = match (e.line, e.json) {
+                (Some(line), None) => PatternSpec::Regex(line),
+                (None, Some(json)) => PatternSpec::Json(json),
+                _ => return Err(
+                    "`expect` needs exactly one of `line` (a regex) or `json` (a partial object)"
+                        .into(),
+                ),
+            };
+            action = Some(Action::Expect {
+                from: e.from,
+                to: e.to,
+                pattern,
+                within: e.within,
+            });
+        }
+        if let Some(e) = raw.expect_exit {
+            found.push("expect_exit");
+            let status = match (e.code, e.signal) {
+                (Some(code), None) => ExpectedExit::Code(code),
+                (None, Some(signal)) => ExpectedExit::Signal(signal),
+                _ => return Err("`expect_exit` needs exactly one of `code` or `signal`".into()),
+            };
+            action = Some(Action::ExpectExit {
+                child: e.child,
+                status,
+                within: e.within,
+            });
+        }
+        if let Some(c) = raw.close {
+            found.push("close");
+            action = Some(Action::Close { child: c.child });
+        }
+        if let Some(c) = raw.start {
+            found.push("start");
+            action = Some(Action::Start { child: c.child });
+        }
+        if let Some(c) = raw.stop {
+            found.push("stop");
+            action = Some(Action::Stop { child: c.child });
+        }
+        if let Some(k) = raw.kill {
+            found.push("kill");
+            action = Some(Action::Kill {
+                child: k.child,
+                signal: k.signal,
+            });
+        }
+        if let Some(d) = raw.wait {
+            found.push("wait");
+            action = Some(Action::Wait(d));
+        }
+        match (found.len(), action) {
+            (1, Some(action)) => Ok(Step {
+                label: raw.label,
+                action,
+            }),
+            (0, _) => Err(format!("a step needs one action: {ACTIONS}")),
+            _ => Err(format!(
+                "a step has exactly one action ({ACTIONS}), this one has {}",
+                found.join(" and ")
+            )),
+        }
+    }
+}
+
+impl From<Step> for RawStep {
+    fn from(step: Step) -> RawStep {
+        let mut raw = RawStep {
+            label: step.label,
+            ..RawStep::default()
+        };
+        match step.action {
+            Action::Send { to, payload } => {
+                let (line, json) = match payload {
+                    Payload::Line(l) => (Some(l), None),
+                    Payload::Json(j) => (None, Some(j)),
+                };
+                raw.send = Some(RawSend { to, line, json });
+            }
+            Action::Expect {
+                from,
+                to,
+                pattern,
+                within,
+            } => {
+                let (line, json) = match pattern {
+                    PatternSpec::Regex(r) => (Some(r), None),
+                    PatternSpec::Json(j) => (None, Some(j)),
+                };
+                raw.expect = Some(RawExpect {
+                    from,
+                    to,
+                    line,
+                    json,
+                    within,
+                });
+            }
+            Action::ExpectExit {
+                child,
+                status,
+                within,
+            } => {
+                let (code, signal) = match status {
+                    ExpectedExit::Code(c) => (Some(c), None),
+                    ExpectedExit::Signal(s) => (None, Some(s)),
+                };
+                raw.expect_exit = Some(RawExpectExit {
+                    child,
+                    code,
+                    signal,
+                    within,
+                });
+            }
+            Action::Close { child } => raw.close = Some(ChildRef { child }),
+            Action::Start { child } => raw.start = Some(ChildRef { child }),
+            Action::Stop { child } => raw.stop = Some(ChildRef { child }),
+            Action::Kill { child, signal } => raw.kill = Some(RawKill { child, signal }),
+            Action::Wait(d) => raw.wait = Some(d),
+        }
+        raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        steps: Vec<Step>,
+    }
+
+    #[test]
+    fn every_step_form_of_the_design_reads() {
+        let file: File = toml::from_str(
+            r#"
+            [[steps]]
+            send = { to = "server", json = { type = "hello" } }
+            label = "greet"
+            [[steps]]
+            expect = { from = "server", json = { type = "welcome" }, within = "2s" }
+            [[steps]]
+            expect = { from = "client", to = "server", json = { type = "syn" }, within = "2s" }
+            [[steps]]
+            expect = { from = "bc", line = "^5$" }
+            [[steps]]
+            kill = { child = "server", signal = "KILL" }
+            [[steps]]
+            expect_exit = { child = "client", code = 0, within = "5s" }
+            [[steps]]
+            close = { child = "x" }
+            [[steps]]
+            wait = "3s"
+            [[steps]]
+            stop = { child = "x" }
+            [[steps]]
+            start = { child = "x" }
+            [[steps]]
+            kill = { child = "x" }
+            "#,
+        )
+        .unwrap();
+        let s = &file.steps;
+        assert_eq!(s.len(), 11);
+        assert_eq!(
+            s[0],
+            Step::send_json("server", json!({"type": "hello"})).label("greet")
+        );
+        assert_eq!(
+            s[2],
+            Step::expect_json("client", json!({"type": "syn"}))
+                .routed_to("server")
+                .within(Duration::from_secs(2))
+        );
+        assert_eq!(s[3], Step::expect_line("bc", "^5$"));
+        assert_eq!(
+            s[5],
+            Step::expect_exit_code("client", 0).within(Duration::from_secs(5))
+        );
+        assert_eq!(s[7], Step::wait(Duration::from_secs(3)));
+        assert_eq!(s[10], Step::kill("x", Signal::Kill));
+        // And back: serializing gives the same steps.
+        let again: File =
+            toml::from_str(&toml::to_string(&serde_json::json!({"steps": s})).unwrap()).unwrap();
+        assert_eq!(&again.steps, s);
+    }
+
+    #[test]
+    fn a_step_needs_exactly_one_action() {
+        let none = toml::from_str::<File>("[[steps]]\nlabel = \"x\"").unwrap_err();
+        assert!(
+            none.to_string().contains("a step needs one action"),
+            "{none}"
+        );
+        let two = toml::from_str::<File>("[[steps]]\nwait = \"1s\"\nclose = { child = \"a\" }")
+            .unwrap_err();
+        assert!(
+            two.to_string().contains("this one has close and wait"),
+            "{two}"
+        );
+        let both =
+            toml::from_str::<File>("[[steps]]\nsend = { to = \"a\", line = \"x\", json = 1 }")
+                .unwrap_err();
+        assert!(
+            both.to_string().contains("exactly one of `line` or `json`"),
+            "{both}"
+        );
+        let typo = toml::from_str::<File>("[[steps]]\nexpct = { from = \"a\", line = \"x\" }")
+            .unwrap_err();
+        assert!(typo.to_string().contains("expct"), "{typo}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Protocols: ordered steps over many processes, expect(1)-style, and guards
 //! on the order in which children may talk to each other.
 //!
-//! The step machine ([`machine`]) is pure code, tested here without
+//! The step machine (`machine.rs`) is pure code, tested here without
 //! processes; the director carries out its effects.
 
 mod capture;

@@ -183,8 +183,8 @@ pub enum ConfigError {
     /// A regex does not compile.
     #[error("{place}: invalid regex in `{key}`")]
     BadRegex {
-        /// Where: `child `x`` or `route 2`.
-        place: String,
+        /// Where.
+        place: Place,
         /// The key (`ready.line`, `match`).
         key: &'static str,
         /// The regex error.
@@ -220,6 +220,34 @@ pub enum ConfigError {
         /// The child.
         child: Arc<str>,
     },
+}
+
+/// Where in a set of children, routes and steps a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A child.
+    Child(Arc<str>),
+    /// A route, from 1.
+    Route {
+        /// Its position, from 1.
+        index: usize,
+        /// Its `from`.
+        from: Arc<str>,
+        /// Its `to`.
+        to: Arc<str>,
+    },
+    /// A step, from 1.
+    Step(usize),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Child(c) => write!(f, "child `{c}`"),
+            Place::Route { index, from, to } => write!(f, "route {index} ({from} -> {to})"),
+            Place::Step(n) => write!(f, "step {n}"),
+        }
+    }
 }
 
 fn did_you_mean(suggestion: &Option<Arc<str>>) -> String {
@@ -341,7 +369,8 @@ pub(crate) fn closest<'a>(
     known
         .into_iter()
         .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3) && *d > 0)
+        // A typo: a few edits, and not everything different.
+        .filter(|(d, k)| *d > 0 && *d <= 2.max(k.len() / 3) && *d < name.len().max(k.len()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k.clone())
 }

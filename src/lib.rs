@@ -42,6 +42,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod matching;
+pub mod scenario;
 pub mod spec;
 mod sys;
 

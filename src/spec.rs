@@ -43,7 +43,7 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 pub struct ChildSpec {
     /// The child's name, unique under one director. In a scenario file it is
     /// the key of the `[children.NAME]` table.
-    #[serde(default, skip_serializing)]
+    #[serde(skip)]
     pub name: Arc<str>,
     /// Program and arguments. Never run through a shell: write
     /// `["sh", "-c", "..."]` if you want one.

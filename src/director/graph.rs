@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::error::{closest, ConfigError};
+use crate::error::{closest, ConfigError, Place};
 use crate::spec::{ChildSpec, Ready};
 
 /// All problems with adding `new` to the children already known (`existing`:
@@ -29,7 +29,7 @@ pub(crate) fn validate(
         if let Some(Ready::Line(re)) = &spec.ready {
             if let Err(source) = regex::Regex::new(re) {
                 problems.push(ConfigError::BadRegex {
-                    place: format!("child `{}`", spec.name),
+                    place: Place::Child(spec.name.clone()),
                     key: "ready.line",
                     source,
                 });

@@ -22,13 +22,13 @@
 
 mod control;
 mod delivery;
-mod graph;
+pub(crate) mod graph;
 mod handle;
 mod lifecycle;
 mod messages;
 pub mod protocol;
 mod requests;
-mod routing;
+pub(crate) mod routing;
 mod stepping;
 mod supervision;
 

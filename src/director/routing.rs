@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::child::Stream;
-use crate::error::{closest, ConfigError};
+use crate::error::{closest, ConfigError, Place};
 use crate::frame::Frame;
 use crate::matching::{Pattern, PatternSpec};
 
@@ -97,7 +97,11 @@ impl RouteTable {
             }
             if let Some(Err(source)) = route.filter.as_ref().map(PatternSpec::compile) {
                 problems.push(ConfigError::BadRegex {
-                    place: format!("route {index} ({} -> {})", route.from, route.to),
+                    place: Place::Route {
+                        index,
+                        from: route.from.clone(),
+                        to: route.to.clone(),
+                    },
                     key: "match",
                     source,
                 });

@@ -10,7 +10,7 @@ use super::capture::{self, Captures};
 use super::steps::{Action, ExpectedExit, Order, Payload, Protocol, Unlisted, DEFAULT_WITHIN};
 use super::{StepOutcome, StepReport};
 use crate::child::{Exit, ExitStatus, Stream};
-use crate::error::{closest, ConfigError};
+use crate::error::{closest, ConfigError, Place};
 use crate::frame::Frame;
 use crate::matching::{Pattern, PatternSpec};
 use crate::Signal;
@@ -191,7 +191,7 @@ impl Machine {
                         }
                         Err(source) => {
                             problems.push(ConfigError::BadRegex {
-                                place: format!("step {n}"),
+                                place: Place::Step(n),
                                 key: "expect.line",
                                 source,
                             });

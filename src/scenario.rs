@@ -1,0 +1,650 @@
+//! Scenario files: TOML -> children, routes, and a protocol.
+//!
+//! Every problem is found in one pass and reported together, each with the
+//! file, line, column and key, and a "did you mean" for near misses:
+//!
+//! ```text
+//! demo.toml:12:1: children.server.framng: unknown field `framng` (did you mean `framing`?)
+//! demo.toml:30:30: steps[2].expect.from: `from` names `sever`, which is not a child (did you mean `server`?)
+//! ```
+//!
+//! Each section (a child, a route, a step) is deserialized on its own from
+//! toml's spanned document, so one bad section does not hide the next.
+//! Checks across sections (dependencies, routes and steps naming children,
+//! captures) run on what parsed, and are pointed back at the key they are
+//! about.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::director::protocol::machine::Machine;
+use crate::director::protocol::{Order, Protocol, Unlisted};
+use crate::director::{Route, Strategy};
+use crate::error::{closest, ConfigError, Place};
+use crate::spec::ChildSpec;
+
+/// A scenario, ready to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its `name`, if it has one.
+    pub name: Option<String>,
+    /// `[children.NAME]`, in file order.
+    pub children: Vec<ChildSpec>,
+    /// `[[routes]]`.
+    pub routes: Vec<Route>,
+    /// `[[steps]]` and the `[protocol]` settings.
+    pub protocol: Protocol,
+    /// `[supervision] strategy`.
+    pub strategy: Strategy,
+}
+
+/// One problem in a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the file could not be read).
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The dotted key it is about (`children.server.framing`, `steps[2].expect`),
+    /// arrays counted from 1; empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a scenario file, in file order.
+#[derive(Debug, Clone)]
+pub struct ScenarioErrors(pub Vec<ScenarioError>);
+
+impl fmt::Display for ScenarioErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScenarioErrors {}
+
+/// The top-level keys a scenario may have.
+const TOP_KEYS: [&str; 6] = [
+    "name",
+    "protocol",
+    "supervision",
+    "children",
+    "routes",
+    "steps",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProtocolSettings {
+    #[serde(default)]
+    order: Order,
+    #[serde(default)]
+    unlisted: Unlisted,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SupervisionSettings {
+    #[serde(default)]
+    strategy: Strategy,
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ScenarioErrors(vec![ScenarioError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Checks scenario text; `path` is only used in messages and as `path`.
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let mut p = Parser::new(text, path, None);
+            p.error_at(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim().to_string(),
+            );
+            return Err(ScenarioErrors(p.errors));
+        }
+    };
+    let mut p = Parser::new(text, path, Some(root.get_ref()));
+    let mut scenario = Scenario {
+        path: path.to_path_buf(),
+        name: None,
+        children: Vec::new(),
+        routes: Vec::new(),
+        protocol: Protocol::default(),
+        strategy: Strategy::default(),
+    };
+    // Children that did not parse still count as names, so that references
+    // to them are not reported as unknown too.
+    let mut all_names: Vec<Arc<str>> = Vec::new();
+    let known: Vec<Arc<str>> = TOP_KEYS.iter().map(|k| Arc::from(*k)).collect();
+    for (key, value) in root.get_ref() {
+        match key.get_ref().as_ref() {
+            "name" => scenario.name = p.de(value),
+            "protocol" => {
+                if let Some(s) = p.de::<ProtocolSettings>(value) {
+                    scenario.protocol.order = s.order;
+                    scenario.protocol.unlisted = s.unlisted;
+                }
+            }
+            "supervision" => {
+                if let Some(s) = p.de::<SupervisionSettings>(value) {
+                    scenario.strategy = s.strategy;
+                }
+            }
+            "children" => match value.get_ref() {
+                DeValue::Table(children) => {
+                    for (name, child) in children {
+                        let name: Arc<str> = Arc::from(name.get_ref().as_ref());
+                        all_names.push(name.clone());
+                        if let Some(mut spec) = p.de::<ChildSpec>(child) {
+                            spec.name = name;
+                            scenario.children.push(spec);
+                        }
+                    }
+                }
+                _ => p.error_at(
+                    value.span().start,
+                    "expected a table of children: [children.NAME]".into(),
+                ),
+            },
+            "routes" => scenario.routes = p.de_each(value, "routes"),
+            "steps" => scenario.protocol.steps = p.de_each(value, "steps"),
+            other => {
+                let hint = closest(other, &known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                p.error_at(
+                    key.span().start,
+                    format!("unknown key `{other}`{hint}; a scenario has name, [protocol], [supervision], [children.NAME], [[routes]] and [[steps]]"),
+                );
+            }
+        }
+    }
+    p.check(&scenario, &all_names);
+    if p.errors.is_empty() {
+        Ok(scenario)
+    } else {
+        p.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ScenarioErrors(p.errors))
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    file: &'a Path,
+    root: Option<&'a DeTable<'a>>,
+    errors: Vec<ScenarioError>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, file: &'a Path, root: Option<&'a DeTable<'a>>) -> Parser<'a> {
+        Parser {
+            text,
+            file,
+            root,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Deserializes one section; on failure records the error and gives None.
+    fn de<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>) -> Option<T> {
+        let deserializer = toml::de::ValueDeserializer::from(value.clone());
+        match T::deserialize(deserializer) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.span().unwrap_or(value.span()).start;
+                self.error_at(at, with_suggestion(e.message()));
+                None
+            }
+        }
+    }
+
+    /// Deserializes every element of an array of tables.
+    fn de_each<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>, what: &str) -> Vec<T> {
+        match value.get_ref() {
+            DeValue::Array(items) => items.iter().filter_map(|item| self.de(item)).collect(),
+            _ => {
+                self.error_at(
+                    value.span().start,
+                    format!("expected an array of tables: [[{what}]]"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn error_at(&mut self, offset: usize, message: String) {
+        let (line, column) = line_column(self.text, offset);
+        let key = self.root.map(|r| key_path(r, offset)).unwrap_or_default();
+        self.errors.push(ScenarioError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key,
+            message,
+        });
+    }
+
+    /// Checks across sections, pointing each problem at its key.
+    fn check(&mut self, scenario: &Scenario, all_names: &[Arc<str>]) {
+        let mut specs = scenario.children.clone();
+        for name in all_names {
+            if !specs.iter().any(|s| &s.name == name) {
+                // It did not parse (already reported); its dependencies still count.
+                let mut placeholder = ChildSpec::new(name.clone(), ["(did not parse)"]);
+                placeholder.depends_on = self.raw_depends_on(name);
+                specs.push(placeholder);
+            }
+        }
+        let mut problems = crate::director::graph::validate(&specs, &Default::default());
+        problems.extend(
+            crate::director::routing::RouteTable::default().check(&scenario.routes, all_names),
+        );
+        if let Err(more) = Machine::new(&scenario.protocol, all_names) {
+            problems.extend(more);
+        }
+        for problem in problems {
+            let offset = self.locate(&problem);
+            self.error_at(offset, problem.to_string());
+        }
+    }
+
+    /// `children.NAME.depends_on` read straight from the document.
+    fn raw_depends_on(&self, name: &str) -> Vec<Arc<str>> {
+        let Some(root) = self.root else {
+            return Vec::new();
+        };
+        let children = root.iter().find(|(k, _)| k.get_ref() == "children");
+        let Some(DeValue::Table(children)) = children.map(|(_, v)| v.get_ref()) else {
+            return Vec::new();
+        };
+        let child = children.iter().find(|(k, _)| k.get_ref() == name);
+        let Some(DeValue::Table(child)) = child.map(|(_, v)| v.get_ref()) else {
+            return Vec::new();
+        };
+        match child
+            .iter()
+            .find(|(k, _)| k.get_ref() == "depends_on")
+            .map(|(_, v)| v.get_ref())
+        {
+            Some(DeValue::Array(deps)) => deps
+                .iter()
+                .filter_map(|d| d.get_ref().as_str())
+                .map(Arc::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The offset of the key a cross-section problem is about.
+    fn locate(&self, problem: &ConfigError) -> usize {
+        let Some(root) = self.root else { return 0 };
+        let step_action = |n: usize| -> Vec<Seg> {
+            vec![
+                Seg::Key("steps".into()),
+                Seg::Index(n - 1),
+                Seg::FirstKeyExcept("label"),
+            ]
+        };
+        let path: Vec<Seg> = match problem {
+            ConfigError::DuplicateChild { child } | ConfigError::EmptyCommand { child } => {
+                vec![
+                    Seg::Key("children".into()),
+                    Seg::Key(child.to_string()),
+                    Seg::Key("cmd".into()),
+                ]
+            }
+            ConfigError::UnknownDependency {
+                child, dependency, ..
+            } => vec![
+                Seg::Key("children".into()),
+                Seg::Key(child.to_string()),
+                Seg::Key("depends_on".into()),
+                Seg::Element(dependency.to_string()),
+            ],
+            ConfigError::Cycle { path } => vec![
+                Seg::Key("children".into()),
+                Seg::Key(path[0].to_string()),
+                Seg::Key("depends_on".into()),
+            ],
+            ConfigError::UnknownRouteChild {
+                index, from, name, ..
+            } => vec![
+                Seg::Key("routes".into()),
+                Seg::Index(index - 1),
+                Seg::Key(if name == from { "from" } else { "to" }.into()),
+            ],
+            ConfigError::BadRegex {
+                place: Place::Child(c),
+                ..
+            } => vec![
+                Seg::Key("children".into()),
+                Seg::Key(c.to_string()),
+                Seg::Key("ready".into()),
+            ],
+            ConfigError::BadRegex {
+                place: Place::Route { index, .. },
+                ..
+            } => {
+                vec![
+                    Seg::Key("routes".into()),
+                    Seg::Index(index - 1),
+                    Seg::Key("match".into()),
+                ]
+            }
+            ConfigError::BadRegex {
+                place: Place::Step(n),
+                ..
+            } => {
+                let mut p = step_action(*n);
+                p.push(Seg::Key("line".into()));
+                p
+            }
+            ConfigError::UnknownStepChild { step, key, .. } => {
+                let mut p = step_action(*step);
+                p.push(Seg::Key(key.to_string()));
+                p
+            }
+            ConfigError::UnknownCapture { step, .. } => step_action(*step),
+        };
+        resolve(root, &path)
+    }
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+    /// In a table: the first key other than this one (a step's action).
+    FirstKeyExcept(&'static str),
+    /// In an array: the element equal to this string.
+    Element(String),
+}
+
+/// Follows `path` as far as it goes and returns the offset of the deepest
+/// item found.
+fn resolve(root: &DeTable<'_>, path: &[Seg]) -> usize {
+    let mut offset = 0;
+    let mut table = Some(root);
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    for seg in path {
+        let next = match (seg, table, value.map(|v| v.get_ref())) {
+            (Seg::Key(k), Some(t), _) => t
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == k.as_str()),
+            (Seg::FirstKeyExcept(skip), Some(t), _) => {
+                t.iter().find(|(key, _)| key.get_ref().as_ref() != *skip)
+            }
+            (Seg::Index(i), _, Some(DeValue::Array(a))) => {
+                value = a.get(*i);
+                table = value.and_then(|v| match v.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                });
+                match value {
+                    Some(v) => {
+                        offset = v.span().start;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            (Seg::Element(s), _, Some(DeValue::Array(a))) => {
+                if let Some(v) = a.iter().find(|v| v.get_ref().as_str() == Some(s.as_str())) {
+                    offset = v.span().start;
+                }
+                break;
+            }
+            _ => break,
+        };
+        let Some((key, v)) = next else { break };
+        offset = key.span().start;
+        value = Some(v);
+        table = match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    offset
+}
+
+/// The dotted key at `offset`: the innermost key, or value, that contains
+/// it. Searched through the whole document, because the span of a
+/// `[header]` table covers its header, not its body.
+fn key_path(root: &DeTable<'_>, offset: usize) -> String {
+    fn in_table(t: &DeTable<'_>, offset: usize, path: &mut Vec<String>, best: &mut Vec<String>) {
+        for (key, value) in t {
+            path.push(key.get_ref().to_string());
+            let here = key.span().contains(&offset) || value.span().contains(&offset);
+            if here && path.len() > best.len() {
+                *best = path.clone();
+            }
+            in_value(value, offset, path, best);
+            path.pop();
+        }
+    }
+    fn in_value(
+        v: &Spanned<DeValue<'_>>,
+        offset: usize,
+        path: &mut Vec<String>,
+        best: &mut Vec<String>,
+    ) {
+        match v.get_ref() {
+            DeValue::Table(t) => in_table(t, offset, path, best),
+            DeValue::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    let last = path.pop().unwrap_or_default();
+                    path.push(format!("{last}[{}]", i + 1));
+                    if item.span().contains(&offset) && path.len() >= best.len() {
+                        *best = path.clone();
+                    }
+                    in_value(item, offset, path, best);
+                    path.pop();
+                    path.push(last);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = Vec::new();
+    in_table(root, offset, &mut Vec::new(), &mut best);
+    best.join(".")
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Adds "did you mean" to serde's "unknown field/variant `x`, expected one
+/// of `a`, `b`" messages.
+fn with_suggestion(message: &str) -> String {
+    let message = message.trim();
+    let (Some(start), Some(list)) = (message.find('`'), message.find("expected one of ")) else {
+        return message.to_string();
+    };
+    let Some(end) = message[start + 1..].find('`') else {
+        return message.to_string();
+    };
+    let got = &message[start + 1..start + 1 + end];
+    let options: Vec<Arc<str>> = message[list + "expected one of ".len()..]
+        .split(", ")
+        .map(|o| Arc::from(o.trim_matches('`')))
+        .collect();
+    match closest(got, &options) {
+        Some(s) => format!(
+            "{} (did you mean `{s}`?)",
+            &message[..list].trim_end_matches([',', ' '])
+        ),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, Path::new("s.toml"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+name = "ping-pong"
+
+[protocol]
+order = "hold"
+
+[children.server]
+cmd = ["python3", "-u", "server.py"]
+framing = "json"
+ready = { line = "^listening" }
+restart = { policy = "on-failure", max = 3, within = "10s", backoff = "100ms", max_backoff = "2s" }
+stop = { signal = "TERM", grace = "2s" }
+
+[children.client]
+cmd = ["python3", "-u", "client.py"]
+depends_on = ["server"]
+
+[[routes]]
+from = "client"
+to = "server"
+match = "^DATA"
+
+[[steps]]
+send = { to = "server", json = { type = "hello" } }
+label = "greet"
+[[steps]]
+expect = { from = "server", json = { type = "welcome", session = "${sid}" }, within = "2s" }
+[[steps]]
+send = { to = "client", line = "resume ${sid}" }
+"#;
+
+    #[test]
+    fn the_design_example_reads() {
+        let s = parse(GOOD, Path::new("s.toml")).unwrap();
+        assert_eq!(s.name.as_deref(), Some("ping-pong"));
+        let names: Vec<&str> = s.children.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["server", "client"], "file order");
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.protocol.steps.len(), 3);
+        assert_eq!(s.protocol.order, Order::Hold);
+        assert_eq!(s.children[0].restart.max, 3);
+    }
+
+    #[test]
+    fn a_misspelled_key_is_named_with_line_column_and_a_suggestion() {
+        let text = "[children.server]\ncmd = [\"x\"]\nframng = \"json\"\n";
+        assert_eq!(
+            errors(text),
+            ["s.toml:3:1: children.server.framng: unknown field `framng` (did you mean `framing`?)"]
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_together_in_file_order() {
+        let text = r#"
+nmae = "x"
+[children.a]
+cmd = ["a"]
+framing = "jsn"
+depends_on = ["c"]
+[children.b]
+cmd = ["b"]
+depends_on = ["bb"]
+stop = { grace = "soon" }
+[children.c]
+cmd = ["c"]
+depends_on = ["a"]
+[[routes]]
+from = "a"
+to = "d"
+[[steps]]
+expect = { from = "b", line = "(" }
+[[steps]]
+send = { to = "a", line = "${nope}" }
+"#;
+        let got = errors(text);
+        let expected = [
+            "s.toml:2:1: nmae: unknown key `nmae` (did you mean `name`?)",
+            "s.toml:5:11: children.a.framing: unknown variant `jsn` (did you mean `json`?)",
+            "s.toml:6:1: children.a.depends_on: dependency cycle: a -> c -> a",
+            "s.toml:9:15: children.b.depends_on[1]: child `b`: depends_on names `bb`, which is not a child (did you mean `b`?)",
+            "s.toml:10:18: children.b.stop.grace: invalid duration `soon`",
+            "s.toml:16:1: routes[1].to: route 1 (a -> d): `d` is not a child",
+            "s.toml:18:24: steps[1].expect.line: step 1: invalid regex in `expect.line`",
+            "s.toml:20:1: steps[2].send: step 2: `${nope}` is not captured by any earlier step",
+        ];
+        assert_eq!(got.len(), expected.len(), "{got:#?}");
+        for (g, e) in got.iter().zip(expected) {
+            assert!(g.starts_with(e), "\n got: {g}\nwant: {e}...");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_position_too() {
+        let got = errors("[children.a]\ncmd = [\"a\"\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("s.toml:2:"), "{}", got[0]);
+    }
+
+    #[test]
+    fn a_step_with_two_actions_is_named() {
+        let got = errors(
+            "[children.a]\ncmd = [\"a\"]\n[[steps]]\nwait = \"1s\"\nclose = { child = \"a\" }\n",
+        );
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("s.toml:3:1: steps[1]: a step has exactly one action"),
+            "{}",
+            got[0]
+        );
+    }
+}

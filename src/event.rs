@@ -158,7 +158,7 @@ pub enum EventKind {
     },
     /// A protocol step failed (the run fails).
     StepFailed {
-        /// 1-based.
+        /// 1-based; 0 when the run has no steps (a timeout, an unexpected exit).
         step: usize,
         /// Its label.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -296,21 +296,55 @@ impl EventFilter {
     }
 }
 
+/// A file that receives every event as one JSON line, written by the
+/// director itself as it publishes (so, unlike a subscriber, it never lags
+/// and never misses one), and flushed line by line.
+#[derive(Clone)]
+pub struct Journal(Arc<std::sync::Mutex<std::io::LineWriter<std::fs::File>>>);
+
+impl Journal {
+    /// Creates (or truncates) the file.
+    pub fn create(path: &std::path::Path) -> std::io::Result<Journal> {
+        let file = std::fs::File::create(path)?;
+        Ok(Journal(Arc::new(std::sync::Mutex::new(
+            std::io::LineWriter::new(file),
+        ))))
+    }
+
+    fn write(&self, event: &Event) {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(event).expect("events always serialize");
+        line.push(b'\n');
+        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(&line) {
+            tracing::error!(error = %e, "cannot write the events file");
+        }
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
 /// Publishes events with timestamps and per-child sequence numbers, and
 /// forwards them to subscribers (see the module docs for the guarantees).
 pub(crate) struct Bus {
     tx: broadcast::Sender<Event>,
     started: Instant,
     seqs: std::collections::HashMap<Arc<str>, u64>,
+    journal: Option<Journal>,
 }
 
 impl Bus {
-    pub fn new(queue: usize) -> Bus {
+    pub fn new(queue: usize, journal: Option<Journal>) -> Bus {
         let (tx, _) = broadcast::channel(queue.max(1));
         Bus {
             tx,
             started: Instant::now(),
             seqs: Default::default(),
+            journal,
         }
     }
 
@@ -330,7 +364,7 @@ impl Bus {
             *n += 1;
             *n - 1
         });
-        if !self.has_subscribers() {
+        if !self.has_subscribers() && self.journal.is_none() {
             return;
         }
         let event = Event {
@@ -339,6 +373,9 @@ impl Bus {
             seq,
             kind,
         };
+        if let Some(journal) = &self.journal {
+            journal.write(&event);
+        }
         let _ = self.tx.send(event);
     }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::delivery::Sink;
+use super::lifecycle::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
 use super::protocol::machine::Machine;
@@ -54,6 +55,7 @@ impl Handler<Launch> for DirectorActor {
         if let Some(machine) = machine {
             self.start_protocol(machine, ctx);
         }
+        self.check_idle(ctx);
         Ok(())
     }
 }
@@ -296,24 +298,16 @@ impl Handler<ListChildren> for DirectorActor {
     type Result = MessageResult<ListChildren>;
 
     fn handle(&mut self, _: ListChildren, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.order
-                .iter()
-                .map(|name| ChildInfo {
-                    name: name.clone(),
-                    state: self.public_state(name),
-                })
-                .collect(),
-        )
+        MessageResult(self.list())
     }
 }
 
 impl Handler<Shutdown> for DirectorActor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Vec<ChildInfo>>;
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.begin_shutdown(msg.reason, ctx);
+        self.begin_shutdown(msg.reason, ShutdownCause::Requested, ctx);
         if let Some(waiters) = &mut self.shutdown {
             waiters.push(tx);
         }
@@ -326,8 +320,6 @@ impl Handler<Shutdown> for DirectorActor {
             }
         }
         self.check_shutdown(ctx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }

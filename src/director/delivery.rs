@@ -196,7 +196,8 @@ impl Handler<ChildEvents> for DirectorActor {
                         let entry = &self.entries[&name];
                         !entry.ready && entry.ready_on.as_ref().is_some_and(|p| p.matches(&frame))
                     };
-                    self.protocol_output(&name, stream, &frame, ctx);
+                    // The frame is published before any step it passes.
+                    let for_protocol = self.protocol_running().then(|| frame.clone());
                     self.publish(
                         &name,
                         EventKind::Output {
@@ -205,6 +206,9 @@ impl Handler<ChildEvents> for DirectorActor {
                             partial,
                         },
                     );
+                    if let Some(frame) = for_protocol {
+                        self.protocol_output(&name, stream, &frame, ctx);
+                    }
                     if becomes_ready {
                         self.mark_ready(&name, ctx);
                     }
@@ -228,6 +232,7 @@ impl Handler<ChildEvents> for DirectorActor {
             }
         }
         self.flush_steps(ctx);
+        self.check_idle(ctx);
         if deliveries.is_empty() {
             return Box::pin(fut::ready(()));
         }

@@ -249,15 +249,16 @@ impl Director {
     }
 
     /// Stops every child in reverse dependency order and waits until all
-    /// have exited; the director stops after. Calling it again (or on a
-    /// director that is already gone) is fine.
-    pub async fn shutdown(&self, reason: impl Into<String>) {
-        let _ = self
-            .ask(Shutdown {
-                reason: reason.into(),
-                kill: false,
-            })
-            .await;
+    /// have exited; the director stops after. Returns every child's final
+    /// state (empty if the director was already gone). Calling it again is
+    /// fine.
+    pub async fn shutdown(&self, reason: impl Into<String>) -> Vec<ChildInfo> {
+        self.ask(Shutdown {
+            reason: reason.into(),
+            kill: false,
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Turns SIGINT and SIGTERM of this process into a shutdown: the first

@@ -15,6 +15,16 @@ use crate::event::EventKind;
 use crate::matching::PatternSpec;
 use crate::spec::{ChildSpec, Ready, RestartPolicy};
 
+/// Why a shutdown began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownCause {
+    /// Asked for (a caller, a signal, a run timeout): a running protocol fails.
+    Requested,
+    /// A significant child ended: the run is over, and a protocol without
+    /// steps ends as it would have anyway.
+    Significant,
+}
+
 /// Children restarted together: the failed one and its strategy's siblings.
 /// They respawn, in start order, once the delay has passed and every
 /// sibling that was stopped for it has exited.
@@ -130,6 +140,7 @@ impl DirectorActor {
                     },
                 );
                 self.protocol_start_failed(name, e.to_string(), ctx);
+                self.abort_protocol(format!("child `{name}` could not be spawned: {e}"), ctx);
                 self.resolve_dependents(name, ctx);
                 self.end_if_significant(name, ctx);
                 self.check_shutdown(ctx);
@@ -246,6 +257,10 @@ impl DirectorActor {
                 entry.pending.clear();
                 tracing::warn!(child = %name, restarts, "gave up");
                 self.publish(name, EventKind::GaveUp { restarts });
+                self.abort_protocol(
+                    format!("child `{name}` gave up after {restarts} restarts"),
+                    ctx,
+                );
                 self.down_for_good(name, ctx);
             }
             Decision::Restart { delay, attempt } => {
@@ -274,7 +289,11 @@ impl DirectorActor {
 
     fn end_if_significant(&mut self, name: &Arc<str>, ctx: &mut Context<Self>) {
         if self.entries[name].spec.significant {
-            self.begin_shutdown(format!("significant child `{name}` ended"), ctx);
+            self.begin_shutdown(
+                format!("significant child `{name}` ended"),
+                ShutdownCause::Significant,
+                ctx,
+            );
         }
     }
 
@@ -373,11 +392,20 @@ impl DirectorActor {
 
     /// Begins a shutdown (once): nothing new starts, restarts are called
     /// off, and running children are stopped in reverse dependency order.
-    pub(super) fn begin_shutdown(&mut self, reason: String, ctx: &mut Context<Self>) {
+    pub(super) fn begin_shutdown(
+        &mut self,
+        reason: String,
+        cause: ShutdownCause,
+        ctx: &mut Context<Self>,
+    ) {
         if self.shutdown.is_some() {
             return;
         }
         tracing::info!(%reason, "shutting down");
+        match cause {
+            ShutdownCause::Significant => self.end_idle_protocol(ctx),
+            ShutdownCause::Requested => {}
+        }
         self.abort_protocol(format!("the run was ended: {reason}"), ctx);
         self.shutdown = Some(Vec::new());
         self.bus.publish(None, EventKind::Shutdown { reason });
@@ -424,8 +452,12 @@ impl DirectorActor {
             }
         }
         if !running {
-            for waiter in waiters.drain(..) {
-                let _ = waiter.send(());
+            let waiters = std::mem::take(waiters);
+            let passed = self.protocol_passed().unwrap_or(true);
+            self.bus.publish(None, EventKind::Finished { passed });
+            let list = self.list();
+            for waiter in waiters {
+                let _ = waiter.send(list.clone());
             }
             ctx.stop();
             return;

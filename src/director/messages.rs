@@ -133,8 +133,9 @@ pub struct ListChildren;
 /// when all have exited. The director then stops.
 ///
 /// A second `Shutdown` with `kill = true` SIGKILLs every group still running.
+/// Resolves with every child's final state. The last event is `finished`.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<ChildInfo>")]
 pub struct Shutdown {
     /// Why (published in the `shutdown` event).
     pub reason: String,
@@ -149,6 +150,8 @@ pub struct ChildInfo {
     pub name: Arc<str>,
     /// Its state.
     pub state: ChildState,
+    /// How often it was restarted.
+    pub restarts: u32,
 }
 
 /// Where a child is in its life.

@@ -50,7 +50,7 @@ pub use supervision::{RestartPolicy, RestartSpec, Strategy};
 
 use crate::child::{ChildActor, Exit, StdinSender};
 use crate::error::{closest, DirectorError};
-use crate::event::{Bus, EventKind};
+use crate::event::{Bus, EventKind, Journal};
 use crate::matching::Pattern;
 use crate::spec::ChildSpec;
 use crate::sys::Watchdog;
@@ -74,6 +74,8 @@ pub struct DirectorConfig {
     /// Start the watchdog that kills every child's process group if our
     /// process dies (even by SIGKILL). Needs `/bin/sh`.
     pub watchdog: bool,
+    /// A file that gets every event as a JSON line (complete, in order).
+    pub journal: Option<Journal>,
 }
 
 impl Default for DirectorConfig {
@@ -84,6 +86,7 @@ impl Default for DirectorConfig {
             strategy: Strategy::OneForOne,
             restart_buffer: 1 << 20,
             watchdog: true,
+            journal: None,
         }
     }
 }
@@ -109,7 +112,7 @@ pub struct DirectorActor {
     next_group: u64,
     watchdog: Option<Watchdog>,
     protocol: Option<stepping::ProtocolRun>,
-    shutdown: Option<Vec<oneshot::Sender<()>>>,
+    shutdown: Option<Vec<oneshot::Sender<Vec<ChildInfo>>>>,
 }
 
 struct Entry {
@@ -152,7 +155,7 @@ impl DirectorActor {
     /// [`Director::start`]).
     pub fn new(config: DirectorConfig) -> DirectorActor {
         DirectorActor {
-            bus: Bus::new(config.event_queue),
+            bus: Bus::new(config.event_queue, config.journal.clone()),
             config,
             entries: BTreeMap::new(),
             order: Vec::new(),
@@ -186,6 +189,18 @@ impl DirectorActor {
             child: name.clone(),
             state: self.public_state(name).to_string(),
         }
+    }
+
+    /// Every child and its state, in the order they were added.
+    fn list(&self) -> Vec<ChildInfo> {
+        self.order
+            .iter()
+            .map(|name| ChildInfo {
+                name: name.clone(),
+                state: self.public_state(name),
+                restarts: self.entries[name].history.total,
+            })
+            .collect()
     }
 
     fn public_state(&self, name: &Arc<str>) -> ChildState {

@@ -311,11 +311,13 @@ impl DirectorActor {
                 reason,
                 elapsed,
             } => {
-                tracing::warn!(step = step + 1, ?label, %reason, "step failed");
+                // Step 0: the run failed outside any step (it has none).
+                let step = step.map_or(0, |i| i + 1);
+                tracing::info!(step, ?label, %reason, "step failed");
                 self.bus.publish(
                     None,
                     EventKind::StepFailed {
-                        step: step + 1,
+                        step,
                         label,
                         reason,
                         duration_ms: elapsed.as_millis() as u64,
@@ -329,7 +331,7 @@ impl DirectorActor {
                 step,
                 reason,
             } => {
-                tracing::warn!(%from, %to, %reason, "protocol violation");
+                tracing::info!(%from, %to, %reason, "protocol violation");
                 self.publish(
                     &from.clone(),
                     EventKind::Violation {
@@ -345,6 +347,7 @@ impl DirectorActor {
                 if let Some(run) = &mut self.protocol {
                     let report = ProtocolReport {
                         passed,
+                        reason: run.machine.failure().map(str::to_string),
                         steps: run.machine.report(),
                         elapsed: run.machine.elapsed(now),
                     };
@@ -389,5 +392,36 @@ impl DirectorActor {
         self.protocol
             .as_ref()
             .is_some_and(|run| run.report.is_none())
+    }
+}
+
+impl DirectorActor {
+    /// How the protocol ended, if one ran and ended.
+    pub(super) fn protocol_passed(&self) -> Option<bool> {
+        self.protocol.as_ref()?.report.as_ref().map(|r| r.passed)
+    }
+
+    /// A protocol without steps ends once no child runs, waits or restarts.
+    pub(super) fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.protocol_running()
+            && self
+                .protocol
+                .as_ref()
+                .is_some_and(|run| run.machine.is_idle())
+            && !self.entries.values().any(|e| {
+                matches!(
+                    e.state,
+                    State::Running { .. } | State::Waiting | State::Restarting { .. }
+                )
+            });
+        if idle {
+            self.end_idle_protocol(ctx);
+        }
+    }
+
+    /// Ends a protocol without steps as passed (unless it failed).
+    pub(super) fn end_idle_protocol(&mut self, ctx: &mut Context<Self>) {
+        let fx = self.with_machine(|m| m.end_idle());
+        self.step_fx(fx, ctx);
     }
 }

@@ -1,35 +1,159 @@
-//! The `procession` command line. The commands of DESIGN.md (`run`, `check`,
-//! `batch`) arrive with their issues; until then this prints what the tool
-//! is and how to embed the library.
+//! The `procession` command line: `run` and `check` a scenario file.
+//!
+//! Exit statuses (also in `--help`):
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | every step passed and every child ended as expected |
+//! | 1 | a step failed or timed out, a protocol violation (strict), a child gave up or could not start, or a child exited badly without an `expect_exit` |
+//! | 2 | the scenario or the command line is invalid |
+//! | 130 | interrupted by SIGINT (Ctrl-C), after every child was stopped |
+//! | 143 | terminated by SIGTERM, after every child was stopped |
 
+mod check;
+mod run;
+mod timeline;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// Run operating-system processes as actors.
+const EXIT_STATUSES: &str = "\
+Exit status:
+  0    every step passed and every child ended as expected
+  1    a step failed or timed out, a protocol violation (strict order), a child
+       gave up or could not start, or a child exited badly without an expect_exit
+  2    the scenario or the command line is invalid
+  130  interrupted by SIGINT (Ctrl-C); every child was stopped first
+  143  terminated by SIGTERM; every child was stopped first";
+
+/// Run operating-system processes as actors, from a scenario file.
 ///
-/// procession wraps each child process in an actor that owns its pipes, cuts
-/// its output into frames (lines, JSON values, bytes), stops it with its whole
-/// process group, and never leaks a process.
-///
-/// The scenario commands (`run`, `check`, `batch`) are not built yet. The
-/// library is: see `cargo run --example child` and the README.
+/// A scenario (TOML) names children (programs, never run by a shell), routes
+/// between them, and ordered protocol steps: send to a child, expect what it
+/// prints, expect a message routed between two children, kill one to show a
+/// restart, expect an exit. procession starts the children in dependency
+/// order, enforces the protocol, shows a live timeline, and stops every
+/// child (and grandchild) at the end.
 #[derive(Parser, Debug)]
-#[command(name = "procession", version, about, long_about)]
-struct Cli {}
+#[command(name = "procession", version, about, long_about, after_help = EXIT_STATUSES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scenario: start its children, run its steps, stop everything.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// Check a scenario without running it, and print what would run.
+    #[command(after_help = CHECK_HELP)]
+    Check {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  procession completions bash > ~/.local/share/bash-completion/completions/procession"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  procession run examples/demo.toml
+  procession run examples/two_phase_commit.toml --events run.jsonl
+  procession run scenario.toml --timeout 30s -q
+
+The timeline goes to stderr (in colour on a terminal, plain and greppable
+otherwise); --events writes every event as one JSON line, flushed as it
+happens. Ctrl-C stops every child with its grace; a second Ctrl-C kills
+them at once.
+
+Exit status: 0 passed, 1 failed, 2 invalid scenario or arguments,
+130 interrupted (SIGINT), 143 terminated (SIGTERM).";
+
+const CHECK_HELP: &str = "\
+Example:
+  procession check examples/demo.toml
+
+Prints the children in start order, the routes and the steps. Every problem
+is reported with file:line:column and the key. Exit status 0 when valid, 2
+when not.";
+
+/// Options of `procession run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Write every event as one JSON line to this file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub events: Option<PathBuf>,
+    /// Stop everything and fail if the run takes longer (e.g. 30s, 2m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Less output: no child output in the timeline, only errors in the log.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More output: routed messages in the timeline; -v info, -vv debug logs.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    procession::parse_duration(text).map_err(|e| e.to_string())
+}
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(Cli {}) => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            ExitCode::SUCCESS
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // clap's --help and --version are successes; everything else is
-            // a usage error (exit 2, as DESIGN.md's exit table says).
-            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+            // --help and --version are successes; everything else is a usage error.
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.quiet, args.verbose);
+            ExitCode::from(run::run(args))
+        }
+        Command::Check { scenario } => {
+            init_logging(false, 0);
+            ExitCode::from(check::check(&scenario))
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "procession",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over -q / -v.
+fn init_logging(quiet: bool, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

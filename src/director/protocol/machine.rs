@@ -61,8 +61,9 @@ pub(crate) enum Effect {
         label: Option<String>,
         elapsed: Duration,
     },
+    /// `step` is `None` when the protocol has no steps (a run-level failure).
     Failed {
-        step: usize,
+        step: Option<usize>,
         label: Option<String>,
         reason: String,
         elapsed: Duration,
@@ -130,6 +131,7 @@ pub(crate) struct Machine {
     exits: HashMap<Arc<str>, Exit>,
     outcomes: Vec<StepOutcome>,
     passed: Option<bool>,
+    failure: Option<String>,
 }
 
 impl Machine {
@@ -249,6 +251,7 @@ impl Machine {
             held: Vec::new(),
             exits: HashMap::new(),
             passed: None,
+            failure: None,
         })
     }
 
@@ -273,12 +276,29 @@ impl Machine {
             .collect()
     }
 
-    /// Starts with the first step.
+    /// Starts with the first step. A protocol without steps stays running
+    /// until `end_idle` (every child ended) or a failure.
     pub fn start(&mut self, now: Instant) -> Vec<Effect> {
         self.started = now;
         let mut fx = Vec::new();
-        self.enter(0, now, &mut fx);
+        if !self.steps.is_empty() {
+            self.enter(0, now, &mut fx);
+        }
         fx
+    }
+
+    /// Whether this protocol has no steps (the run lasts as long as its children).
+    pub fn is_idle(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Ends a protocol without steps: it passes unless it already failed.
+    pub fn end_idle(&mut self) -> Vec<Effect> {
+        if self.passed.is_some() || !self.steps.is_empty() {
+            return Vec::new();
+        }
+        self.passed = Some(true);
+        vec![Effect::Done { passed: true }]
     }
 
     /// A child printed a frame.
@@ -645,18 +665,19 @@ impl Machine {
     }
 
     fn fail(&mut self, reason: String, now: Instant, fx: &mut Vec<Effect>) {
-        let i = self.current.min(self.steps.len().saturating_sub(1));
+        let step = (!self.steps.is_empty()).then(|| self.current.min(self.steps.len() - 1));
         let elapsed = now.duration_since(self.entered);
         let reason = format!("{reason}\n{}", self.recent_output());
-        if let Some(outcome) = self.outcomes.get_mut(i) {
+        if let Some(outcome) = step.and_then(|i| self.outcomes.get_mut(i)) {
             *outcome = StepOutcome::Failed {
                 reason: reason.clone(),
                 elapsed,
             };
         }
+        self.failure = Some(reason.clone());
         fx.push(Effect::Failed {
-            step: i,
-            label: self.steps.get(i).and_then(|s| s.0.clone()),
+            step,
+            label: step.and_then(|i| self.steps[i].0.clone()),
             reason,
             elapsed,
         });
@@ -692,6 +713,11 @@ impl Machine {
             }
         }
         out
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// Time since the protocol started.

@@ -47,8 +47,11 @@ pub enum StepOutcome {
 /// The result of a protocol run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProtocolReport {
-    /// Every step passed.
+    /// Every step passed (and nothing else failed the run).
     pub passed: bool,
+    /// Why the run failed: the failed step's reason, or a run-level one
+    /// (a timeout, an unexpected exit) when the protocol has no steps.
+    pub reason: Option<String>,
     /// Each step.
     pub steps: Vec<StepReport>,
     /// From the first step to the end.
@@ -98,7 +101,7 @@ mod tests {
                 Effect::Send { step, .. } => format!("send {step}"),
                 Effect::Timer { step, .. } => format!("timer {step}"),
                 Effect::Passed { step, .. } => format!("passed {step}"),
-                Effect::Failed { step, .. } => format!("failed {step}"),
+                Effect::Failed { step, .. } => format!("failed {}", step.unwrap_or(usize::MAX)),
                 Effect::Done { passed } => format!("done {passed}"),
                 Effect::Deliver { .. } => "deliver".into(),
                 Effect::Violation { .. } => "violation".into(),

@@ -1,0 +1,195 @@
+//! `procession run`: one scenario, start to end.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use procession::director::protocol::{ProtocolReport, StepOutcome};
+use procession::director::{ChildInfo, ChildState, Director, Launch, Shutdown, WaitProtocol};
+use procession::event::Journal;
+use procession::{format_duration, scenario, DirectorConfig, EventFilter, ExitStatus, Signal};
+use tokio::sync::oneshot;
+
+use crate::check::report_invalid;
+use crate::timeline::{Detail, Timeline};
+use crate::RunArgs;
+
+/// Runs the scenario and returns the exit status.
+pub fn run(args: RunArgs) -> u8 {
+    let scenario = match scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(errors) => {
+            report_invalid(&errors);
+            return 2;
+        }
+    };
+    let journal = match &args.events {
+        None => None,
+        Some(path) => match Journal::create(path) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                eprintln!("cannot create the events file {}: {e}", path.display());
+                return 2;
+            }
+        },
+    };
+    let detail = match (args.quiet, args.verbose) {
+        (true, _) => Detail::Quiet,
+        (false, 0) => Detail::Normal,
+        _ => Detail::Verbose,
+    };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let system = System::new();
+    system.block_on(async move {
+        let started = Instant::now();
+        let director = Director::with_config(DirectorConfig {
+            strategy: scenario.strategy,
+            journal,
+            ..DirectorConfig::default()
+        });
+        let mut signals = match director.shutdown_on_signals() {
+            Ok(rx) => rx,
+            Err(e) => {
+                eprintln!("cannot listen for signals: {e}");
+                return 2;
+            }
+        };
+        let names: Vec<Arc<str>> = scenario.children.iter().map(|c| c.name.clone()).collect();
+        let (timeline_done, timeline_stopped) = oneshot::channel();
+        let timeline = Timeline::new(colour, detail, &names, timeline_done).start();
+        let _ = director.subscribe(timeline.recipient(), EventFilter::all()).await;
+        let steps = scenario.protocol.steps.len();
+        let launched = director
+            .addr()
+            .send(Launch {
+                children: scenario.children,
+                routes: scenario.routes,
+                protocol: Some(scenario.protocol),
+            })
+            .await;
+        if let Ok(Err(e)) | Err(e) = launched.map_err(|_| procession::DirectorError::Gone) {
+            eprintln!("{}: {e}", args.scenario.display());
+            director.shutdown("invalid scenario").await;
+            return 2;
+        }
+
+        // Wait for the protocol to end: by itself, by a signal, or by the timeout.
+        let mut report_fut = Box::pin(director.addr().send(WaitProtocol));
+        let timeout = async {
+            match args.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut interrupted = None;
+        let report = tokio::select! {
+            report = &mut report_fut => report,
+            signal = &mut signals => {
+                interrupted = signal.ok();
+                report_fut.await
+            }
+            () = timeout => {
+                let t = format_duration(args.timeout.unwrap_or_default());
+                director.addr().do_send(Shutdown { reason: format!("timed out after {t}"), kill: false });
+                report_fut.await
+            }
+        };
+        let report = report.ok().flatten();
+        let finals = director.shutdown("the scenario is over").await;
+        if interrupted.is_none() {
+            interrupted = signals.try_recv().ok();
+        }
+        drop(director);
+        // Let the timeline print the last events before the summary.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), timeline_stopped).await;
+
+        let passed = report.as_ref().is_some_and(|r| r.passed);
+        eprint!("{}", summary(report.as_ref(), steps, &finals, started, interrupted, colour));
+        match interrupted {
+            Some(Signal::Int) => 130,
+            Some(Signal::Term) => 143,
+            Some(_) | None if passed => 0,
+            _ => 1,
+        }
+    })
+}
+
+fn summary(
+    report: Option<&ProtocolReport>,
+    steps: usize,
+    finals: &[ChildInfo],
+    started: Instant,
+    interrupted: Option<Signal>,
+    colour: bool,
+) -> String {
+    let paint = |code: &str, text: String| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
+    let mut out = String::from("\n");
+    let passed = report.is_some_and(|r| r.passed);
+    let done = report
+        .map(|r| {
+            r.steps
+                .iter()
+                .filter(|s| matches!(s.outcome, StepOutcome::Passed { .. }))
+                .count()
+        })
+        .unwrap_or(0);
+    let headline = match (interrupted, passed) {
+        (Some(s), _) => paint("1;33", format!("INTERRUPTED (SIG{s})")),
+        (None, true) => paint("1;32", "PASSED".into()),
+        (None, false) => paint("1;31", "FAILED".into()),
+    };
+    out.push_str(&format!(
+        "{headline}  {done}/{steps} steps passed in {:.2?}\n",
+        started.elapsed()
+    ));
+    if interrupted.is_none() {
+        let failed_step = report.and_then(|r| r.failure());
+        let reason = report.and_then(|r| r.reason.as_deref());
+        match (failed_step, reason) {
+            (Some(step), Some(reason)) => {
+                let label = step
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                let first = reason.lines().next().unwrap_or("");
+                out.push_str(&format!("  step {}{label} failed: {first}\n", step.step));
+            }
+            (None, Some(reason)) => {
+                out.push_str(&format!("  {}\n", reason.lines().next().unwrap_or("")));
+            }
+            _ => {}
+        }
+    }
+    for child in finals {
+        let state = match &child.state {
+            ChildState::Exited(exit) => {
+                let how = match exit.status {
+                    ExitStatus::Code(c) => format!("exit code {c}"),
+                    ExitStatus::Signal(s) => format!("signal {s}"),
+                    _ => "unknown status".into(),
+                };
+                if exit.requested {
+                    format!("{how} (stopped)")
+                } else {
+                    how
+                }
+            }
+            other => other.to_string(),
+        };
+        let restarts = match child.restarts {
+            0 => String::new(),
+            1 => ", 1 restart".into(),
+            n => format!(", {n} restarts"),
+        };
+        out.push_str(&format!("  {:<12} {state}{restarts}\n", child.name));
+    }
+    out
+}

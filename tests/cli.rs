@@ -1,0 +1,343 @@
+//! The `procession` binary: exit statuses, error texts, the events file,
+//! SIGINT, and every example scenario. Scenarios here use system tools and
+//! the bundled examples (python3), not the fixture crate.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_procession");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn procession(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not signalled")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A scenario file in a fresh temp dir, removed on drop.
+struct TempScenario {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempScenario {
+    fn new(name: &str, text: &str) -> TempScenario {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("procession-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        TempScenario { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TempScenario {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills what a test started, even when it fails.
+struct Reaper(Vec<u32>, Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        if let Some(child) = &mut self.1 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for &pid in &self.0 {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn every_example_scenario_passes() {
+    for example in [
+        "examples/demo.toml",
+        "examples/two_phase_commit.toml",
+        "examples/pipeline.toml",
+    ] {
+        let out = procession(&["run", example, "--timeout", "60s"]);
+        assert_eq!(code(&out), 0, "{example}:\n{}", stderr(&out));
+        assert!(stderr(&out).contains("PASSED"), "{example}");
+    }
+}
+
+#[test]
+fn a_failing_step_exits_1_with_its_diagnostic() {
+    let s = TempScenario::new(
+        "fail.toml",
+        r#"
+[children.cat]
+cmd = ["cat"]
+[[steps]]
+send = { to = "cat", line = "hello" }
+[[steps]]
+expect = { from = "cat", line = "^goodbye$", within = "300ms" }
+label = "farewell"
+"#,
+    );
+    let out = procession(&["run", s.path()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step 2 FAILED (farewell): waited"), "{err}");
+    assert!(
+        err.contains("cat: hello"),
+        "the diagnostic shows the last lines: {err}"
+    );
+    assert!(err.contains("FAILED  1/2 steps passed"), "{err}");
+}
+
+#[test]
+fn invalid_scenarios_exit_2_naming_file_line_column_and_key() {
+    let s = TempScenario::new(
+        "bad.toml",
+        "[children.a]\ncmd = [\"cat\"]\nframng = \"json\"\n\n[children.b]\ncmd = [\"cat\"]\ndepends_on = [\"c\"]\n\n[children.c]\ncmd = [\"cat\"]\ndepends_on = [\"b\"]\n\n[[routes]]\nfrom = \"a\"\nto = \"bb\"\n",
+    );
+    for command in ["run", "check"] {
+        let out = procession(&[command, s.path()]);
+        assert_eq!(code(&out), 2, "{command}");
+        let f = s.path();
+        let expected = format!(
+            "{f}:3:1: children.a.framng: unknown field `framng` (did you mean `framing`?)\n\
+             {f}:7:1: children.b.depends_on: dependency cycle: b -> c -> b\n\
+             {f}:15:1: routes[1].to: route 1 (a -> bb): `bb` is not a child (did you mean `b`?)\n\
+             {f} is invalid: 3 problems\n"
+        );
+        assert_eq!(stderr(&out), expected, "{command}");
+    }
+}
+
+#[test]
+fn bad_arguments_and_a_missing_file_exit_2() {
+    let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("invalid duration `soon`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = procession(&["run", "no/such/file.toml"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).starts_with("no/such/file.toml: cannot read the file:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = procession(&["frobnicate"]);
+    assert_eq!(code(&out), 2);
+}
+
+#[test]
+fn the_events_file_has_the_documented_kinds_and_fields() {
+    let s = TempScenario::new("x.toml", "");
+    let file = s.file("events.jsonl");
+    let out = procession(&[
+        "run",
+        "examples/demo.toml",
+        "--events",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let evs = events(&file);
+    let of = |kind: &str| -> Vec<&Value> { evs.iter().filter(|e| e["event"] == kind).collect() };
+    for e in &evs {
+        assert!(e["t_ms"].is_u64(), "{e}");
+        if e.get("child").is_some() {
+            assert!(e["seq"].is_u64(), "child events carry seq: {e}");
+        }
+    }
+    let spawned = of("spawned");
+    assert_eq!(spawned.len(), 2, "one restart");
+    assert!(spawned[0]["pid"].is_u64() && spawned[1]["attempt"] == 2);
+    assert!(of("ready").len() == 2);
+    assert!(of("output")
+        .iter()
+        .any(|e| e["stream"] == "stdout" && e["line"] == "listening"));
+    let restarting = of("restarting");
+    assert_eq!(restarting[0]["attempt"], 1);
+    assert_eq!(restarting[0]["delay_ms"], 200);
+    assert!(of("exited")
+        .iter()
+        .any(|e| e["signal"] == "KILL" && e["requested"] == true));
+    let passed = of("step_passed");
+    assert_eq!(passed.len(), 11);
+    assert_eq!(passed[0]["step"], 1);
+    assert_eq!(passed[0]["label"], "the service is up");
+    assert!(passed[0]["duration_ms"].is_u64());
+    assert!(of("stopped").len() == 1 && of("shutdown").len() == 1);
+    // Per-child sequence numbers are consecutive.
+    let seqs: Vec<u64> = evs
+        .iter()
+        .filter(|e| e["child"] == "kv")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    // The last line is `finished`.
+    assert_eq!(evs.last().unwrap()["event"], "finished");
+    assert_eq!(evs.last().unwrap()["passed"], true);
+
+    // Routed frames, from the pipeline.
+    let out = procession(&[
+        "run",
+        "examples/pipeline.toml",
+        "--events",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0);
+    let evs = events(&file);
+    let routed: Vec<&Value> = evs.iter().filter(|e| e["event"] == "routed").collect();
+    assert_eq!(routed.len(), 2000);
+    assert!(routed
+        .iter()
+        .any(|e| e["from"] == "produce" && e["to"] == "double"));
+}
+
+#[test]
+fn sigint_stops_every_child_completes_the_events_file_and_exits_130() {
+    let s = TempScenario::new(
+        "sleepy.toml",
+        r#"
+[children.parent]
+cmd = ["sh", "-c", "sleep 60 & echo grandchild $!; echo ready; wait"]
+ready = { line = "^ready$" }
+[children.other]
+cmd = ["sleep", "60"]
+depends_on = ["parent"]
+"#,
+    );
+    let file = s.file("events.jsonl");
+    let child = Command::new(BIN)
+        .args(["run", s.path(), "--events", file.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = Reaper(Vec::new(), Some(child));
+    // Wait (with a deadline) until the timeline says `other` is running.
+    let stderr = reaper.1.as_mut().unwrap().stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("the run ended early").unwrap();
+        if line.contains("other") && line.contains("spawned") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "other never started");
+    }
+    let pids: Vec<u32> = events(&file)
+        .iter()
+        .filter_map(|e| {
+            e["pid"].as_u64().or_else(|| {
+                e["line"]
+                    .as_str()?
+                    .strip_prefix("grandchild ")?
+                    .parse()
+                    .ok()
+            })
+        })
+        .map(|p| p as u32)
+        .collect();
+    reaper.0.extend(&pids);
+    assert_eq!(pids.len(), 3, "two children and a grandchild: {pids:?}");
+
+    let host = reaper.1.as_ref().unwrap().id();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = reaper.1.as_mut().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("INTERRUPTED (SIGINT)")),
+        "{rest:#?}"
+    );
+    let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+    let evs = events(&file);
+    assert_eq!(
+        evs.last().unwrap()["event"],
+        "finished",
+        "the events file is complete"
+    );
+    assert_eq!(evs.iter().filter(|e| e["event"] == "exited").count(), 2);
+}
+
+#[test]
+fn check_prints_children_in_start_order_routes_and_steps() {
+    let out = procession(&["check", "examples/pipeline.toml"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let sum = text.find("1. sum").unwrap();
+    let double = text.find("2. double").unwrap();
+    let produce = text.find("3. produce").unwrap();
+    assert!(sum < double && double < produce, "{text}");
+    assert!(text.contains("produce -> double (stdout)"), "{text}");
+    assert!(
+        text.contains("5. expect from sum: JSON containing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_teaches_by_example_and_completions_are_generated() {
+    let out = procession(&["run", "--help"]);
+    assert_eq!(code(&out), 0);
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("procession run examples/demo.toml"), "{help}");
+    assert!(help.contains("130 interrupted"), "{help}");
+    let out = procession(&["completions", "bash"]);
+    assert_eq!(code(&out), 0);
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("procession"));
+}

@@ -242,6 +242,23 @@ fn the_events_file_has_the_documented_kinds_and_fields() {
 
 #[test]
 fn sigint_stops_every_child_completes_the_events_file_and_exits_130() {
+    interrupted_run(
+        nix::sys::signal::Signal::SIGINT,
+        130,
+        "INTERRUPTED (SIGINT)",
+    );
+}
+
+#[test]
+fn sigterm_does_the_same_and_exits_143() {
+    interrupted_run(
+        nix::sys::signal::Signal::SIGTERM,
+        143,
+        "INTERRUPTED (SIGTERM)",
+    );
+}
+
+fn interrupted_run(signal: nix::sys::signal::Signal, status: i32, headline: &str) {
     let s = TempScenario::new(
         "sleepy.toml",
         r#"

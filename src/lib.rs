@@ -35,6 +35,7 @@
 //! bounded subscriber queues).
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod child;
 pub mod director;
 mod duration;

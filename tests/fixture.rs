@@ -26,6 +26,7 @@ bad-utf8           print `ok`, a line with invalid UTF-8, `after`
 bad-json           print {\"n\":1}, `not json`, {\"n\":2}
 count              count stdin lines until EOF, print `count N`
 say LINE...        print each LINE, exit 0
+mixed I            print `out I` to stdout and `err I` to stderr, exit I % 4
 echo-or-die        print `ready`, then copy stdin to stdout line by line;
                    on the line `die`, exit 1
 expect-seq         read `line 1`, `line 2`, ... from stdin until EOF; print `ok N`
@@ -138,6 +139,13 @@ fn main() {
                 writeln!(out, "{line}").unwrap();
                 out.flush().unwrap();
             }
+        }
+        Some("mixed") => {
+            let i = arg(1);
+            writeln!(out, "out {i}").unwrap();
+            out.flush().unwrap();
+            eprintln!("err {i}");
+            std::process::exit((i % 4) as i32);
         }
         Some("say") => {
             for line in &args[1..] {

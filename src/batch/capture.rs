@@ -1,0 +1,251 @@
+//! Capturing one output stream of a job: in memory up to a threshold, then
+//! spilled to a temporary file; or, with an output directory, straight to
+//! its file. Neither a full pipe nor a huge output can deadlock or exhaust
+//! memory: the pump always reads, and memory never holds more than the
+//! threshold per stream.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A captured stream, as a job's result holds it.
+#[derive(Debug)]
+pub enum Output {
+    /// All of it, in memory.
+    Memory(Vec<u8>),
+    /// Spilled to a temporary file, deleted when this is dropped.
+    Spilled {
+        /// The file.
+        file: tempfile::TempPath,
+        /// Its size in bytes.
+        len: u64,
+    },
+    /// Written to a file of the output directory (kept).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+    },
+}
+
+impl Output {
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Output::Memory(v) => v.len() as u64,
+            Output::Spilled { len, .. } | Output::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All of it, read into memory (for outputs known to be small).
+    pub fn bytes(&self) -> io::Result<Vec<u8>> {
+        match self {
+            Output::Memory(v) => Ok(v.clone()),
+            Output::Spilled { file, .. } => std::fs::read(file),
+            Output::File { path, .. } => std::fs::read(path),
+        }
+    }
+
+    /// The file it is in, if it is in one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Output::Memory(_) => None,
+            Output::Spilled { file, .. } => Some(file),
+            Output::File { path, .. } => Some(path),
+        }
+    }
+
+    /// Writes it as the contents of a JSON string (no quotes), streaming
+    /// from its file if it has one. Invalid UTF-8 becomes U+FFFD.
+    pub fn write_json_contents(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            Output::Memory(v) => escape(&String::from_utf8_lossy(v), out),
+            Output::Spilled { file, .. } => stream_escaped(File::open(file)?, out),
+            Output::File { path, .. } => stream_escaped(File::open(path)?, out),
+        }
+    }
+}
+
+fn stream_escaped(mut file: File, out: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            if !carry.is_empty() {
+                escape(&String::from_utf8_lossy(&carry), out)?;
+            }
+            return Ok(());
+        }
+        carry.extend_from_slice(&buf[..n]);
+        // Keep an incomplete character at the end for the next read.
+        let keep = match std::str::from_utf8(&carry) {
+            Ok(_) => 0,
+            Err(e) if e.error_len().is_none() => carry.len() - e.valid_up_to(),
+            Err(_) => 0,
+        };
+        let upto = carry.len() - keep;
+        escape(&String::from_utf8_lossy(&carry[..upto]), out)?;
+        carry.drain(..upto);
+    }
+}
+
+/// JSON string escaping of `text` (without the quotes).
+fn escape(text: &str, out: &mut impl Write) -> io::Result<()> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.write_all(&bytes[start..i])?;
+        match escaped {
+            Some(e) => out.write_all(e)?,
+            None => write!(out, "\\u{:04x}", b)?,
+        }
+        start = i + 1;
+    }
+    out.write_all(&bytes[start..])
+}
+
+/// A stream being captured.
+pub(crate) enum Capture {
+    Memory {
+        buf: Vec<u8>,
+        threshold: usize,
+    },
+    Spilling {
+        file: BufWriter<File>,
+        path: tempfile::TempPath,
+        len: u64,
+    },
+    ToFile {
+        file: BufWriter<File>,
+        path: PathBuf,
+        len: u64,
+    },
+}
+
+impl Capture {
+    pub fn memory(threshold: usize) -> Capture {
+        Capture::Memory {
+            buf: Vec::new(),
+            threshold,
+        }
+    }
+
+    pub fn to_file(path: PathBuf) -> io::Result<Capture> {
+        let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        Ok(Capture::ToFile { file, path, len: 0 })
+    }
+
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self {
+            Capture::Memory { buf, threshold } if buf.len() + chunk.len() <= *threshold => {
+                buf.extend_from_slice(chunk);
+            }
+            Capture::Memory { buf, .. } => {
+                let (file, path) =
+                    tempfile::NamedTempFile::with_prefix("procession-")?.into_parts();
+                let mut file = BufWriter::with_capacity(256 * 1024, file);
+                file.write_all(buf)?;
+                file.write_all(chunk)?;
+                let len = (buf.len() + chunk.len()) as u64;
+                *self = Capture::Spilling { file, path, len };
+            }
+            Capture::Spilling { file, len, .. } | Capture::ToFile { file, len, .. } => {
+                file.write_all(chunk)?;
+                *len += chunk.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> io::Result<Output> {
+        Ok(match self {
+            Capture::Memory { buf, .. } => Output::Memory(buf),
+            Capture::Spilling {
+                mut file,
+                path,
+                len,
+            } => {
+                file.flush()?;
+                Output::Spilled { file: path, len }
+            }
+            Capture::ToFile {
+                mut file,
+                path,
+                len,
+            } => {
+                file.flush()?;
+                Output::File { path, len }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(output: &Output) -> String {
+        let mut out = Vec::new();
+        output.write_json_contents(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn small_output_stays_in_memory_and_large_output_spills() {
+        let mut c = Capture::memory(8);
+        c.write(b"abc").unwrap();
+        c.write(b"def").unwrap();
+        let out = c.finish().unwrap();
+        assert!(matches!(out, Output::Memory(ref v) if v == b"abcdef"));
+
+        let mut c = Capture::memory(8);
+        c.write(b"abcdef").unwrap();
+        c.write(b"ghijkl").unwrap();
+        c.write(b"mn").unwrap();
+        let out = c.finish().unwrap();
+        assert!(matches!(out, Output::Spilled { len: 14, .. }));
+        assert_eq!(out.bytes().unwrap(), b"abcdefghijklmn");
+        let path = out.path().unwrap().to_path_buf();
+        drop(out);
+        assert!(!path.exists(), "a spill file goes with its result");
+    }
+
+    #[test]
+    fn json_escaping_is_exact_and_streams_across_utf8_boundaries() {
+        let text = "line \"one\"\n\ttab \\ é\u{1}";
+        assert_eq!(
+            json(&Output::Memory(text.as_bytes().to_vec())),
+            r#"line \"one\"\n\ttab \\ é\u0001"#
+        );
+        // A spilled file whose 64 KiB reads split a two-byte character.
+        let mut c = Capture::memory(0);
+        let mut big = "x".repeat(64 * 1024 - 1);
+        big.push('é');
+        big.push_str("end\n");
+        c.write(big.as_bytes()).unwrap();
+        c.write(b"\xff").unwrap();
+        let out = c.finish().unwrap();
+        let got = json(&out);
+        assert!(
+            got.ends_with("xéend\\n\u{fffd}"),
+            "{}",
+            &got[got.len() - 20..]
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Reading batch jobs: a TOML or JSON file mapping key -> argv array, or one
+//! command a line (split into words as a shell would, never run by one).
+
+use std::path::Path;
+
+use crate::spec::ChildSpec;
+
+use super::Job;
+
+/// A problem in the jobs input, naming the file and the key or line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {place}{message}")]
+pub struct JobsError {
+    /// The file, or `stdin`.
+    pub source_name: String,
+    /// `key `x`: `, `line 3: `, or empty.
+    pub place: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn error(source_name: &str, place: String, message: impl Into<String>) -> JobsError {
+    JobsError {
+        source_name: source_name.to_string(),
+        place,
+        message: message.into(),
+    }
+}
+
+/// Jobs from a file: `.json` is JSON, anything else TOML. Keys keep their
+/// file order.
+pub fn from_file(path: &Path) -> Result<Vec<Job>, Vec<JobsError>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![error(
+            &name,
+            String::new(),
+            format!("cannot read the file: {e}"),
+        )]
+    })?;
+    let map: Vec<(String, serde_json::Value)> = if path.extension().is_some_and(|e| e == "json") {
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) => {
+                return Err(vec![error(
+                    &name,
+                    String::new(),
+                    format!("invalid JSON: {e} (expected an object mapping key -> argv array)"),
+                )])
+            }
+        }
+    } else {
+        match toml::from_str::<toml::Table>(&text) {
+            Ok(t) => t
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                return Err(vec![error(
+                    &name,
+                    String::new(),
+                    format!("invalid TOML: {}", e.to_string().trim()),
+                )])
+            }
+        }
+    };
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    for (key, value) in map {
+        let argv: Option<Vec<String>> = value
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect());
+        match argv {
+            Some(argv) if !argv.is_empty() => jobs.push(Job::new(key, argv)),
+            _ => errors.push(error(
+                &name,
+                format!("key `{key}`: "),
+                format!(
+                    "expected a non-empty array of strings (program and arguments), got {value}"
+                ),
+            )),
+        }
+    }
+    if jobs.is_empty() && errors.is_empty() {
+        errors.push(error(&name, String::new(), "no jobs"));
+    }
+    if errors.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Jobs from lines: one command a line, keys are 1-based line numbers;
+/// blank lines and lines starting with `#` are skipped.
+pub fn from_lines(text: &str, source_name: &str) -> Result<Vec<Job>, Vec<JobsError>> {
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match shell_words::split(trimmed) {
+            Ok(argv) if !argv.is_empty() => jobs.push(Job::new((i + 1).to_string(), argv)),
+            Ok(_) => {}
+            Err(e) => errors.push(error(
+                source_name,
+                format!("line {}: ", i + 1),
+                format!("{e} in `{trimmed}`"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(errors)
+    }
+}
+
+impl Job {
+    /// A job running `argv` under this key, with default settings.
+    pub fn new(key: impl Into<String>, argv: Vec<String>) -> Job {
+        let key = key.into();
+        Job {
+            spec: ChildSpec::new(key.as_str(), argv),
+            key,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(jobs: &[Job]) -> Vec<(String, Vec<String>)> {
+        jobs.iter()
+            .map(|j| (j.key.clone(), j.spec.cmd.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_like_a_shell_without_one() {
+        let jobs = from_lines(
+            "echo $HOME;x\n\n# a comment\n  ls -l 'a b' \"c d\"\n",
+            "stdin",
+        )
+        .unwrap();
+        assert_eq!(
+            argv(&jobs),
+            [
+                (
+                    "1".to_string(),
+                    vec!["echo".to_string(), "$HOME;x".to_string()]
+                ),
+                (
+                    "4".to_string(),
+                    vec!["ls".into(), "-l".into(), "a b".into(), "c d".into()]
+                ),
+            ]
+        );
+        let err = from_lines("ok\necho 'unclosed\n", "stdin").unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            "stdin: line 2: missing closing quote in `echo 'unclosed`"
+        );
+    }
+
+    #[test]
+    fn files_map_keys_to_argv_in_file_order_and_name_bad_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("jobs.toml");
+        std::fs::write(&toml, "zeta = [\"echo\", \"z\"]\nalpha = [\"true\"]\n").unwrap();
+        assert_eq!(
+            argv(&from_file(&toml).unwrap())[0].0,
+            "zeta",
+            "file order, not sorted"
+        );
+        let json = dir.path().join("jobs.json");
+        std::fs::write(&json, r#"{"a": ["echo", "hi"], "b": "echo hi", "c": []}"#).unwrap();
+        let errs = from_file(&json).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2);
+        assert!(text[0].ends_with("key `b`: expected a non-empty array of strings (program and arguments), got \"echo hi\""), "{}", text[0]);
+        assert!(text[1].contains("key `c`"));
+    }
+}

@@ -1,0 +1,255 @@
+//! Batch runs: many keyed commands, a bounded number at a time, every
+//! stdout, stderr and exit status collected, none deadlocked by a full pipe.
+//!
+//! ```no_run
+//! use procession::batch::{Batch, BatchOptions, Job};
+//!
+//! #[actix::main]
+//! async fn main() {
+//!     let jobs = vec![
+//!         Job::new("hello", vec!["echo".into(), "hello".into()]),
+//!         Job::new("date", vec!["date".into()]),
+//!     ];
+//!     let options = BatchOptions { concurrency: 8, ..BatchOptions::default() };
+//!     let mut batch = Batch::start(jobs, options).unwrap();
+//!     while let Some(result) = batch.next().await {
+//!         println!("{}: {:?}", result.key, result.exit_code());
+//!     }
+//! }
+//! ```
+
+mod capture;
+pub mod jobs;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+pub use capture::Output;
+pub use jobs::JobsError;
+
+use crate::child::ExitStatus;
+use crate::spec::ChildSpec;
+use crate::Signal;
+
+/// One job: a key and what to run (its output and stderr are captured; its
+/// framing and stderr mode are set by the batch).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Unique within the batch; names the result (and the output files).
+    pub key: String,
+    /// What to run. Its stop spec is used when the job times out.
+    pub spec: ChildSpec,
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Jobs running at once (at least 1). Default: the number of CPUs.
+    pub concurrency: usize,
+    /// A job running longer is stopped (its whole group) and reported as
+    /// timed out.
+    pub timeout: Option<Duration>,
+    /// A failed job (non-zero exit, a signal, or not startable) is run again
+    /// up to this many times; the result is the last attempt's.
+    pub retries: u32,
+    /// Bytes of one stream kept in memory before it spills to a temporary
+    /// file. Default 1 MiB.
+    pub spill_threshold: usize,
+    /// Write outputs to `DIR/KEY.stdout` and `DIR/KEY.stderr` instead
+    /// (created if missing).
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            timeout: None,
+            retries: 0,
+            spill_threshold: 1 << 20,
+            output_dir: None,
+        }
+    }
+}
+
+/// How one job ended.
+#[derive(Debug)]
+pub struct JobResult {
+    /// The job's key.
+    pub key: String,
+    /// Its exit, if it started.
+    pub status: Option<ExitStatus>,
+    /// Why it could not start, if it could not.
+    pub error: Option<String>,
+    /// Everything it wrote to stdout.
+    pub stdout: Output,
+    /// Everything it wrote to stderr.
+    pub stderr: Output,
+    /// When it started, since the batch started.
+    pub started: Duration,
+    /// When its exit was collected, since the batch started.
+    pub ended: Duration,
+    /// It was stopped because it ran past the timeout.
+    pub timed_out: bool,
+    /// Runs, retries included.
+    pub attempts: u32,
+}
+
+impl JobResult {
+    /// Its exit code, if it exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.status {
+            Some(ExitStatus::Code(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The signal that killed it, if one did.
+    pub fn signal(&self) -> Option<Signal> {
+        match self.status {
+            Some(ExitStatus::Signal(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// It exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit_code() == Some(0)
+    }
+
+    /// How long it ran.
+    pub fn duration(&self) -> Duration {
+        self.ended.saturating_sub(self.started)
+    }
+
+    /// Writes the result as one JSON line: `key`, `exit_code`, `signal`,
+    /// `stdout`, `stderr` (exact text), `duration_ms`; with an output
+    /// directory `stdout_path` / `stderr_path` instead of the texts; plus
+    /// `timed_out`, `error` and `attempts` when they say something. Large
+    /// outputs are streamed from their spill files, not loaded.
+    pub fn write_json_line(&self, out: &mut impl Write) -> io::Result<()> {
+        let key = serde_json::to_string(&self.key)?;
+        let code = serde_json::to_string(&self.exit_code())?;
+        let signal = serde_json::to_string(&self.signal().map(|s| s.to_string()))?;
+        write!(
+            out,
+            "{{\"key\":{key},\"exit_code\":{code},\"signal\":{signal}"
+        )?;
+        for (name, output) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            match output {
+                Output::File { path, .. } => {
+                    let path = serde_json::to_string(&path.display().to_string())?;
+                    write!(out, ",\"{name}_path\":{path}")?;
+                }
+                _ => {
+                    write!(out, ",\"{name}\":\"")?;
+                    output.write_json_contents(out)?;
+                    out.write_all(b"\"")?;
+                }
+            }
+        }
+        write!(out, ",\"duration_ms\":{}", self.duration().as_millis())?;
+        if self.timed_out {
+            out.write_all(b",\"timed_out\":true")?;
+        }
+        if let Some(error) = &self.error {
+            write!(out, ",\"error\":{}", serde_json::to_string(error)?)?;
+        }
+        if self.attempts > 1 {
+            write!(out, ",\"attempts\":{}", self.attempts)?;
+        }
+        out.write_all(b"}\n")
+    }
+}
+
+/// A batch that cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Two jobs share a key.
+    #[error("job key `{key}` is used twice")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// With an output directory, a key must make a file name.
+    #[error("job key `{key}` cannot name a file in the output directory (it has `/`, or is empty, `.` or `..`)")]
+    KeyNotAFileName {
+        /// The key.
+        key: String,
+    },
+    /// The output directory cannot be created.
+    #[error("cannot create the output directory {}", dir.display())]
+    OutputDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running batch: its results arrive in completion order.
+pub struct Batch {
+    results: mpsc::UnboundedReceiver<JobResult>,
+    addr: Addr<runner::BatchActor>,
+}
+
+impl Batch {
+    /// Checks the jobs and starts running them on the current arbiter.
+    ///
+    /// # Panics
+    /// Outside a running actix `System`.
+    pub fn start(jobs: Vec<Job>, options: BatchOptions) -> Result<Batch, BatchError> {
+        let mut seen = std::collections::HashSet::new();
+        for job in &jobs {
+            if !seen.insert(job.key.as_str()) {
+                return Err(BatchError::DuplicateKey {
+                    key: job.key.clone(),
+                });
+            }
+            let bad_name =
+                job.key.is_empty() || job.key.contains('/') || job.key == "." || job.key == "..";
+            if options.output_dir.is_some() && bad_name {
+                return Err(BatchError::KeyNotAFileName {
+                    key: job.key.clone(),
+                });
+            }
+        }
+        if let Some(dir) = &options.output_dir {
+            std::fs::create_dir_all(dir).map_err(|source| BatchError::OutputDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        }
+        let (tx, results) = mpsc::unbounded_channel();
+        let addr = runner::BatchActor::new(jobs, options, tx).start();
+        Ok(Batch { results, addr })
+    }
+
+    /// The next result to finish; `None` once every job is done.
+    pub async fn next(&mut self) -> Option<JobResult> {
+        self.results.recv().await
+    }
+
+    /// Stops the running jobs (their whole groups) and starts no more; their
+    /// results are not reported. Results already finished still arrive.
+    pub fn cancel(&self) {
+        self.addr.do_send(runner::Cancel);
+    }
+
+    /// Every result, by key.
+    pub async fn collect(mut self) -> BTreeMap<String, JobResult> {
+        let mut all = BTreeMap::new();
+        while let Some(r) = self.next().await {
+            all.insert(r.key.clone(), r);
+        }
+        all
+    }
+}

@@ -1,0 +1,248 @@
+//! The actor that runs a batch: up to `concurrency` children at a time,
+//! their output captured, results sent as they finish.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::capture::{Capture, Output};
+use super::{BatchOptions, Job, JobResult};
+use crate::child::{ChildActor, ChildEventKind, ChildEvents, Stop};
+use crate::frame::{Frame, Framing};
+use crate::spec::StderrMode;
+
+/// Stop everything, start nothing more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Cancel;
+
+struct Running {
+    job: Job,
+    attempt: u32,
+    addr: Addr<ChildActor>,
+    stdout: Capture,
+    stderr: Capture,
+    started: std::time::Duration,
+    timed_out: bool,
+    write_error: Option<String>,
+}
+
+pub(super) struct BatchActor {
+    queue: VecDeque<(Job, u32)>,
+    options: BatchOptions,
+    running: HashMap<Arc<str>, Running>,
+    results: mpsc::UnboundedSender<JobResult>,
+    clock: Instant,
+    cancelled: bool,
+}
+
+impl BatchActor {
+    pub fn new(
+        jobs: Vec<Job>,
+        options: BatchOptions,
+        results: mpsc::UnboundedSender<JobResult>,
+    ) -> BatchActor {
+        BatchActor {
+            queue: jobs.into_iter().map(|j| (j, 1)).collect(),
+            options,
+            running: HashMap::new(),
+            results,
+            clock: Instant::now(),
+            cancelled: false,
+        }
+    }
+
+    fn captures(&self, key: &str) -> std::io::Result<(Capture, Capture)> {
+        Ok(match &self.options.output_dir {
+            Some(dir) => (
+                Capture::to_file(dir.join(format!("{key}.stdout")))?,
+                Capture::to_file(dir.join(format!("{key}.stderr")))?,
+            ),
+            None => (
+                Capture::memory(self.options.spill_threshold),
+                Capture::memory(self.options.spill_threshold),
+            ),
+        })
+    }
+
+    /// Starts jobs until the limit is reached; stops when all are done.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        while !self.cancelled && self.running.len() < self.options.concurrency.max(1) {
+            let Some((job, attempt)) = self.queue.pop_front() else {
+                break;
+            };
+            self.launch(job, attempt, ctx);
+        }
+        if self.running.is_empty() && (self.queue.is_empty() || self.cancelled) {
+            ctx.stop();
+        }
+    }
+
+    fn launch(&mut self, job: Job, attempt: u32, ctx: &mut Context<Self>) {
+        let started = self.clock.elapsed();
+        let mut spec = job.spec.clone();
+        spec.name = Arc::from(job.key.as_str());
+        spec.framing = Framing::Bytes;
+        spec.stderr = StderrMode::Events;
+        spec.frame_cap = 64 * 1024;
+        let (stdout, stderr) = match self.captures(&job.key) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.failed_to_start(
+                    job,
+                    attempt,
+                    started,
+                    format!("cannot create its output files: {e}"),
+                    ctx,
+                )
+            }
+        };
+        match ChildActor::start(spec, ctx.address().recipient()) {
+            Ok(addr) => {
+                if let Some(limit) = self.options.timeout {
+                    let key: Arc<str> = Arc::from(job.key.as_str());
+                    ctx.run_later(limit, move |act, _| {
+                        if let Some(r) = act.running.get_mut(&key).filter(|r| r.attempt == attempt)
+                        {
+                            r.timed_out = true;
+                            r.addr.do_send(Stop::default());
+                        }
+                    });
+                }
+                let key = Arc::from(job.key.as_str());
+                self.running.insert(
+                    key,
+                    Running {
+                        job,
+                        attempt,
+                        addr,
+                        stdout,
+                        stderr,
+                        started,
+                        timed_out: false,
+                        write_error: None,
+                    },
+                );
+            }
+            Err(e) => self.failed_to_start(job, attempt, started, e.to_string(), ctx),
+        }
+    }
+
+    fn failed_to_start(
+        &mut self,
+        job: Job,
+        attempt: u32,
+        started: std::time::Duration,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
+        if attempt <= self.options.retries {
+            self.queue.push_front((job, attempt + 1));
+            return;
+        }
+        let empty = |name: &str| match &self.options.output_dir {
+            Some(dir) => Output::File {
+                path: dir.join(format!("{}.{name}", job.key)),
+                len: 0,
+            },
+            None => Output::Memory(Vec::new()),
+        };
+        let result = JobResult {
+            key: job.key.clone(),
+            status: None,
+            error: Some(error),
+            stdout: empty("stdout"),
+            stderr: empty("stderr"),
+            started,
+            ended: self.clock.elapsed(),
+            timed_out: false,
+            attempts: attempt,
+        };
+        let _ = self.results.send(result);
+        let _ = ctx;
+    }
+}
+
+impl Actor for BatchActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.fill(ctx);
+    }
+}
+
+impl Handler<ChildEvents> for BatchActor {
+    type Result = ();
+
+    fn handle(&mut self, batch: ChildEvents, ctx: &mut Context<Self>) {
+        for event in batch.events {
+            let Some(r) = self.running.get_mut(&batch.child) else {
+                continue;
+            };
+            match event.kind {
+                ChildEventKind::Output {
+                    stream,
+                    frame: Frame::Bytes(bytes),
+                    ..
+                } => {
+                    let capture = match stream {
+                        crate::Stream::Stdout => &mut r.stdout,
+                        crate::Stream::Stderr => &mut r.stderr,
+                    };
+                    if let Err(e) = capture.write(&bytes) {
+                        r.write_error
+                            .get_or_insert_with(|| format!("cannot store its output: {e}"));
+                    }
+                }
+                ChildEventKind::Exited(exit) => {
+                    let r = self.running.remove(&batch.child).expect("checked above");
+                    if self.cancelled {
+                        continue;
+                    }
+                    let failed = !exit.status.success() || r.write_error.is_some();
+                    if failed && !r.timed_out && r.attempt <= self.options.retries {
+                        self.queue.push_front((r.job, r.attempt + 1));
+                        continue;
+                    }
+                    let (stdout, stderr) = match (r.stdout.finish(), r.stderr.finish()) {
+                        (Ok(o), Ok(e)) => (o, e),
+                        (Err(e), _) | (_, Err(e)) => (
+                            Output::Memory(Vec::new()),
+                            Output::Memory(format!("{e}").into_bytes()),
+                        ),
+                    };
+                    let result = JobResult {
+                        key: r.job.key,
+                        status: Some(exit.status),
+                        error: r.write_error,
+                        stdout,
+                        stderr,
+                        started: r.started,
+                        ended: self.clock.elapsed(),
+                        timed_out: r.timed_out,
+                        attempts: r.attempt,
+                    };
+                    let _ = self.results.send(result);
+                }
+                _ => {}
+            }
+        }
+        self.fill(ctx);
+    }
+}
+
+impl Handler<Cancel> for BatchActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
+        self.cancelled = true;
+        self.queue.clear();
+        for r in self.running.values() {
+            r.addr.do_send(Stop::default());
+        }
+        self.fill(ctx);
+    }
+}

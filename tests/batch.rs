@@ -1,0 +1,169 @@
+//! Batch runs against the fixture: exact results, no pipe deadlock, bounded
+//! concurrency, timeouts that take grandchildren along, retries.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use procession::batch::{Batch, BatchOptions, Job};
+use procession::{ExitStatus, Signal};
+
+fn job(key: &str, args: &[&str]) -> Job {
+    let mut argv = vec![fixture().to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    Job::new(key, argv)
+}
+
+#[actix_rt::test]
+async fn five_hundred_mixed_jobs_give_exact_results() {
+    let jobs: Vec<Job> = (0..500)
+        .map(|i| job(&format!("job{i}"), &["mixed", &i.to_string()]))
+        .collect();
+    let batch = Batch::start(
+        jobs,
+        BatchOptions {
+            concurrency: 8,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let results = batch.collect().await;
+    assert_eq!(results.len(), 500);
+    for i in 0..500 {
+        let r = &results[&format!("job{i}")];
+        assert_eq!(r.exit_code(), Some(i % 4), "job{i}");
+        assert_eq!(r.signal(), None);
+        assert_eq!(
+            r.stdout.bytes().unwrap(),
+            format!("out {i}\n").as_bytes(),
+            "job{i}"
+        );
+        assert_eq!(
+            r.stderr.bytes().unwrap(),
+            format!("err {i}\n").as_bytes(),
+            "job{i}"
+        );
+        assert_eq!(r.attempts, 1);
+    }
+}
+
+#[actix_rt::test]
+async fn a_job_filling_its_stderr_pipe_finishes() {
+    // 1 MiB on stderr and nothing on stdout: a reader that only drains
+    // stdout deadlocks here.
+    let results = Batch::start(
+        vec![job("loud", &["flood", "1", "stderr"])],
+        BatchOptions::default(),
+    )
+    .unwrap()
+    .collect()
+    .await;
+    let r = &results["loud"];
+    assert!(r.success());
+    assert_eq!(r.stdout.len(), 0);
+    assert_eq!(r.stderr.len(), 1 << 20);
+}
+
+#[actix_rt::test]
+async fn concurrency_is_bounded() {
+    let jobs: Vec<Job> = (0..12)
+        .map(|i| job(&i.to_string(), &["lines", "20000"]))
+        .collect();
+    let results = Batch::start(
+        jobs,
+        BatchOptions {
+            concurrency: 2,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap()
+    .collect()
+    .await;
+    // At no moment did more than two jobs run: count overlaps at each start.
+    let spans: Vec<(Duration, Duration)> = results.values().map(|r| (r.started, r.ended)).collect();
+    let most = spans
+        .iter()
+        .map(|&(at, _)| spans.iter().filter(|&&(s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "{spans:?}");
+}
+
+#[actix_rt::test]
+async fn a_job_over_its_timeout_is_stopped_with_its_grandchildren() {
+    let mut batch = Batch::start(
+        vec![job("slow", &["fork", "2"])],
+        BatchOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let r = batch.next().await.unwrap();
+    let out = String::from_utf8(r.stdout.bytes().unwrap()).unwrap();
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    let pids = grandchild_pids(&lines);
+    let _reaper = Reaper(pids.clone());
+    assert_eq!(pids.len(), 2, "{out}");
+    assert!(r.timed_out);
+    assert_eq!(r.status, Some(ExitStatus::Signal(Signal::Term)));
+    assert!(
+        pids.iter().all(|&p| !alive(p)),
+        "a grandchild survived the timeout"
+    );
+    let mut json = Vec::new();
+    r.write_json_line(&mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["timed_out"], true);
+    assert_eq!(v["signal"], "TERM");
+    assert!(batch.next().await.is_none());
+}
+
+#[actix_rt::test]
+async fn failed_jobs_are_retried_and_a_missing_program_is_reported() {
+    let results = Batch::start(
+        vec![
+            job("flaky", &["exit", "3"]),
+            Job::new("ghost", vec!["no-such-program-procession".into()]),
+        ],
+        BatchOptions {
+            retries: 2,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap()
+    .collect()
+    .await;
+    assert_eq!(results["flaky"].attempts, 3);
+    assert_eq!(results["flaky"].exit_code(), Some(3));
+    let ghost = &results["ghost"];
+    assert_eq!(ghost.status, None);
+    assert!(
+        ghost.error.as_deref().unwrap().contains("not found"),
+        "{:?}",
+        ghost.error
+    );
+}
+
+#[actix_rt::test]
+async fn large_output_spills_and_the_json_line_is_still_exact() {
+    let results = Batch::start(
+        vec![job("big", &["lines", "200000"])],
+        BatchOptions {
+            spill_threshold: 64 * 1024,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap()
+    .collect()
+    .await;
+    let r = &results["big"];
+    assert!(r.stdout.path().is_some(), "spilled to a file");
+    let mut json = Vec::new();
+    r.write_json_line(&mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let expected: String = (1..=200000).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(v["stdout"].as_str().unwrap(), expected);
+}

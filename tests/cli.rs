@@ -306,18 +306,11 @@ depends_on = ["parent"]
     assert_eq!(pids.len(), 3, "two children and a grandchild: {pids:?}");
 
     let host = reaper.1.as_ref().unwrap().id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(host as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(host as i32), signal).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = reaper.1.as_mut().unwrap().wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:#?}");
-    assert!(
-        rest.iter().any(|l| l.contains("INTERRUPTED (SIGINT)")),
-        "{rest:#?}"
-    );
+    let exit = reaper.1.as_mut().unwrap().wait().unwrap();
+    assert_eq!(exit.code(), Some(status), "{rest:#?}");
+    assert!(rest.iter().any(|l| l.contains(headline)), "{rest:#?}");
     let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
     assert!(survivors.is_empty(), "survivors: {survivors:?}");
     let evs = events(&file);
@@ -357,4 +350,148 @@ fn help_teaches_by_example_and_completions_are_generated() {
     assert!(String::from_utf8(out.stdout)
         .unwrap()
         .contains("procession"));
+}
+
+fn batch_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("batch")
+        .args(args)
+        .current_dir(ROOT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn result_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn batch_lines_are_split_like_a_shell_and_never_reach_one() {
+    let out = batch_with_stdin(
+        &["-j", "2", "-"],
+        "echo $HOME;x\n\n# skipped\nsh -c 'echo oops >&2; exit 3'\n",
+    );
+    assert_eq!(code(&out), 1, "a job failed: {}", stderr(&out));
+    let mut lines = result_lines(&out);
+    lines.sort_by_key(|v| v["key"].as_str().unwrap().to_string());
+    assert_eq!(lines[0]["key"], "1");
+    assert_eq!(lines[0]["stdout"], "$HOME;x\n");
+    assert_eq!(lines[0]["exit_code"], 0);
+    assert_eq!(lines[0]["signal"], Value::Null);
+    assert_eq!(lines[1]["key"], "4");
+    assert_eq!(lines[1]["stderr"], "oops\n");
+    assert_eq!(lines[1]["exit_code"], 3);
+    assert!(lines[1]["duration_ms"].is_u64());
+}
+
+#[test]
+fn batch_files_output_dirs_and_bad_input() {
+    let s = TempScenario::new(
+        "jobs.toml",
+        "a = [\"echo\", \"A\"]\nb = [\"sh\", \"-c\", \"printf B\"]\n",
+    );
+    let results = s.file("results.jsonl");
+    let outdir = s.file("out");
+    let out = procession(&[
+        "batch",
+        s.path(),
+        "--results",
+        results.to_str().unwrap(),
+        "--output-dir",
+        outdir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "results went to the file");
+    let lines = events(&results);
+    assert_eq!(lines.len(), 2);
+    let a = lines.iter().find(|l| l["key"] == "a").unwrap();
+    assert!(a.get("stdout").is_none());
+    assert_eq!(
+        std::fs::read_to_string(a["stdout_path"].as_str().unwrap()).unwrap(),
+        "A\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outdir.join("b.stdout")).unwrap(),
+        "B"
+    );
+
+    let bad = TempScenario::new("bad.json", r#"{"a": "echo hi"}"#);
+    let out = procession(&["batch", bad.path()]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("key `a`: expected a non-empty array of strings"),
+        "{}",
+        stderr(&out)
+    );
+    let out = batch_with_stdin(&["-"], "echo 'unclosed\n");
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        stderr(&out).trim(),
+        "stdin: line 1: missing closing quote in `echo 'unclosed`"
+    );
+}
+
+#[test]
+fn batch_ctrl_c_stops_running_jobs_and_keeps_finished_results() {
+    let mut child = Command::new(BIN)
+        .args(["batch", "-j", "3", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"echo quick\nsh -c 'echo $$; exec sleep 60'\nsh -c 'echo $$; exec sleep 60'\n",
+    )
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reaper = Reaper(Vec::new(), Some(child));
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["stdout"], "quick\n");
+    // The sleepers are running: find them by their parent, the batch.
+    let batch_pid = reaper.1.as_ref().unwrap().id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sleepers = loop {
+        let kids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    let rest = &s[s.rfind(')').unwrap() + 2..];
+                    rest.split_whitespace().nth(1) == Some(&batch_pid.to_string())
+                        && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|c| c.starts_with("sleep"))
+                })
+            })
+            .collect();
+        if kids.len() == 2 {
+            break kids;
+        }
+        assert!(Instant::now() < deadline, "the sleepers did not start");
+        std::thread::yield_now();
+    };
+    reaper.0.extend(&sleepers);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(batch_pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = reaper.1.as_mut().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        rest.is_empty(),
+        "stopped jobs are not reported as finished: {rest:?}"
+    );
+    assert!(sleepers.iter().all(|&p| !alive(p)), "a job survived Ctrl-C");
 }

@@ -10,6 +10,7 @@
 //! | 130 | interrupted by SIGINT (Ctrl-C), after every child was stopped |
 //! | 143 | terminated by SIGTERM, after every child was stopped |
 
+mod batch;
 mod check;
 mod run;
 mod timeline;
@@ -55,6 +56,9 @@ enum Command {
         /// The scenario file (TOML).
         scenario: PathBuf,
     },
+    /// Run many commands, a bounded number at a time, and collect every result.
+    #[command(after_help = BATCH_HELP)]
+    Batch(batch::BatchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  procession completions bash > ~/.local/share/bash-completion/completions/procession"
@@ -87,6 +91,23 @@ Prints the children in start order, the routes and the steps. Every problem
 is reported with file:line:column and the key. Exit status 0 when valid, 2
 when not.";
 
+const BATCH_HELP: &str = "\
+Examples:
+  procession batch -j 8 jobs.toml                 # jobs.toml: build = [\"make\", \"-j2\"] ...
+  printf 'gzip -k a.log\\ngzip -k b.log\\n' | procession batch -j 2 -
+  procession batch jobs.json --results results.jsonl --output-dir out/ --timeout 5m
+
+Each result is one JSON line, in the order jobs finish: key, exit_code,
+signal (null unless signalled), stdout, stderr (the exact text), duration_ms;
+with --output-dir, stdout_path and stderr_path instead of the texts. Lines
+from stdin are split into words as a shell would, but never run by one
+(`echo $HOME` prints `$HOME`); their keys are line numbers. A progress bar
+shows on stderr when it is a terminal. Ctrl-C stops the running jobs and
+keeps the results finished so far.
+
+Exit status: 0 every job exited 0, 1 otherwise, 2 bad input, 130/143
+interrupted.";
+
 /// Options of `procession run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -106,7 +127,7 @@ pub struct RunArgs {
     pub verbose: u8,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     procession::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -127,6 +148,10 @@ fn main() -> ExitCode {
         Command::Check { scenario } => {
             init_logging(false, 0);
             ExitCode::from(check::check(&scenario))
+        }
+        Command::Batch(args) => {
+            init_logging(false, 0);
+            ExitCode::from(batch::batch(args))
         }
         Command::Completions { shell } => {
             clap_complete::generate(

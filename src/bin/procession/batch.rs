@@ -1,0 +1,134 @@
+//! `procession batch`: keyed commands, a bounded number at a time, one JSON
+//! result line each, in completion order.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use procession::batch::{jobs, Batch, BatchOptions};
+use procession::Signal;
+
+/// Options of `procession batch`.
+#[derive(clap::Args, Debug)]
+pub struct BatchArgs {
+    /// The jobs: a TOML or JSON file mapping key -> argv array, or `-` for
+    /// one command a line on stdin.
+    #[arg(value_name = "JOBS")]
+    pub jobs: String,
+    /// Jobs running at once [default: the number of CPUs].
+    #[arg(short = 'j', long = "concurrency", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Write the result lines to this file instead of stdout.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub results: Option<PathBuf>,
+    /// Write outputs to DIR/KEY.stdout and DIR/KEY.stderr (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Stop a job (its whole process group) that runs longer, e.g. 30s.
+    #[arg(long, value_name = "DUR", value_parser = crate::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Run a failed job again, up to N more times.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+}
+
+pub fn batch(args: BatchArgs) -> u8 {
+    let loaded = if args.jobs == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("stdin: cannot read the jobs: {e}");
+            return 2;
+        }
+        jobs::from_lines(&text, "stdin")
+    } else {
+        jobs::from_file(std::path::Path::new(&args.jobs))
+    };
+    let jobs = match loaded {
+        Ok(jobs) => jobs,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return 2;
+        }
+    };
+    let mut out: Box<dyn Write> = match &args.results {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("cannot create the results file {}: {e}", path.display());
+                return 2;
+            }
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut options = BatchOptions {
+        timeout: args.timeout,
+        retries: args.retries,
+        output_dir: args.output_dir,
+        ..BatchOptions::default()
+    };
+    if let Some(n) = args.concurrency {
+        options.concurrency = n as usize;
+    }
+    let total = jobs.len() as u64;
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} done, {msg}  {per_sec}  eta {eta}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_message("0 failed");
+        bar
+    });
+
+    System::new().block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut batch = match Batch::start(jobs, options) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            eprintln!("cannot listen for signals");
+            return 2;
+        };
+        let mut failed = 0u64;
+        let mut interrupted = None;
+        loop {
+            let result = tokio::select! {
+                r = batch.next() => r,
+                _ = int.recv(), if interrupted.is_none() => { interrupted = Some(Signal::Int); batch.cancel(); continue }
+                _ = term.recv(), if interrupted.is_none() => { interrupted = Some(Signal::Term); batch.cancel(); continue }
+            };
+            let Some(result) = result else { break };
+            if !result.success() {
+                failed += 1;
+            }
+            let written = result.write_json_line(&mut out).and_then(|()| out.flush());
+            if let Err(e) = written {
+                eprintln!("cannot write the results: {e}");
+                batch.cancel();
+                return 2;
+            }
+            if let Some(bar) = &progress {
+                bar.inc(1);
+                bar.set_message(format!("{failed} failed"));
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.finish();
+        }
+        match interrupted {
+            Some(Signal::Int) => 130,
+            Some(_) => 143,
+            None if failed > 0 => 1,
+            None => 0,
+        }
+    })
+}

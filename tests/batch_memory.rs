@@ -8,15 +8,6 @@ mod common;
 use common::*;
 use procession::batch::{Batch, BatchOptions, Job, Output};
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[actix_rt::test]
 async fn four_64_mib_outputs_to_files_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -51,15 +51,6 @@ impl Handler<ChildEvents> for Tally {
     }
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[actix_rt::test]
 async fn a_50_mib_line_arrives_in_bounded_chunks_with_bounded_memory() {
     const MIB: usize = 1 << 20;

@@ -19,63 +19,6 @@ use procession::{
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
-/// A subscriber that hands every event to the test.
-struct Tap(mpsc::UnboundedSender<Event>);
-
-impl Actor for Tap {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Tap {
-    type Result = ();
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
-
-async fn tap(director: &Director, filter: EventFilter) -> mpsc::UnboundedReceiver<Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    director
-        .subscribe(Tap(tx).start().recipient(), filter)
-        .await
-        .unwrap();
-    rx
-}
-
-async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no event within {PATIENCE:?}"))
-        .expect("the director is gone")
-}
-
-/// Events until `pred` holds for one (included).
-async fn until(
-    rx: &mut mpsc::UnboundedReceiver<Event>,
-    pred: impl Fn(&Event) -> bool,
-) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let event = next_event(rx).await;
-        let done = pred(&event);
-        seen.push(event);
-        if done {
-            return seen;
-        }
-    }
-}
-
-fn is(event: &Event, child: &str, kind: &str) -> bool {
-    event.child.as_deref() == Some(child) && event.kind.name() == kind
-}
-
-fn position(events: &[Event], child: &str, kind: &str) -> usize {
-    events
-        .iter()
-        .position(|e| is(e, child, kind))
-        .unwrap_or_else(|| panic!("no {kind} of {child} in {events:#?}"))
-}
-
 #[actix_rt::test]
 async fn frames_routed_a_to_b_arrive_complete_and_in_order() {
     let director = Director::start();

@@ -6,37 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use actix::prelude::*;
 use common::*;
 use procession::director::protocol::{
     Order, Protocol, ProtocolReport, Step, StepOutcome, Unlisted,
 };
 use procession::director::Director;
-use procession::{Event, EventFilter, EventKind, Frame, Framing};
+use procession::{EventFilter, EventKind, Frame, Framing};
 use serde_json::json;
-use tokio::sync::mpsc;
-
-struct Tap(mpsc::UnboundedSender<Event>);
-
-impl Actor for Tap {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Tap {
-    type Result = ();
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
-
-async fn tap(director: &Director) -> mpsc::UnboundedReceiver<Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    director
-        .subscribe(Tap(tx).start().recipient(), EventFilter::all())
-        .await
-        .unwrap();
-    rx
-}
 
 fn protocol(steps: Vec<Step>) -> Protocol {
     Protocol {
@@ -84,7 +60,7 @@ async fn a_dialogue_with_the_echo_fixture_passes() {
 #[actix_rt::test]
 async fn a_wrong_expectation_fails_and_shows_the_actual_last_lines() {
     let director = Director::start();
-    let mut events = tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let report = director
         .run(
             [
@@ -132,7 +108,7 @@ async fn a_wrong_expectation_fails_and_shows_the_actual_last_lines() {
 #[actix_rt::test]
 async fn a_frame_printed_just_before_its_expect_became_current_is_matched() {
     let director = Director::start();
-    let mut events = tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let report = director
         .run(
             [fixture_spec("early", &["say", "first", "token 42", "last"])],
@@ -172,7 +148,7 @@ async fn a_frame_printed_just_before_its_expect_became_current_is_matched() {
 /// what it receives.
 async fn three_party(order: Order) -> (Director, ProtocolReport, Vec<String>) {
     let director = Director::start();
-    let mut events = tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let report = director
         .run(
             [

@@ -8,65 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use actix::prelude::*;
 use common::*;
 use procession::director::{ChildState, Director, RestartPolicy, RestartSpec, Strategy};
 use procession::{ChildSpec, DirectorConfig, DirectorError, Event, EventFilter, EventKind, Frame};
 use tokio::sync::mpsc;
-
-struct Tap(mpsc::UnboundedSender<Event>);
-
-impl Actor for Tap {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Tap {
-    type Result = ();
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
-
-struct Events(mpsc::UnboundedReceiver<Event>);
-
-impl Events {
-    async fn tap(director: &Director) -> Events {
-        let (tx, rx) = mpsc::unbounded_channel();
-        director
-            .subscribe(Tap(tx).start().recipient(), EventFilter::all())
-            .await
-            .unwrap();
-        Events(rx)
-    }
-
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(PATIENCE, self.0.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {PATIENCE:?}"))
-            .expect("the director is gone")
-    }
-
-    /// Events until one satisfies `pred` (included).
-    async fn until(&mut self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        let mut seen = Vec::new();
-        loop {
-            let e = self.next().await;
-            let done = pred(&e);
-            seen.push(e);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
-
-fn is(e: &Event, child: &str, kind: &str) -> bool {
-    e.child.as_deref() == Some(child) && e.kind.name() == kind
-}
-
-fn count(events: &[Event], child: &str, kind: &str) -> usize {
-    events.iter().filter(|e| is(e, child, kind)).count()
-}
 
 fn restart(policy: RestartPolicy, max: u32, backoff_ms: u64) -> RestartSpec {
     RestartSpec {
@@ -85,11 +30,11 @@ fn spawned_attempt(e: &Event, child: &str, attempt: u32) -> bool {
 #[actix_rt::test]
 async fn on_failure_with_max_3_spawns_4_times_then_gives_up() {
     let director = Director::start();
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let spec =
         fixture_spec("crasher", &["exit", "3"]).restart(restart(RestartPolicy::OnFailure, 3, 10));
     director.add(spec).await.unwrap();
-    let seen = events.until(|e| is(e, "crasher", "gave_up")).await;
+    let seen = until(&mut events, |e| is(e, "crasher", "gave_up")).await;
     assert_eq!(count(&seen, "crasher", "spawned"), 4);
     assert_eq!(count(&seen, "crasher", "restarting"), 3);
     assert!(matches!(
@@ -113,7 +58,7 @@ async fn on_failure_with_max_3_spawns_4_times_then_gives_up() {
 #[actix_rt::test]
 async fn always_restarts_after_exit_0_and_never_spawns_once() {
     let director = Director::start();
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     director
         .launch(
             [
@@ -133,7 +78,7 @@ async fn always_restarts_after_exit_0_and_never_spawns_once() {
         )
         .await
         .unwrap();
-    let seen = events.until(|e| is(e, "phoenix", "gave_up")).await;
+    let seen = until(&mut events, |e| is(e, "phoenix", "gave_up")).await;
     assert_eq!(
         count(&seen, "phoenix", "spawned"),
         3,
@@ -162,7 +107,7 @@ async fn always_restarts_after_exit_0_and_never_spawns_once() {
 #[actix_rt::test]
 async fn backoff_delays_are_at_least_the_configured_ones_and_grow() {
     let director = Director::start();
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let spec = fixture_spec("flaky", &["exit", "1"]).restart(RestartSpec {
         max: 4,
         backoff: Duration::from_millis(100),
@@ -170,7 +115,7 @@ async fn backoff_delays_are_at_least_the_configured_ones_and_grow() {
         ..RestartSpec::policy(RestartPolicy::OnFailure)
     });
     director.add(spec).await.unwrap();
-    let seen = events.until(|e| is(e, "flaky", "gave_up")).await;
+    let seen = until(&mut events, |e| is(e, "flaky", "gave_up")).await;
     let delays: Vec<u64> = seen
         .iter()
         .filter_map(|e| match e.kind {
@@ -198,12 +143,14 @@ async fn backoff_delays_are_at_least_the_configured_ones_and_grow() {
 }
 
 /// Three siblings a, b, c started in that order; b fails on request.
-async fn siblings_under(strategy: Strategy) -> (Director, Events, Vec<Event>) {
+async fn siblings_under(
+    strategy: Strategy,
+) -> (Director, mpsc::UnboundedReceiver<Event>, Vec<Event>) {
     let director = Director::with_config(DirectorConfig {
         strategy,
         ..DirectorConfig::default()
     });
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let child = |name: &str| {
         fixture_spec(name, &["echo-or-die"])
             .restart(restart(RestartPolicy::OnFailure, 3, 10))
@@ -213,19 +160,19 @@ async fn siblings_under(strategy: Strategy) -> (Director, Events, Vec<Event>) {
         .launch([child("a"), child("b"), child("c")], [])
         .await
         .unwrap();
-    let mut first = events.until(|e| is(e, "c", "spawned")).await;
+    let mut first = until(&mut events, |e| is(e, "c", "spawned")).await;
     for name in ["a", "b", "c"] {
         assert!(first.iter().any(|e| spawned_attempt(e, name, 1)));
     }
     director.deliver_line("b", "die").await.unwrap();
-    first.extend(events.until(|e| is(e, "b", "exited")).await);
+    first.extend(until(&mut events, |e| is(e, "b", "exited")).await);
     (director, events, first)
 }
 
 #[actix_rt::test]
 async fn one_for_all_restarts_every_sibling_in_start_order() {
     let (director, mut events, _) = siblings_under(Strategy::OneForAll).await;
-    let seen = events.until(|e| spawned_attempt(e, "c", 2)).await;
+    let seen = until(&mut events, |e| spawned_attempt(e, "c", 2)).await;
     let respawned: Vec<&str> = seen
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Spawned { attempt: 2, .. }))
@@ -248,7 +195,7 @@ async fn one_for_all_restarts_every_sibling_in_start_order() {
 #[actix_rt::test]
 async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
     let (director, mut events, _) = siblings_under(Strategy::RestForOne).await;
-    let seen = events.until(|e| spawned_attempt(e, "c", 2)).await;
+    let seen = until(&mut events, |e| spawned_attempt(e, "c", 2)).await;
     assert!(seen.iter().any(|e| spawned_attempt(e, "b", 2)));
     assert_eq!(
         count(&seen, "a", "exited"),
@@ -263,7 +210,7 @@ async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
 #[actix_rt::test]
 async fn one_for_one_restarts_only_the_failed_child() {
     let (director, mut events, _) = siblings_under(Strategy::OneForOne).await;
-    let seen = events.until(|e| spawned_attempt(e, "b", 2)).await;
+    let seen = until(&mut events, |e| spawned_attempt(e, "b", 2)).await;
     for other in ["a", "c"] {
         assert_eq!(count(&seen, other, "exited"), 0, "{other} was stopped");
     }
@@ -282,13 +229,13 @@ async fn frames_sent_while_a_child_restarts_reach_the_new_instance_in_order() {
         restart_buffer: 4096,
         ..DirectorConfig::default()
     });
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let spec =
         fixture_spec("svc", &["echo-or-die"]).restart(restart(RestartPolicy::OnFailure, 3, 300));
     director.add(spec).await.unwrap();
-    events.until(|e| is(e, "svc", "ready")).await;
+    until(&mut events, |e| is(e, "svc", "ready")).await;
     director.deliver_line("svc", "die").await.unwrap();
-    events.until(|e| is(e, "svc", "restarting")).await;
+    until(&mut events, |e| is(e, "svc", "restarting")).await;
     for i in 1..=100 {
         director.deliver_line("svc", format!("m{i}")).await.unwrap();
     }
@@ -303,7 +250,7 @@ async fn frames_sent_while_a_child_restarts_reach_the_new_instance_in_order() {
     // The new instance says `ready`, then echoes what waited for it.
     let mut echoed = Vec::new();
     while echoed.last().map(String::as_str) != Some("m100") {
-        let e = events.next().await;
+        let e = next_event(&mut events).await;
         if let (
             Some("svc"),
             EventKind::Output {
@@ -325,7 +272,7 @@ async fn frames_sent_while_a_child_restarts_reach_the_new_instance_in_order() {
 #[actix_rt::test]
 async fn a_significant_child_ending_shuts_the_director_down() {
     let director = Director::start();
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     director
         .launch(
             [
@@ -338,7 +285,7 @@ async fn a_significant_child_ending_shuts_the_director_down() {
         )
         .await
         .unwrap();
-    let seen = events.until(|e| is(e, "sidecar", "exited")).await;
+    let seen = until(&mut events, |e| is(e, "sidecar", "exited")).await;
     let reason = seen
         .iter()
         .find_map(|e| match &e.kind {
@@ -406,12 +353,12 @@ async fn a_sigkilled_host_leaves_no_child_or_grandchild_behind() {
 async fn a_restart_is_rebuilt_from_the_spec() {
     // The environment of the spec, not anything the old instance did.
     let director = Director::start();
-    let mut events = Events::tap(&director).await;
+    let mut events = tap(&director, EventFilter::all()).await;
     let spec = ChildSpec::new("envy", ["/bin/sh", "-c", "echo $TOKEN; exit 1"])
         .env("TOKEN", "from-spec")
         .restart(restart(RestartPolicy::OnFailure, 1, 10));
     director.add(spec).await.unwrap();
-    let seen = events.until(|e| is(e, "envy", "gave_up")).await;
+    let seen = until(&mut events, |e| is(e, "envy", "gave_up")).await;
     let lines: Vec<&str> = seen
         .iter()
         .filter_map(|e| match &e.kind {

@@ -170,3 +170,82 @@ pub fn grandchild_pids(lines: &[String]) -> Vec<u32> {
         .map(|p| p.parse().unwrap())
         .collect()
 }
+
+/// A subscriber that hands every director event to the test.
+pub struct Tap(mpsc::UnboundedSender<procession::Event>);
+
+impl Actor for Tap {
+    type Context = Context<Self>;
+}
+
+impl Handler<procession::Event> for Tap {
+    type Result = ();
+    fn handle(&mut self, event: procession::Event, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// Subscribes a [`Tap`] to `director` and returns the test's end.
+pub async fn tap(
+    director: &procession::director::Director,
+    filter: procession::EventFilter,
+) -> mpsc::UnboundedReceiver<procession::Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    director
+        .subscribe(Tap(tx).start().recipient(), filter)
+        .await
+        .unwrap();
+    rx
+}
+
+/// The next director event, or a test failure after [`PATIENCE`].
+pub async fn next_event(rx: &mut mpsc::UnboundedReceiver<procession::Event>) -> procession::Event {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no event within {PATIENCE:?}"))
+        .expect("the director is gone")
+}
+
+/// Events until one satisfies `pred` (included).
+pub async fn until(
+    rx: &mut mpsc::UnboundedReceiver<procession::Event>,
+    pred: impl Fn(&procession::Event) -> bool,
+) -> Vec<procession::Event> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(rx).await;
+        let done = pred(&event);
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Whether `event` is of `kind` and about `child`.
+pub fn is(event: &procession::Event, child: &str, kind: &str) -> bool {
+    event.child.as_deref() == Some(child) && event.kind.name() == kind
+}
+
+/// How many of `events` are of `kind` and about `child`.
+pub fn count(events: &[procession::Event], child: &str, kind: &str) -> usize {
+    events.iter().filter(|e| is(e, child, kind)).count()
+}
+
+/// Where the first event of `kind` about `child` is; fails if there is none.
+pub fn position(events: &[procession::Event], child: &str, kind: &str) -> usize {
+    events
+        .iter()
+        .position(|e| is(e, child, kind))
+        .unwrap_or_else(|| panic!("no {kind} of {child} in {events:#?}"))
+}
+
+/// This process's peak resident memory (VmHWM), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

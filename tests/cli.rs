@@ -495,3 +495,31 @@ fn batch_ctrl_c_stops_running_jobs_and_keeps_finished_results() {
     );
     assert!(sleepers.iter().all(|&p| !alive(p)), "a job survived Ctrl-C");
 }
+
+#[test]
+fn a_scenario_without_steps_ends_when_every_child_has_ended() {
+    let fine = TempScenario::new(
+        "fine.toml",
+        "[children.a]\ncmd = [\"echo\", \"hi\"]\n[children.b]\ncmd = [\"sh\", \"-c\", \"exit 0\"]\n",
+    );
+    let out = procession(&["run", fine.path(), "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PASSED  0/0 steps"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bad = TempScenario::new(
+        "bad.toml",
+        "[children.ok]\ncmd = [\"true\"]\n[children.crash]\ncmd = [\"sh\", \"-c\", \"exit 1\"]\n",
+    );
+    let out = procession(&["run", bad.path(), "--timeout", "30s"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("child `crash` exited with exit code 1 and no expect_exit step says so"),
+        "{}",
+        stderr(&out)
+    );
+}

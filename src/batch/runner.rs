@@ -96,7 +96,6 @@ impl BatchActor {
                     attempt,
                     started,
                     format!("cannot create its output files: {e}"),
-                    ctx,
                 )
             }
         };
@@ -127,7 +126,7 @@ impl BatchActor {
                     },
                 );
             }
-            Err(e) => self.failed_to_start(job, attempt, started, e.to_string(), ctx),
+            Err(e) => self.failed_to_start(job, attempt, started, e.to_string()),
         }
     }
 
@@ -137,7 +136,6 @@ impl BatchActor {
         attempt: u32,
         started: std::time::Duration,
         error: String,
-        ctx: &mut Context<Self>,
     ) {
         if attempt <= self.options.retries {
             self.queue.push_front((job, attempt + 1));
@@ -162,7 +160,6 @@ impl BatchActor {
             attempts: attempt,
         };
         let _ = self.results.send(result);
-        let _ = ctx;
     }
 }
 

@@ -183,6 +183,7 @@ impl Handler<ChildEvents> for DirectorActor {
             return Box::pin(fut::ready(()));
         }
         let mut deliveries = Vec::new();
+        let mut exited = false;
         for event in batch.events {
             match event.kind {
                 ChildEventKind::Spawned { pid } => self.on_spawned(&name, pid, ctx),
@@ -228,11 +229,17 @@ impl Handler<ChildEvents> for DirectorActor {
                         preview,
                     },
                 ),
-                ChildEventKind::Exited(exit) => self.on_exited(&name, exit, ctx),
+                ChildEventKind::Exited(exit) => {
+                    self.on_exited(&name, exit, ctx);
+                    exited = true;
+                }
             }
         }
         self.flush_steps(ctx);
-        self.check_idle(ctx);
+        // A run without steps can only end when something exits.
+        if exited {
+            self.check_idle(ctx);
+        }
         if deliveries.is_empty() {
             return Box::pin(fut::ready(()));
         }

@@ -333,7 +333,7 @@ impl std::fmt::Debug for Journal {
 pub(crate) struct Bus {
     tx: broadcast::Sender<Event>,
     started: Instant,
-    seqs: std::collections::HashMap<Arc<str>, u64>,
+    seqs: rustc_hash::FxHashMap<Arc<str>, u64>,
     journal: Option<Journal>,
 }
 
@@ -359,10 +359,17 @@ impl Bus {
 
     /// Publishes an event about `child` (or the whole director with `None`).
     pub fn publish(&mut self, child: Option<&Arc<str>>, kind: EventKind) {
-        let seq = child.map(|c| {
-            let n = self.seqs.entry(c.clone()).or_insert(0);
-            *n += 1;
-            *n - 1
+        // Two events per routed frame pass here: look up without cloning
+        // the name, hash it cheaply.
+        let seq = child.map(|c| match self.seqs.get_mut(c) {
+            Some(n) => {
+                *n += 1;
+                *n - 1
+            }
+            None => {
+                self.seqs.insert(c.clone(), 1);
+                0
+            }
         });
         if !self.has_subscribers() && self.journal.is_none() {
             return;

@@ -167,3 +167,23 @@ async fn large_output_spills_and_the_json_line_is_still_exact() {
     let expected: String = (1..=200000).map(|i| format!("line {i}\n")).collect();
     assert_eq!(v["stdout"].as_str().unwrap(), expected);
 }
+
+#[actix_rt::test]
+async fn a_job_that_reads_stdin_sees_end_of_file() {
+    // Batch jobs get /dev/null: `count` reads to end of file and reports 0.
+    // With a stdin pipe that nobody closes it would wait forever.
+    let results = Batch::start(
+        vec![job("reader", &["count"])],
+        BatchOptions {
+            timeout: Some(PATIENCE),
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap()
+    .collect()
+    .await;
+    let r = &results["reader"];
+    assert!(!r.timed_out);
+    assert!(r.success(), "{r:?}");
+    assert_eq!(r.stdout.bytes().unwrap(), b"count 0\n");
+}

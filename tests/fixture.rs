@@ -11,8 +11,11 @@ use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 const MODES: &str = "\
 lines N            print `line 1` .. `line N`, exit 0
 json N             print {\"n\":1} .. {\"n\":N}, one per line
+lines64 N          print N lines of exactly 64 bytes (newline included)
 echo               copy stdin to stdout line by line, exit at EOF
 exit CODE          exit with CODE
+crash-stamp        print `stamp START END` (CLOCK_MONOTONIC ns at start and just
+                   before the exit), exit 1
 sleep [--quiet]    print `ready` (unless --quiet), then sleep until killed
 ignore-term [--quiet]
                    ignore SIGTERM, print `ready`, sleep until killed
@@ -49,6 +52,19 @@ fn main() {
                 writeln!(out, "line {i}").unwrap();
             }
         }
+        Some("lines64") => {
+            // Fast enough that a reader is the bottleneck: the line number
+            // is written into a fixed template, no formatting per line.
+            let mut line = *b"00000000000000000000 000000000000000000000000000000000000000000\n";
+            for i in 1..=arg(1) {
+                let mut n = i;
+                for digit in line[..20].iter_mut().rev() {
+                    *digit = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                out.write_all(&line).unwrap();
+            }
+        }
         Some("json") => {
             for i in 1..=arg(1) {
                 writeln!(out, "{{\"n\":{i}}}").unwrap();
@@ -61,6 +77,12 @@ fn main() {
             }
         }
         Some("exit") => std::process::exit(arg(1) as i32),
+        Some("crash-stamp") => {
+            let start = monotonic_ns();
+            writeln!(out, "stamp {start} {}", monotonic_ns()).unwrap();
+            out.flush().unwrap();
+            std::process::exit(1);
+        }
         Some("sleep") => {
             say_ready(&mut out);
             sleep_forever();
@@ -191,6 +213,12 @@ fn count(out: &mut impl Write) {
         }
     }
     writeln!(out, "count {n}").unwrap();
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process here.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 fn say_ready(out: &mut impl Write) {

@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 
 use super::capture::{Capture, Output};
 use super::{BatchOptions, Job, JobResult};
-use crate::child::{ChildActor, ChildEventKind, ChildEvents, Stop};
+use crate::child::{ChildActor, ChildEventKind, ChildEvents, SpawnOptions, Stop};
 use crate::frame::{Frame, Framing};
 use crate::spec::StderrMode;
+use crate::sys::Watchdog;
 
 /// Stop everything, start nothing more.
 #[derive(Message)]
@@ -23,6 +24,7 @@ struct Running {
     job: Job,
     attempt: u32,
     addr: Addr<ChildActor>,
+    pid: u32,
     stdout: Capture,
     stderr: Capture,
     started: std::time::Duration,
@@ -37,6 +39,8 @@ pub(super) struct BatchActor {
     results: mpsc::UnboundedSender<JobResult>,
     clock: Instant,
     cancelled: bool,
+    /// Kills every job's process group if our process dies.
+    watchdog: Option<Watchdog>,
 }
 
 impl BatchActor {
@@ -52,6 +56,7 @@ impl BatchActor {
             results,
             clock: Instant::now(),
             cancelled: false,
+            watchdog: None,
         }
     }
 
@@ -99,8 +104,18 @@ impl BatchActor {
                 )
             }
         };
-        match ChildActor::start(spec, ctx.address().recipient()) {
-            Ok(addr) => {
+        // Jobs read nothing: their stdin is /dev/null, so one that reads it
+        // sees end of file instead of waiting forever.
+        let options = SpawnOptions {
+            parent_death_signal: self.watchdog.is_none(),
+            stdin: false,
+        };
+        match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
+            Ok(child) => {
+                if let Some(watchdog) = &self.watchdog {
+                    watchdog.watch(child.pid);
+                }
+                let addr = child.addr;
                 if let Some(limit) = self.options.timeout {
                     let key: Arc<str> = Arc::from(job.key.as_str());
                     ctx.run_later(limit, move |act, _| {
@@ -118,6 +133,7 @@ impl BatchActor {
                         job,
                         attempt,
                         addr,
+                        pid: child.pid,
                         stdout,
                         stderr,
                         started,
@@ -167,6 +183,11 @@ impl Actor for BatchActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        match Watchdog::start() {
+            Ok(watchdog) => self.watchdog = Some(watchdog),
+            Err(e) => tracing::warn!(error = %e,
+                "cannot start the watchdog: if this process is killed, grandchildren may outlive it"),
+        }
         self.fill(ctx);
     }
 }
@@ -196,6 +217,9 @@ impl Handler<ChildEvents> for BatchActor {
                 }
                 ChildEventKind::Exited(exit) => {
                     let r = self.running.remove(&batch.child).expect("checked above");
+                    if let Some(watchdog) = &self.watchdog {
+                        watchdog.unwatch(r.pid); // the child actor killed what was left
+                    }
                     if self.cancelled {
                         continue;
                     }

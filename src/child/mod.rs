@@ -30,6 +30,7 @@ pub use messages::{
     ChildEvent, ChildEventKind, ChildEvents, CloseStdin, Exit, ExitStatus, GetStdin, SendSignal,
     Stop, Stream, WaitExit, Write,
 };
+pub(crate) use spawn::Options as SpawnOptions;
 pub use stdin::StdinSender;
 
 use crate::error::{ChildError, SpawnError};
@@ -121,17 +122,27 @@ impl ChildActor {
         spec: impl Into<Arc<ChildSpec>>,
         owner: Recipient<ChildEvents>,
     ) -> Result<Started, SpawnError> {
+        Self::spawn_with(spec, owner, SpawnOptions::default())
+    }
+
+    /// [`ChildActor::spawn`] with parts left out by owners that do not need
+    /// them (a director or batch whose watchdog covers the child).
+    pub(crate) fn spawn_with(
+        spec: impl Into<Arc<ChildSpec>>,
+        owner: Recipient<ChildEvents>,
+        options: SpawnOptions,
+    ) -> Result<Started, SpawnError> {
         let spec = spec.into();
-        let spawned = spawn::spawn(&spec)?;
+        let spawned = spawn::spawn(&spec, options)?;
         let pid = spawned.pid;
         tracing::debug!(child = %spec.name, pid, "spawned");
-        let stdin = stdin::start_writer(
-            spec.name.clone(),
-            spec.framing,
-            spec.stdin_queue,
-            spawned.stdin,
-        );
-        let stdin_for_actor = stdin.clone();
+        let stdin = match spawned.stdin {
+            Some(pipe) => {
+                stdin::start_writer(spec.name.clone(), spec.framing, spec.stdin_queue, pipe)
+            }
+            None => StdinSender::without_pipe(spec.name.clone(), spec.framing),
+        };
+        let stdin_for_actor = options.stdin.then(|| stdin.clone());
         let addr = ChildActor::create(move |ctx| {
             let name = spec.name.clone();
             owner.do_send(ChildEvents {
@@ -175,7 +186,7 @@ impl ChildActor {
                 owner,
                 seq,
                 started: Instant::now(),
-                stdin: Some(stdin_for_actor),
+                stdin: stdin_for_actor,
                 life: Lifecycle::default(),
                 sent: Vec::new(),
                 pump: Some(pump),
@@ -208,9 +219,8 @@ impl ChildActor {
                 "a pipe is still open after the child exited (a grandchild holds it?); output may be incomplete");
         }
         // Whatever is left of the group dies with its leader.
-        if sys::group_alive(self.pid) {
-            let _ = sys::signal_group(self.pid, Signal::Kill);
-        }
+        // (One signal: a group that is gone costs an ESRCH, not a scan.)
+        let _ = sys::signal_group(self.pid, Signal::Kill);
         let status = self.life.status().unwrap_or(ExitStatus::Unknown);
         let requested = self.life.stop_requested()
             || matches!(status, ExitStatus::Signal(s) if self.sent.contains(&s));

@@ -29,6 +29,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Bytes read per `read` call, at most.
 const READ_CAPACITY: usize = 64 * 1024;
 
+/// Decoded items of one pipe, tagged with the pipe.
+type Frames = futures::stream::LocalBoxStream<'static, (Stream, std::io::Result<Decoded>)>;
+
 /// One pipe and how to cut it.
 pub(crate) struct Source {
     pub stream: Stream,
@@ -45,12 +48,19 @@ pub(crate) async fn pump(
     sources: Vec<Source>,
     cap: usize,
 ) {
-    let streams = sources.into_iter().map(|s| {
+    let mut streams = sources.into_iter().map(|s| -> Frames {
         let stream = s.stream;
         FramedRead::with_capacity(s.pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY)
             .map(move |item| (stream, item))
+            .boxed_local()
     });
-    let mut frames = futures::stream::select_all(streams);
+    // One pipe or two (stdout, stderr). `select` polls two streams by
+    // turns; `select_all` would re-queue its stream after every frame.
+    let first = streams.next().expect("stdout is always read");
+    let mut frames = match streams.next() {
+        Some(second) => futures::stream::select(first, second).boxed_local(),
+        None => first,
+    };
     let mut owner_gone = false;
 
     while let Some(first) = frames.next().await {

@@ -44,6 +44,12 @@ impl std::fmt::Debug for StdinCmd {
 }
 
 impl StdinSender {
+    /// A sender for a child without a stdin pipe: every send fails as closed.
+    pub(crate) fn without_pipe(child: Arc<str>, framing: Framing) -> StdinSender {
+        let (tx, _) = mpsc::channel(1);
+        StdinSender { child, framing, tx }
+    }
+
     /// Queues bytes as they are, waiting while the queue is full.
     ///
     /// # Cancel safety

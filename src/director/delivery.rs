@@ -78,15 +78,17 @@ impl DirectorActor {
             Framing::Json if stream == Stream::Stdout => routing::envelope(from, frame),
             _ => None,
         };
-        let targets: Vec<(Arc<str>, Option<Frame>)> = match enveloped {
-            Some((to, framed)) => vec![(to, Some(framed))],
-            None => self
-                .routes
-                .targets(from, stream, frame)
-                .map(|to| (to.clone(), None))
-                .collect(),
-        };
-        for (to, framed) in targets {
+        // A buffer kept between frames: this runs once per frame of output.
+        let mut targets = std::mem::take(&mut self.route_targets);
+        match enveloped {
+            Some((to, framed)) => targets.push((to, Some(framed))),
+            None => targets.extend(
+                self.routes
+                    .targets(from, stream, frame)
+                    .map(|to| (to.clone(), None)),
+            ),
+        }
+        for (to, framed) in targets.drain(..) {
             let frame = framed.as_ref().unwrap_or(frame);
             if !self.guard_route(from, &to, frame) {
                 continue; // held or refused by the protocol (its effects say so)
@@ -137,6 +139,7 @@ impl DirectorActor {
                 }
             }
         }
+        self.route_targets = targets;
     }
 
     pub(super) fn undeliverable(

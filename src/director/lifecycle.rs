@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::supervision::{self, Decision, History};
 use super::{DirectorActor, Entry, State};
-use crate::child::{ChildActor, Exit};
+use crate::child::{ChildActor, Exit, SpawnOptions};
 use crate::event::EventKind;
 use crate::matching::PatternSpec;
 use crate::spec::{ChildSpec, Ready, RestartPolicy};
@@ -110,7 +110,13 @@ impl DirectorActor {
         if entry.spawns == 1 {
             self.start_order.push(name.clone());
         }
-        match ChildActor::spawn(entry.spec.clone(), ctx.address().recipient()) {
+        // The watchdog covers the child and its grandchildren; without one,
+        // the child at least gets a parent-death signal.
+        let options = SpawnOptions {
+            parent_death_signal: self.watchdog.is_none(),
+            stdin: true,
+        };
+        match ChildActor::spawn_with(entry.spec.clone(), ctx.address().recipient(), options) {
             Ok(started) => {
                 if let Some(watchdog) = &self.watchdog {
                     watchdog.watch(started.pid);
@@ -332,12 +338,19 @@ impl DirectorActor {
                 delay_over: false,
             },
         );
-        ctx.run_later(delay, move |act, ctx| {
+        let delay_over = move |act: &mut Self, ctx: &mut Context<Self>| {
             if let Some(group) = act.groups.get_mut(&id) {
                 group.delay_over = true;
             }
             act.respawn_group(id, ctx);
-        });
+        };
+        if delay.is_zero() {
+            // A timer, even of zero, waits for the next tick of tokio's
+            // clock (up to 1 ms): respawn now.
+            delay_over(self, ctx);
+        } else {
+            ctx.run_later(delay, delay_over);
+        }
     }
 
     fn sibling_exited(&mut self, id: u64, name: &Arc<str>, exit: Exit, ctx: &mut Context<Self>) {

@@ -101,6 +101,8 @@ pub struct DirectorActor {
     start_order: Vec<Arc<str>>,
     /// For each child, the children that depend on it.
     dependents: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Scratch space for routing one frame (see `delivery::route`).
+    route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
     routes: RouteTable,
     bus: Bus,
     requests: Requests,
@@ -161,6 +163,7 @@ impl DirectorActor {
             order: Vec::new(),
             start_order: Vec::new(),
             dependents: HashMap::new(),
+            route_targets: Vec::new(),
             routes: RouteTable::default(),
             requests: Requests::default(),
             subscriptions: HashMap::new(),

@@ -1,6 +1,5 @@
 //! Routes and envelopes: which child a frame goes to. Pure code.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +72,7 @@ struct Compiled {
 /// The routes, indexed by sender.
 #[derive(Default)]
 pub(crate) struct RouteTable {
-    by_from: HashMap<Arc<str>, Vec<Compiled>>,
+    by_from: rustc_hash::FxHashMap<Arc<str>, Vec<Compiled>>,
     count: usize,
 }
 

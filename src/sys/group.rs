@@ -28,13 +28,18 @@ pub(crate) fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
 ///
 /// A zombie is dead: it only waits for its parent to collect it, and the
 /// parent of an orphaned grandchild is init (or a subreaper), not us. So a
-/// group whose only members are zombies counts as empty.
+/// group whose only members are zombies counts as empty, except for the
+/// leader: it is our child, and until we collect it its group is not done.
 pub(crate) fn group_alive(pgid: u32) -> bool {
     match killpg(Pid::from_raw(pgid as i32), None) {
         Err(Errno::ESRCH) => false,
         // EPERM: a member we may not signal (it changed its credentials); it
         // is alive all the same.
         Err(_) => true,
+        // The leader is there (alive, or a zombie that its parent, the
+        // actor, is about to collect): no need to look further. Only a group
+        // whose leader was collected costs a scan of /proc.
+        Ok(()) if std::path::Path::new(&format!("/proc/{pgid}")).exists() => true,
         Ok(()) => live_member_in_proc(pgid).unwrap_or(true),
     }
 }

@@ -1,0 +1,431 @@
+//! relay, request/reply, scale, restart and fan-out: the director against
+//! shell pipes and plain tokio processes.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use procession::director::{Director, RestartPolicy, RestartSpec, Route};
+use procession::{ChildSpec, Event, EventFilter, EventKind, Frame, Ready};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::report::{median, percentile, rss_mib, Row};
+use crate::tap::{tap, until, EventLine};
+use crate::{fixture, fixture_argv, Size};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn spec(name: &str, args: &[&str]) -> ChildSpec {
+    ChildSpec::new(name, fixture_argv(args))
+}
+
+fn raw_command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(fixture());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+// ---------------------------------------------------------------- relay
+
+/// `A | B` through a shell pipe: lines per second, spawns included.
+async fn shell_relay(lines: usize) -> f64 {
+    let script = format!("'{0}' lines64 {lines} | '{0}' count", fixture());
+    let start = Instant::now();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("count {lines}\n")
+    );
+    lines as f64 / secs
+}
+
+/// A's lines routed by a director to B; `subscribers` count every event on
+/// their own thread meanwhile. Returns lines/s and the events the
+/// subscribers received and were told they missed.
+async fn director_relay(lines: usize, subscribers: usize) -> (f64, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let counted = dir.path().join("count");
+    // B writes its count to a file, so that nothing has to subscribe to
+    // learn it.
+    let b = ChildSpec::new(
+        "b",
+        [
+            "sh".to_string(),
+            "-c".into(),
+            format!("exec '{}' count > '{}'", fixture(), counted.display()),
+        ],
+    );
+    let director = Director::start();
+    let received = Arc::new(AtomicU64::new(0));
+    let missed = Arc::new(AtomicU64::new(0));
+    let arbiter = Arbiter::new();
+    for _ in 0..subscribers {
+        let (received, missed) = (received.clone(), missed.clone());
+        let counter =
+            Counter::start_in_arbiter(&arbiter.handle(), move |_| Counter { received, missed });
+        director
+            .subscribe(counter.recipient(), EventFilter::all())
+            .await
+            .unwrap();
+    }
+
+    let start = Instant::now();
+    director
+        .launch(
+            [spec("a", &["lines64", &lines.to_string()]), b],
+            [Route::new("a", "b")],
+        )
+        .await
+        .unwrap();
+    let a = director.wait_exit("a").await.unwrap();
+    assert!(a.status.success());
+    director.close_stdin("b").await.unwrap();
+    let b = director.wait_exit("b").await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(b.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&counted).unwrap(),
+        format!("count {lines}\n")
+    );
+    director.shutdown("done").await;
+    arbiter.stop();
+    (
+        lines as f64 / secs,
+        received.load(Ordering::Relaxed),
+        missed.load(Ordering::Relaxed),
+    )
+}
+
+/// A subscriber that counts what it gets.
+struct Counter {
+    received: Arc<AtomicU64>,
+    missed: Arc<AtomicU64>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Event> for Counter {
+    type Result = ();
+    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let EventKind::Lagged { missed } = event.kind {
+            self.missed.fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+}
+
+pub async fn relay(size: Size) -> Row {
+    let lines = size.relay_lines;
+    let (mut shell, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..size.runs {
+        shell.push(shell_relay(lines).await);
+        ours.push(director_relay(lines, 0).await.0);
+    }
+    let (shell, ours) = (median(&mut shell), median(&mut ours));
+    let ratio = ours / shell;
+    Row {
+        workload: "relay",
+        what: format!("A prints {lines} lines of 64 bytes, routed to B"),
+        baseline: format!("A \\| B through a shell pipe: {:.2} M lines/s", shell / 1e6),
+        figure: format!("{:.2} M lines/s", ours / 1e6),
+        ratio: Some(ratio),
+        target: ">= 2 M lines/s and >= 0.3",
+        met: ours >= 2e6 && ratio >= 0.3,
+    }
+}
+
+pub async fn fan_out(size: Size) -> Row {
+    let lines = size.relay_lines / 2; // two events per line: output, routed
+    let subscribers = size.subscribers;
+    let (mut none, mut many) = (Vec::new(), Vec::new());
+    let (mut received, mut missed) = (0, 0);
+    for _ in 0..size.runs {
+        none.push(director_relay(lines, 0).await.0);
+        let (rate, r, m) = director_relay(lines, subscribers).await;
+        many.push(rate);
+        (received, missed) = (r, m);
+    }
+    let (none, many) = (median(&mut none), median(&mut many));
+    let drop = 1.0 - many / none;
+    Row {
+        workload: "fan-out",
+        what: format!(
+            "relay of {lines} lines ({} events) with {subscribers} subscribers on their own thread",
+            2 * lines
+        ),
+        baseline: format!("no subscribers: {:.2} M lines/s", none / 1e6),
+        figure: format!(
+            "{:.2} M lines/s (rate drop {:.0} %); subscribers got {:.1} M events, were told of {:.1} M missed",
+            many / 1e6,
+            drop * 100.0,
+            received as f64 / 1e6,
+            missed as f64 / 1e6
+        ),
+        ratio: Some(many / none),
+        target: ">= 0.8 (drop <= 20 %)",
+        met: drop <= 0.2,
+    }
+}
+
+// ---------------------------------------------------------- round trips
+
+fn pin_to_one_core(pinned: bool) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    // The set we started with, to go back to (after pinning, the number of
+    // usable cores reads as 1).
+    static ALL: std::sync::OnceLock<CpuSet> = std::sync::OnceLock::new();
+    let all = *ALL.get_or_init(|| sched_getaffinity(Pid::from_raw(0)).unwrap());
+    let set = if pinned {
+        let first = (0..CpuSet::count())
+            .find(|&c| all.is_set(c).unwrap())
+            .unwrap();
+        let mut one = CpuSet::new();
+        one.set(first).unwrap();
+        one
+    } else {
+        all
+    };
+    // Children inherit the affinity of the thread that forks them, and the
+    // director spawns from this (the system's) thread.
+    sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+}
+
+/// Round trips in microseconds: a line to `echo` and its answer, on bare pipes.
+async fn raw_round_trips(n: usize) -> Vec<f64> {
+    let mut child = raw_command(&["echo"]).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut times = Vec::with_capacity(n);
+    let mut answer = String::new();
+    for i in 0..n {
+        let line = format!("ping {i}\n");
+        let start = Instant::now();
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        answer.clear();
+        stdout.read_line(&mut answer).await.unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(answer, line);
+    }
+    drop(stdin);
+    assert!(child.wait().await.unwrap().success());
+    times
+}
+
+async fn director_round_trips(n: usize) -> Vec<f64> {
+    let director = Director::start();
+    director.add(spec("echo", &["echo"])).await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let line = format!("ping {i}");
+        let start = Instant::now();
+        let reply = director
+            .request_frame("echo", Frame::line(line.clone()), PATIENCE)
+            .await
+            .unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(reply.as_line(), Some(line.as_str()));
+    }
+    director.shutdown("done").await;
+    times
+}
+
+pub async fn round_trips(size: Size) -> Vec<Row> {
+    let n = size.round_trips;
+    let mut rows = Vec::new();
+    for pinned in [true, false] {
+        pin_to_one_core(pinned);
+        let mut raw = raw_round_trips(n).await;
+        let mut ours = director_round_trips(n).await;
+        let (raw50, ours50) = (percentile(&mut raw, 0.5), percentile(&mut ours, 0.5));
+        let (raw99, ours99) = (percentile(&mut raw, 0.99), percentile(&mut ours, 0.99));
+        let ratio = ours50 / raw50;
+        rows.push(Row {
+            workload: if pinned { "rtt pinned" } else { "rtt" },
+            what: format!(
+                "{n} request/reply round trips to an echo child{}",
+                if pinned {
+                    ", all on one core"
+                } else {
+                    ", unpinned"
+                }
+            ),
+            baseline: format!("bare pipes: p50 {raw50:.1} us, p99 {raw99:.1} us"),
+            figure: format!("`Director::request_frame`: p50 {ours50:.1} us, p99 {ours99:.1} us"),
+            ratio: Some(ratio),
+            target: "p50 <= 1.3",
+            met: ratio <= 1.3,
+        });
+    }
+    pin_to_one_core(false);
+    rows
+}
+
+// ---------------------------------------------------------------- scale
+
+/// Spawns `n` sleepers, waits for each one's `ready`, kills and reaps all.
+/// Returns (seconds to ready, seconds to reaped).
+async fn raw_scale(n: usize) -> (f64, f64) {
+    let start = Instant::now();
+    let mut children: Vec<_> = (0..n)
+        .map(|_| raw_command(&["sleep"]).spawn().unwrap())
+        .collect();
+    let readies = children.iter_mut().map(|c| {
+        let mut out = BufReader::new(c.stdout.take().unwrap());
+        async move {
+            let mut line = String::new();
+            out.read_line(&mut line).await.unwrap();
+            assert_eq!(line, "ready\n");
+        }
+    });
+    futures::future::join_all(readies).await;
+    let ready = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for c in &children {
+        let pgid = nix::unistd::Pid::from_raw(c.id().unwrap() as i32);
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+    futures::future::join_all(children.iter_mut().map(|c| c.wait())).await;
+    (ready, start.elapsed().as_secs_f64())
+}
+
+pub async fn scale(size: Size) -> Row {
+    let n = size.scale_children;
+    let (raw_ready, raw_reaped) = raw_scale(n).await;
+
+    let before = rss_mib();
+    let director = Director::start();
+    let mut taps = tap(&director, EventFilter::all().kinds(["spawned", "ready"])).await;
+    let specs: Vec<_> = (0..n)
+        .map(|i| spec(&format!("s{i}"), &["sleep"]).ready(Ready::Line("^ready$".into())))
+        .collect();
+    let start = Instant::now();
+    director.launch(specs, []).await.unwrap();
+    let mut pids = Vec::with_capacity(n);
+    let mut ready = 0;
+    while ready < n {
+        let (_, event) = until(&mut taps, |_| true).await;
+        match event.kind {
+            EventKind::Spawned { pid, .. } => pids.push(pid),
+            EventKind::Ready => ready += 1,
+            _ => {}
+        }
+    }
+    let ours_ready = start.elapsed().as_secs_f64();
+    let rss = rss_mib();
+    let start = Instant::now();
+    let infos = director.shutdown("done").await;
+    let ours_reaped = start.elapsed().as_secs_f64();
+    assert_eq!(infos.len(), n);
+    assert_eq!(pids.len(), n);
+    for pid in pids {
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+        assert!(!alive, "{pid} survived the shutdown");
+    }
+    Row {
+        workload: "scale",
+        what: format!("{n} long-running children under one director"),
+        baseline: format!(
+            "tokio: all ready in {:.0} ms, killed and reaped in {:.0} ms",
+            raw_ready * 1e3,
+            raw_reaped * 1e3
+        ),
+        figure: format!(
+            "ready in {:.0} ms, RSS {rss:.1} MiB (+{:.1}), stopped and reaped in {:.0} ms",
+            ours_ready * 1e3,
+            rss - before,
+            ours_reaped * 1e3
+        ),
+        ratio: Some(ours_ready / raw_ready),
+        target: "ready <= 1 s, RSS <= 50 MiB, reaped <= 1 s",
+        met: ours_ready <= 1.0 && rss <= 50.0 && ours_reaped <= 1.0,
+    }
+}
+
+// -------------------------------------------------------------- restart
+
+/// Each instance of `crash-stamp` prints when it started and when it was
+/// about to exit (CLOCK_MONOTONIC, the same clock in every process); from
+/// one's end to the next one's start is the crash-to-respawn time, in ms.
+fn gaps(stamps: &[(u64, u64)]) -> Vec<f64> {
+    stamps
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].1) as f64 / 1e6)
+        .collect()
+}
+
+fn stamp(line: &str) -> (u64, u64) {
+    let mut words = line.split(' ').skip(1).map(|w| w.parse().unwrap());
+    (words.next().unwrap(), words.next().unwrap())
+}
+
+/// A loop that respawns the child as soon as it has reaped it.
+async fn raw_restart(n: usize) -> Vec<f64> {
+    let mut stamps = Vec::with_capacity(n + 1);
+    for _ in 0..=n {
+        let out = raw_command(&["crash-stamp"]).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        stamps.push(stamp(String::from_utf8_lossy(&out.stdout).trim_end()));
+    }
+    gaps(&stamps)
+}
+
+async fn director_restart(n: usize) -> Vec<f64> {
+    let director = Director::start();
+    let mut taps = tap(
+        &director,
+        EventFilter::all().children(["crash"]).kinds(["output"]),
+    )
+    .await;
+    let restart = RestartSpec {
+        policy: RestartPolicy::OnFailure,
+        max: u32::MAX,
+        within: Duration::from_secs(1),
+        backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+    director
+        .add(spec("crash", &["crash-stamp"]).restart(restart))
+        .await
+        .unwrap();
+    let mut stamps = Vec::with_capacity(n + 1);
+    while stamps.len() <= n {
+        let (_, event) = until(&mut taps, |_| true).await;
+        if let Some(line) = event.kind_line() {
+            stamps.push(stamp(line));
+        }
+    }
+    director.shutdown("done").await;
+    gaps(&stamps)
+}
+
+pub async fn restart(size: Size) -> Row {
+    let n = size.restarts;
+    let mut raw = raw_restart(n).await;
+    let mut ours = director_restart(n).await;
+    let (raw50, ours50) = (percentile(&mut raw, 0.5), percentile(&mut ours, 0.5));
+    let ours99 = percentile(&mut ours, 0.99);
+    Row {
+        workload: "restart",
+        what: format!("{n} restarts of a child that crashes at once, backoff 0; from its last instruction to its successor's first"),
+        baseline: format!("tokio, respawned once reaped: p50 {raw50:.2} ms"),
+        figure: format!("p50 {ours50:.2} ms, p99 {ours99:.2} ms"),
+        ratio: Some(ours50 / raw50),
+        target: "p50 <= 2 ms",
+        met: ours50 <= 2.0,
+    }
+}

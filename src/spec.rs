@@ -66,7 +66,9 @@ pub struct ChildSpec {
     /// How the child is stopped.
     #[serde(default)]
     pub stop: StopSpec,
-    /// Largest frame in bytes; longer lines are delivered in chunks marked partial.
+    /// Largest frame in bytes; longer lines are delivered in chunks marked
+    /// partial. It counts the child's bytes: a line chunk with invalid UTF-8
+    /// grows when each bad byte becomes U+FFFD (three bytes).
     #[serde(default = "default_frame_cap")]
     pub frame_cap: usize,
     /// How many writes may wait in the stdin queue before senders wait.

@@ -20,7 +20,8 @@ fn short_job() -> Vec<String> {
     fixture_argv(&["mixed", "0"])
 }
 
-/// The same settings as a batch job: stdin, stdout and stderr piped, its
+/// The same settings as a batch job: stdin from /dev/null, stdout and
+/// stderr piped, its
 /// own process group, all output and the exit status collected.
 async fn raw_spawn(jobs: usize) -> f64 {
     let start = Instant::now();
@@ -83,7 +84,7 @@ pub async fn spawn(size: Size) -> Row {
     let ratio = ours / raw;
     Row {
         workload: "spawn",
-        what: format!("{jobs} short jobs, {IN_FLIGHT} in flight, piped stdio, own process group, output and status collected"),
+        what: format!("{jobs} short jobs, {IN_FLIGHT} in flight, stdin /dev/null, stdout and stderr piped, own process group, output and status collected"),
         baseline: format!("tokio spawn-and-wait loop: {raw:.0} jobs/s"),
         figure: format!("`Batch`: {ours:.0} jobs/s"),
         ratio: Some(ratio),

@@ -21,8 +21,8 @@ fn short_job() -> Vec<String> {
 }
 
 /// The same settings as a batch job: stdin from /dev/null, stdout and
-/// stderr piped, its
-/// own process group, all output and the exit status collected.
+/// stderr piped, its own process group, all output and the exit status
+/// collected.
 async fn raw_spawn(jobs: usize) -> f64 {
     let start = Instant::now();
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));

@@ -74,9 +74,11 @@ pub struct ChildSpec {
     /// How many writes may wait in the stdin queue before senders wait.
     #[serde(default = "default_stdin_queue")]
     pub stdin_queue: usize,
-    /// After the child exits, how long to wait for its pipes to reach end of
-    /// file (a grandchild may hold them open) before reporting the exit with
-    /// the output marked incomplete.
+    /// After the child exits and its own output is read, how long to wait
+    /// for its pipes to reach end of file (a grandchild may hold them open)
+    /// before killing what is left of its group and reporting the exit with
+    /// the output marked incomplete. What the child wrote before it exited
+    /// is never cut off by this.
     #[serde(default = "default_drain", with = "serde_text")]
     pub drain: Duration,
     /// Children that must be ready before this one starts (under a director).

@@ -325,6 +325,41 @@ async fn a_grandchild_holding_the_pipe_is_reported_and_then_killed() {
     eventually("the leftover grandchild is killed", || !alive(pids[0])).await;
 }
 
+/// The drain time bounds the wait for a pipe that someone else holds open,
+/// not the reading of what the child wrote before it exited: a megabyte
+/// left in the pipe at the exit arrives whole, however short the drain.
+#[actix_rt::test]
+async fn output_left_in_the_pipe_at_exit_arrives_whatever_the_drain() {
+    let (owner, mut events) = collector();
+    let spec = fixture_spec("printer", &["lines", "100000"]).drain(Duration::from_millis(1));
+    ChildActor::start(spec, owner).unwrap();
+    let (all, exit) = events.until_exit().await;
+    assert_eq!(lines(&all, Stream::Stdout).len(), 100_000, "lines lost");
+    assert!(exit.output_complete);
+
+    // The same with a grandchild holding the pipe: the drain runs out, the
+    // grandchild is killed, and still nothing the child wrote is lost.
+    let records = tempfile::tempdir().unwrap();
+    let dir = records.path().to_str().unwrap();
+    let (owner, mut events) = collector();
+    let spec = fixture_spec("leaky", &["chaos", dir, "leaky", "fork-exit:1", "100000"])
+        .drain(Duration::from_millis(1));
+    ChildActor::start(spec, owner).unwrap();
+    let (all, exit) = events.until_exit().await;
+    let got = lines(&all, Stream::Stdout);
+    let pids = grandchild_pids(
+        &got.iter()
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let _reaper = Reaper(pids.clone());
+    assert_eq!(exit.status, ExitStatus::Code(0));
+    assert!(!exit.output_complete, "the grandchild held stdout open");
+    assert_eq!(got.len(), 100_001, "lines lost");
+    assert_eq!(pids.len(), 1);
+    eventually("the grandchild is killed", || !alive(pids[0])).await;
+}
+
 #[actix_rt::test]
 async fn a_signal_reaches_the_group_and_the_exit_says_we_sent_it() {
     let (owner, mut events) = collector();

@@ -34,7 +34,19 @@ echo-or-die        print `ready`, then copy stdin to stdout line by line;
                    on the line `die`, exit 1
 expect-seq         read `line 1`, `line 2`, ... from stdin until EOF; print `ok N`
                    and exit 0, or `bad at N: LINE` and exit 1
-count-after-usr1   print `ready`, wait for SIGUSR1, then do `count`";
+count-after-usr1   print `ready`, wait for SIGUSR1, then do `count`
+chaos DIR NAME BEHAVIOUR LINES
+                   number every stdout line from 1 (`N text`), keep in
+                   DIR/NAME-PID how many have been written to the pipe, and
+                   echo each stdin line as `N echo LINE`. Print LINES lines,
+                   then by BEHAVIOUR: exit:CODE; flood (the same, written in
+                   16 KiB blocks, then exit 0); crash (SIGABRT, no core);
+                   hang; ignore-term (ignore SIGTERM first, then hang);
+                   trickle (a line every 2 ms until killed); fork:K (K
+                   sleeping grandchildren holding our pipes, then hang);
+                   fork-exit:K (the same, then exit 0); close-stdout (close
+                   it, then hang); close-stdout-exit (close it, write to
+                   stderr, exit 0)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -187,6 +199,10 @@ fn main() {
             }
             writeln!(out, "ok {n}").unwrap();
         }
+        Some("chaos") if args.len() == 5 => {
+            out.flush().unwrap();
+            chaos::run(&args[1], &args[2], &args[3], arg(4))
+        }
         Some("count-after-usr1") => {
             let mut usr1 = SigSet::empty();
             usr1.add(Signal::SIGUSR1);
@@ -198,6 +214,141 @@ fn main() {
         _ => usage(),
     }
     out.flush().unwrap();
+}
+
+/// The chaos test's child: numbered lines with a record of how many have
+/// reached the pipe, so that the test can tell a lost line from one never
+/// written.
+mod chaos {
+    use std::fs::File;
+    use std::io::{self, BufRead, Write};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use nix::sys::resource::{setrlimit, Resource};
+
+    struct Out {
+        /// Fd 1; `None` once closed.
+        stdout: Option<File>,
+        buf: Vec<u8>,
+        /// Lines numbered so far (in `buf` or written).
+        numbered: u64,
+        /// Where the count of written lines is kept.
+        record: File,
+    }
+
+    impl Out {
+        fn line(&mut self, text: std::fmt::Arguments) {
+            if self.stdout.is_some() {
+                self.numbered += 1;
+                writeln!(self.buf, "{} {text}", self.numbered).unwrap();
+            }
+        }
+
+        /// Writes what is buffered, then records that it was written.
+        fn flush(&mut self) {
+            if let Some(stdout) = &mut self.stdout {
+                stdout.write_all(&self.buf).unwrap();
+                self.buf.clear();
+                let count = format!("{:020}", self.numbered);
+                self.record.write_all_at(count.as_bytes(), 0).unwrap();
+            }
+        }
+    }
+
+    pub fn run(dir: &str, name: &str, behaviour: &str, lines: u64) -> ! {
+        let record = File::create(format!("{dir}/{name}-{}", std::process::id())).unwrap();
+        // SAFETY: fd 1 is open (procession gives every child a stdout pipe)
+        // and from here on only this `File` uses it.
+        let stdout = unsafe { File::from_raw_fd(1) };
+        let out = Arc::new(Mutex::new(Out {
+            stdout: Some(stdout),
+            buf: Vec::with_capacity(1 << 15),
+            numbered: 0,
+            record,
+        }));
+        let echo = out.clone();
+        std::thread::spawn(move || {
+            for line in io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                let mut out = echo.lock().unwrap();
+                out.line(format_args!("echo {line}"));
+                out.flush();
+            }
+        });
+        let (behaviour, k) = match behaviour.split_once(':') {
+            Some((b, k)) => (b, k.parse::<u64>().unwrap()),
+            None => (behaviour, 0),
+        };
+        if behaviour == "ignore-term" {
+            super::ignore_term();
+        }
+        {
+            let mut out = out.lock().unwrap();
+            for i in 1..=lines {
+                out.line(format_args!("line {i}"));
+                if behaviour != "flood" || out.buf.len() >= 1 << 14 {
+                    out.flush();
+                }
+            }
+            out.flush();
+        }
+        match behaviour {
+            "exit" => finish(&out, k as i32),
+            "flood" => finish(&out, 0),
+            "crash" => {
+                setrlimit(Resource::RLIMIT_CORE, 0, 0).unwrap();
+                let _held = out.lock().unwrap();
+                std::process::abort();
+            }
+            "hang" | "ignore-term" => super::sleep_forever(),
+            "trickle" => loop {
+                {
+                    let mut out = out.lock().unwrap();
+                    out.line(format_args!("tick"));
+                    out.flush();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            },
+            "fork" | "fork-exit" => {
+                let mut out_ = out.lock().unwrap();
+                for _ in 0..k {
+                    // Not waited for: it must die with our process group.
+                    #[allow(clippy::zombie_processes)]
+                    let child = std::process::Command::new(std::env::current_exe().unwrap())
+                        .args(["sleep", "--quiet"])
+                        .stdin(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    out_.line(format_args!("grandchild {}", child.id()));
+                    out_.flush();
+                }
+                drop(out_);
+                if behaviour == "fork-exit" {
+                    finish(&out, 0);
+                }
+                super::sleep_forever()
+            }
+            "close-stdout" | "close-stdout-exit" => {
+                out.lock().unwrap().stdout = None;
+                if behaviour == "close-stdout-exit" {
+                    eprintln!("stdout closed");
+                    finish(&out, 0);
+                }
+                super::sleep_forever()
+            }
+            _ => super::usage(),
+        }
+    }
+
+    /// Exits with `code`, holding the lock so that no echo is half written.
+    fn finish(out: &Mutex<Out>, code: i32) -> ! {
+        let mut out = out.lock().unwrap();
+        out.flush();
+        std::process::exit(code)
+    }
 }
 
 fn count(out: &mut impl Write) {

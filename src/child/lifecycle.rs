@@ -20,8 +20,9 @@ enum StopPhase {
 pub(crate) enum Next {
     /// Nothing yet.
     Wait,
-    /// The leader exited but a pipe is still open: start the drain timer.
-    StartDrainTimer,
+    /// The leader exited but a pipe is still open: tell the pump, which
+    /// reads the rest and then waits the drain time at most.
+    Drain,
     /// Report the exit now.
     Finish { output_complete: bool },
 }
@@ -30,7 +31,7 @@ pub(crate) enum Next {
 pub(crate) struct Lifecycle {
     status: Option<ExitStatus>,
     drained: bool,
-    drain_timer: bool,
+    drain_told: bool,
     drain_expired: bool,
     stop: StopPhase,
     finished: bool,
@@ -85,9 +86,9 @@ impl Lifecycle {
                 output_complete: self.drained,
             };
         }
-        if !self.drain_timer {
-            self.drain_timer = true;
-            return Next::StartDrainTimer;
+        if !self.drain_told {
+            self.drain_told = true;
+            return Next::Drain;
         }
         Next::Wait
     }
@@ -104,7 +105,7 @@ mod tests {
     #[test]
     fn exit_then_eof_and_eof_then_exit_both_finish_complete() {
         let mut l = Lifecycle::default();
-        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::StartDrainTimer);
+        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::Drain);
         assert_eq!(l.drained(), DONE);
 
         let mut l = Lifecycle::default();
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn a_pipe_held_open_finishes_incomplete_once() {
         let mut l = Lifecycle::default();
-        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::StartDrainTimer);
+        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::Drain);
         assert_eq!(
             l.drain_expired(),
             Next::Finish {
@@ -140,7 +141,7 @@ mod tests {
     #[test]
     fn drain_expiry_during_a_stop_waits_for_the_stop() {
         let mut l = Lifecycle::default();
-        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::StartDrainTimer);
+        assert_eq!(l.leader_exited(ExitStatus::Code(0)), Next::Drain);
         assert!(l.begin_stop());
         assert_eq!(l.drain_expired(), Next::Wait);
         assert_eq!(

@@ -50,9 +50,12 @@ use stop::{ProcessGroup, StopOutcome};
 /// - The child leads its own process group and gets SIGKILL if the thread
 ///   that spawned it dies (spawn from a long-lived arbiter, such as the
 ///   system's).
-/// - Every frame is delivered before the `Exited` event, unless something
-///   held a pipe open past the spec's `drain` time; then
-///   [`Exit::output_complete`] is false.
+/// - Every frame is delivered before the `Exited` event. All the child
+///   wrote before it exited is read, however long that takes. If something
+///   else (a grandchild) holds a pipe open past the spec's `drain` time
+///   after that, it is killed with the rest of the group, what it wrote
+///   after the child's exit may be cut off, and [`Exit::output_complete`]
+///   is false.
 /// - When the leader has exited and its exit was reported, whatever is left
 ///   in its process group is killed: nothing outlives the actor. Dropping the
 ///   actor (its system stopping) kills the group too.
@@ -96,6 +99,7 @@ pub struct ChildActor {
     life: Lifecycle,
     sent: Vec<Signal>,
     pump: Option<SpawnHandle>,
+    drain: Rc<output::Drain>,
     exit: Option<Exit>,
     waiters: Vec<oneshot::Sender<Exit>>,
 }
@@ -153,15 +157,21 @@ impl ChildActor {
                 }],
             });
             let seq = Rc::new(Cell::new(1));
+            let drain = Rc::new(output::Drain::new(&spawned.sources));
             let pump = output::pump(
                 name,
                 owner.clone(),
                 seq.clone(),
                 spawned.sources,
+                drain.clone(),
                 spec.frame_cap,
             );
-            let pump = ctx.spawn(fut::wrap_future::<_, Self>(pump).map(|(), act, ctx| {
-                let next = act.life.drained();
+            let pump = ctx.spawn(fut::wrap_future::<_, Self>(pump).map(|complete, act, ctx| {
+                let next = if complete {
+                    act.life.drained()
+                } else {
+                    act.life.drain_expired()
+                };
                 act.advance(next, ctx);
             }));
             let mut child = spawned.child;
@@ -190,6 +200,7 @@ impl ChildActor {
                 life: Lifecycle::default(),
                 sent: Vec::new(),
                 pump: Some(pump),
+                drain,
                 exit: None,
                 waiters: Vec::new(),
             }
@@ -200,12 +211,10 @@ impl ChildActor {
     fn advance(&mut self, next: Next, ctx: &mut Context<Self>) {
         match next {
             Next::Wait => {}
-            Next::StartDrainTimer => {
-                ctx.run_later(self.spec.drain, |act, ctx| {
-                    let next = act.life.drain_expired();
-                    act.advance(next, ctx);
-                });
-            }
+            // The pump reads what the child left in the pipes, then gives
+            // whoever else holds them `drain` to close them; its end
+            // finishes us.
+            Next::Drain => self.drain.leader_exited(self.spec.drain),
             Next::Finish { output_complete } => self.finish(output_complete, ctx),
         }
     }

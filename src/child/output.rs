@@ -5,15 +5,23 @@
 //! batch is sent only after the owner handled the previous one: a slow owner
 //! slows our reading and so, through the full pipe, the child, instead of
 //! piling up memory here.
+//!
+//! After the leader exits, [`Drain`] tells the pump when it may stop before
+//! the pipes close: never before it has read what was in them at the exit.
 
 use std::cell::Cell;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix::Recipient;
 use futures::{FutureExt, StreamExt};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::messages::{ChildEvent, ChildEventKind, ChildEvents, Stream};
@@ -36,21 +44,120 @@ type Frames = futures::stream::LocalBoxStream<'static, (Stream, std::io::Result<
 pub(crate) struct Source {
     pub stream: Stream,
     pub pipe: Pipe,
+    /// The pipe's descriptor, owned by `pipe` (for [`Drain::leader_exited`]).
+    pub fd: RawFd,
     pub framing: Framing,
 }
 
-/// Reads every source to its end and sends all it decodes to `owner`.
-/// `seq` is the child's event counter, shared with the actor.
+/// What the pump and its actor share about the end of the output.
+///
+/// When the leader exits, whatever is still in a pipe was written before
+/// the exit: [`Drain::leader_exited`] marks, for each pipe, the byte count
+/// the pump must reach to have read it all, and wakes the pump. Once it has
+/// read up to every mark and delivered what it decoded, the pump waits at
+/// most the drain time for the pipes to close (a grandchild may hold them)
+/// and then stops. So the drain time bounds the wait for someone else's
+/// pipe, never the reading of the child's own last output, however slow
+/// the owner is.
+pub(crate) struct Drain {
+    pipes: Vec<PipeProgress>,
+    /// Set when the leader exited: how long to wait for EOF after its output.
+    after_exit: Cell<Option<Duration>>,
+    wake: Notify,
+}
+
+struct PipeProgress {
+    fd: RawFd,
+    read: Cell<u64>,
+    mark: Cell<u64>,
+    eof: Cell<bool>,
+}
+
+impl Drain {
+    pub fn new(sources: &[Source]) -> Drain {
+        Drain {
+            pipes: sources
+                .iter()
+                .map(|s| PipeProgress {
+                    fd: s.fd,
+                    read: Cell::new(0),
+                    mark: Cell::new(0),
+                    eof: Cell::new(false),
+                })
+                .collect(),
+            after_exit: Cell::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The leader exited: marks what is in the pipes now as output the pump
+    /// must read, and lets it stop `drain` after that.
+    ///
+    /// Call it while the pump runs (so its pipes are open): the actor does,
+    /// when the leader exits before the pipes reached EOF.
+    pub fn leader_exited(&self, drain: Duration) {
+        for p in self.pipes.iter().filter(|p| !p.eof.get()) {
+            p.mark.set(p.read.get() + crate::sys::unread_bytes(p.fd));
+        }
+        self.after_exit.set(Some(drain));
+        self.wake.notify_one();
+    }
+
+    /// Whether everything up to the marks has been read.
+    fn own_output_read(&self) -> bool {
+        self.pipes
+            .iter()
+            .all(|p| p.eof.get() || p.read.get() >= p.mark.get())
+    }
+}
+
+/// A pipe that counts what is read from it into its [`Drain`] entry.
+struct Counted {
+    pipe: Pipe,
+    drain: Rc<Drain>,
+    index: usize,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.pipe.as_mut().poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = (buf.filled().len() - before) as u64;
+            let p = &self.drain.pipes[self.index];
+            p.read.set(p.read.get() + n);
+            if n == 0 && buf.remaining() > 0 {
+                p.eof.set(true);
+            }
+        }
+        polled
+    }
+}
+
+/// Reads every source to its end (or, after the leader's exit, at least up
+/// to its mark: see [`Drain`]) and sends all it decodes to `owner`. `seq`
+/// is the child's event counter, shared with the actor. Returns whether
+/// every pipe reached its end.
 pub(crate) async fn pump(
     child: Arc<str>,
     owner: Recipient<ChildEvents>,
     seq: Rc<Cell<u64>>,
     sources: Vec<Source>,
+    drain: Rc<Drain>,
     cap: usize,
-) {
-    let mut streams = sources.into_iter().map(|s| -> Frames {
+) -> bool {
+    let mut streams = sources.into_iter().enumerate().map(|(index, s)| -> Frames {
         let stream = s.stream;
-        FramedRead::with_capacity(s.pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY)
+        let pipe = Counted {
+            pipe: s.pipe,
+            drain: drain.clone(),
+            index,
+        };
+        FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY)
             .map(move |item| (stream, item))
             .boxed_local()
     });
@@ -63,7 +170,29 @@ pub(crate) async fn pump(
     };
     let mut owner_gone = false;
 
-    while let Some(first) = frames.next().await {
+    // When the wait for EOF after the child's own output ends.
+    let mut deadline = None;
+    loop {
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            // Nothing ready: everything read so far is decoded and sent.
+            None => match drain.after_exit.get() {
+                None => tokio::select! {
+                    next = frames.next() => next,
+                    () = drain.wake.notified() => continue,
+                },
+                Some(wait) if drain.own_output_read() => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + wait);
+                    tokio::select! {
+                        next = frames.next() => next,
+                        () = tokio::time::sleep_until(deadline) => return false,
+                    }
+                }
+                // The child's output is in the pipe: it comes.
+                Some(_) => frames.next().await,
+            },
+        };
+        let Some(first) = next else { return true };
         let mut events = Vec::with_capacity(64);
         let mut bytes = push(&seq, &mut events, first);
         while events.len() < BATCH_FRAMES && bytes < BATCH_BYTES {

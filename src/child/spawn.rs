@@ -2,7 +2,7 @@
 //! parent-death signal, and the pipes the spec asks for.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::Stdio;
 
 use tokio::process::{Child, ChildStdin, Command};
@@ -152,6 +152,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
             sys::grow_pipe(rx.as_fd(), PIPE_SIZE);
             sources.push(Source {
                 stream: Stream::Stdout,
+                fd: rx.as_raw_fd(),
                 pipe: Box::pin(rx),
                 framing: spec.framing,
             });
@@ -161,6 +162,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
             sys::grow_pipe(stdout.as_fd(), PIPE_SIZE);
             sources.push(Source {
                 stream: Stream::Stdout,
+                fd: stdout.as_raw_fd(),
                 pipe: Box::pin(stdout),
                 framing: spec.framing,
             });
@@ -169,6 +171,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     if let Some(stderr) = child.stderr.take() {
         sources.push(Source {
             stream: Stream::Stderr,
+            fd: stderr.as_raw_fd(),
             pipe: Box::pin(stderr),
             framing: stderr_framing(spec.framing),
         });

@@ -1,5 +1,5 @@
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
@@ -96,6 +96,20 @@ pub(crate) fn set_parent_death_signal(parent: u32) -> io::Result<()> {
 /// child write more before it blocks and let us read more per syscall.
 pub(crate) fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32));
+}
+
+nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+
+/// How many bytes wait unread in pipe `fd` (0 if it cannot tell).
+pub(crate) fn unread_bytes(fd: RawFd) -> u64 {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at
+    // one. A stale `fd` gives EBADF (or another file's count: the caller
+    // only uses this for open pipes).
+    match unsafe { fionread(fd, &mut n) } {
+        Ok(_) => n.max(0) as u64,
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]

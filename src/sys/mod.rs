@@ -8,6 +8,8 @@ mod group;
 mod signal;
 mod watchdog;
 
-pub(crate) use group::{group_alive, grow_pipe, set_parent_death_signal, signal_group};
+pub(crate) use group::{
+    group_alive, grow_pipe, set_parent_death_signal, signal_group, unread_bytes,
+};
 pub use signal::{Signal, UnknownSignal};
 pub(crate) use watchdog::Watchdog;

@@ -522,4 +522,24 @@ fn a_scenario_without_steps_ends_when_every_child_has_ended() {
         "{}",
         stderr(&out)
     );
+
+    // A child that cannot start fails the run, with or without steps (its
+    // spawn fails before the run begins).
+    for steps in ["", "[[steps]]\nexpect = { from = \"ok\", line = \"hi\" }\n"] {
+        let missing = TempScenario::new(
+            "missing.toml",
+            &format!(
+                "[children.ok]\ncmd = [\"echo\", \"hi\"]\n[children.gone]\ncmd = [\"no-such-program-procession\"]\n{steps}"
+            ),
+        );
+        let out = procession(&["run", missing.path(), "--timeout", "30s"]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(
+                "child `gone` could not be spawned: child `gone`: program `no-such-program-procession` not found"
+            ),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

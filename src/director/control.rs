@@ -54,6 +54,20 @@ impl Handler<Launch> for DirectorActor {
         // that arrives through the mailbox, after this handler.
         if let Some(machine) = machine {
             self.start_protocol(machine, ctx);
+            // A child that failed to spawn just now did so before the run
+            // began, when there was no run to fail: fail it now.
+            let failed = self
+                .order
+                .iter()
+                .find_map(|name| match &self.entries[name].state {
+                    State::SpawnFailed(e) => {
+                        Some(format!("child `{name}` could not be spawned: {e}"))
+                    }
+                    _ => None,
+                });
+            if let Some(reason) = failed {
+                self.abort_protocol(reason, ctx);
+            }
         }
         self.check_idle(ctx);
         Ok(())

@@ -214,6 +214,15 @@ pub enum ConfigError {
         /// The capture's name.
         name: String,
     },
+    /// A `send` line holds a newline: it would reach the child as several
+    /// lines (messages), not one.
+    #[error(
+        "step {step}: `send.line` holds a newline; a send is one line (use one step per line)"
+    )]
+    MultiLineSend {
+        /// The step, from 1.
+        step: usize,
+    },
     /// `cmd` is empty.
     #[error("child `{child}`: cmd is empty (it needs at least the program)")]
     EmptyCommand {

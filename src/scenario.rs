@@ -388,6 +388,11 @@ impl<'a> Parser<'a> {
                 p
             }
             ConfigError::UnknownCapture { step, .. } => step_action(*step),
+            ConfigError::MultiLineSend { step } => {
+                let mut p = step_action(*step);
+                p.push(Seg::Key("line".into()));
+                p
+            }
         };
         resolve(root, &path)
     }
@@ -626,6 +631,16 @@ send = { to = "a", line = "${nope}" }
         for (g, e) in got.iter().zip(expected) {
             assert!(g.starts_with(e), "\n got: {g}\nwant: {e}...");
         }
+    }
+
+    #[test]
+    fn a_send_line_with_a_newline_is_named_at_its_key() {
+        let text =
+            "[children.a]\ncmd = [\"a\"]\n[[steps]]\nsend = { to = \"a\", line = \"one\\ntwo\" }\n";
+        assert_eq!(
+            errors(text),
+            ["s.toml:4:20: steps[1].send.line: step 1: `send.line` holds a newline; a send is one line (use one step per line)"]
+        );
     }
 
     #[test]

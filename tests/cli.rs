@@ -543,3 +543,206 @@ fn a_scenario_without_steps_ends_when_every_child_has_ended() {
         );
     }
 }
+
+// Security basics: commands are argv, never a shell unless the user writes
+// one; values from files reach the child literally, one argument each;
+// `env_clear` leaves only what the scenario sets; and procession opens no
+// network socket.
+
+/// Values a shell would act on (`;`, `$(...)`, backticks, redirections,
+/// globs) and values an option parser would (`--help`, `-n`).
+const HOSTILE: [&str; 7] = [
+    "a; touch pwned1",
+    "$(touch pwned2)",
+    "`touch pwned3`",
+    "x > pwned4",
+    "*",
+    "--help",
+    "two words -n",
+];
+
+/// The `output` lines of `child` in an events file.
+fn output_lines(evs: &[Value], child: &str) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e["event"] == "output" && e["child"] == child)
+        .map(|e| e["line"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn no_file_named_pwned(dir: &Path) {
+    let made: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pwned"))
+        .collect();
+    assert!(made.is_empty(), "a shell ran: it made {made:?}");
+}
+
+#[test]
+fn scenario_values_reach_the_child_literally_one_argument_each() {
+    let s = TempScenario::new("s.toml", "");
+    let dir = s.file("");
+    let quoted: Vec<String> = HOSTILE
+        .iter()
+        .map(|v| serde_json::to_string(v).unwrap())
+        .collect();
+    let text = format!(
+        r#"
+[children.args]
+cmd = ["printf", "[%s]\n", {args}]
+cwd = {cwd}
+[children.env]
+cmd = ["/usr/bin/env"]
+env_clear = true
+env = {{ ONLY = {value} }}
+cwd = {cwd}
+"#,
+        args = quoted.join(", "),
+        cwd = serde_json::to_string(dir.to_str().unwrap()).unwrap(),
+        value = quoted[1],
+    );
+    std::fs::write(s.path(), text).unwrap();
+    let file = s.file("events.jsonl");
+    let out = procession(&["run", s.path(), "--events", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let evs = events(&file);
+    // printf repeats its format for each argument: one bracketed line per
+    // argument shows how many there were and that each is untouched.
+    let expected: Vec<String> = HOSTILE.iter().map(|v| format!("[{v}]")).collect();
+    assert_eq!(output_lines(&evs, "args"), expected);
+    // With env_clear, the child sees exactly what the scenario set.
+    assert_eq!(output_lines(&evs, "env"), ["ONLY=$(touch pwned2)"]);
+    no_file_named_pwned(&dir);
+}
+
+#[test]
+fn batch_lines_are_words_and_quotes_never_commands() {
+    let s = TempScenario::new("unused", "");
+    let dir = s.file("");
+    // Quoted, each value is one word; unquoted, it is split at blanks as a
+    // shell would, but never expanded, substituted or redirected.
+    let quoted: Vec<String> = HOSTILE
+        .iter()
+        .map(|v| format!("'{}'", v.replace('\'', r"'\''")))
+        .collect();
+    let input = format!(
+        "printf '[%s]\\n' {}\nprintf '[%s]\\n' $(touch pwned5) x>pwned6 `touch pwned7`\n",
+        quoted.join(" ")
+    );
+    let mut child = Command::new(BIN)
+        .args(["batch", "-j", "1", "-"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut results = result_lines(&out);
+    results.sort_by_key(|v| v["key"].as_str().unwrap().to_string());
+    let expected: String = HOSTILE.iter().map(|v| format!("[{v}]\n")).collect();
+    assert_eq!(results[0]["stdout"], expected);
+    assert_eq!(
+        results[1]["stdout"],
+        "[$(touch]\n[pwned5)]\n[x>pwned6]\n[`touch]\n[pwned7`]\n"
+    );
+    no_file_named_pwned(&dir);
+}
+
+/// The socket inodes among `pid`'s open descriptors.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The inode column of a /proc/net table (tcp, udp, unix, ...).
+fn net_inodes(table: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap_or_default();
+    // The inode is the 10th column of tcp/udp/raw and the 7th of unix.
+    let column = if table == "unix" { 6 } else { 9 };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(column).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_run_opens_no_network_socket() {
+    let s = TempScenario::new(
+        "quiet.toml",
+        "[children.sleeper]\ncmd = [\"sleep\", \"60\"]\n",
+    );
+    let file = s.file("events.jsonl");
+    let child = Command::new(BIN)
+        .args(["run", s.path(), "--events", file.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = child.id();
+    let mut reaper = Reaper(Vec::new(), Some(child));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sleeper = loop {
+        let pid = std::fs::read_to_string(&file).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| serde_json::from_str::<Value>(l).ok()?["pid"].as_u64())
+        });
+        if let Some(pid) = pid {
+            break pid as u32;
+        }
+        assert!(Instant::now() < deadline, "the sleeper never started");
+        std::thread::yield_now();
+    };
+    reaper.0.push(sleeper);
+    // Ours: the run and its watchdog (a child of the run, like the sleeper).
+    let watchdog = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("procession-watchdog"))
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s[s.rfind(')').unwrap() + 2..].split(' ').nth(1) == Some(&run.to_string())
+                })
+        })
+        .expect("the run has a watchdog");
+    let network: Vec<String> = ["tcp", "tcp6", "udp", "udp6", "raw", "raw6"]
+        .iter()
+        .flat_map(|t| net_inodes(t))
+        .collect();
+    // The run has sockets (tokio's signal driver uses a unix socket pair):
+    // each must be a unix one.
+    let unix = net_inodes("unix");
+    for pid in [run, watchdog] {
+        for inode in socket_inodes(pid) {
+            assert!(
+                !network.contains(&inode),
+                "process {pid} has a network socket (inode {inode})"
+            );
+            assert!(
+                unix.contains(&inode),
+                "process {pid}: socket {inode} is not a unix socket"
+            );
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = reaper.1.as_mut().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!alive(sleeper));
+}

@@ -156,6 +156,9 @@ impl Machine {
             let compiled = match &step.action {
                 Action::Send { to, payload } => {
                     known("to", to);
+                    if matches!(payload, Payload::Line(l) if l.contains('\n')) {
+                        problems.push(ConfigError::MultiLineSend { step: n });
+                    }
                     let value = match payload {
                         Payload::Line(l) => serde_json::Value::String(l.clone()),
                         Payload::Json(j) => j.clone(),
@@ -537,7 +540,20 @@ impl Machine {
         match step {
             Compiled::Send { to, payload } => {
                 let frame = match payload {
-                    Payload::Line(l) => Frame::Line(capture::substitute_text(l, &self.captures)),
+                    Payload::Line(l) => {
+                        let line = capture::substitute_text(l, &self.captures);
+                        // A captured value (from a child's JSON) must not
+                        // turn one message into several.
+                        if line.contains('\n') {
+                            let reason = format!(
+                                "step {}: a captured value puts a newline into the line \
+                                 for `{to}`; it would arrive as more than one line",
+                                i + 1
+                            );
+                            return self.fail(reason, now, fx);
+                        }
+                        Frame::Line(line)
+                    }
                     Payload::Json(j) => Frame::Json(capture::substitute_json(j, &self.captures)),
                 };
                 fx.push(Effect::Send {

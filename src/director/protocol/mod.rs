@@ -224,6 +224,75 @@ mod tests {
     }
 
     #[test]
+    fn a_captured_newline_fails_a_line_send_instead_of_making_two_lines() {
+        let srv: Arc<str> = Arc::from("server");
+        let mut m = machine(
+            vec![
+                Step::expect_json("server", json!({"session": "${sid}"})),
+                Step::send_json("server", json!({"resume": "${sid}"})),
+                Step::send_line("server", "resume ${sid}"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["server"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        let hostile = "7\nshutdown now";
+        let fx = m.on_output(
+            &srv,
+            Stream::Stdout,
+            &Frame::Json(json!({ "session": hostile })),
+            t,
+        );
+        // As JSON, the newline is escaped: one line, the value intact.
+        assert!(fx.contains(&Effect::Send {
+            step: 1,
+            to: srv.clone(),
+            frame: Frame::Json(json!({ "resume": hostile }))
+        }));
+        // As a line it would be two: the step fails and nothing is sent.
+        let fx = m.action_done(1, t);
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Send { .. })),
+            "{fx:?}"
+        );
+        let reason = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Failed { step, reason, .. } => Some((*step, reason.clone())),
+                _ => None,
+            })
+            .expect("the step fails");
+        assert_eq!(reason.0, Some(2));
+        assert!(
+            reason
+                .1
+                .starts_with("step 3: a captured value puts a newline"),
+            "{}",
+            reason.1
+        );
+        assert!(fx.contains(&Effect::Done { passed: false }));
+    }
+
+    #[test]
+    fn a_send_line_with_a_newline_is_refused_before_the_run() {
+        let problems = Machine::new(
+            &Protocol {
+                steps: vec![Step::send_line("server", "one\ntwo")],
+                ..Protocol::default()
+            },
+            &names(&["server"]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            problems[0].to_string(),
+            "step 1: `send.line` holds a newline; a send is one line (use one step per line)"
+        );
+    }
+
+    #[test]
     fn an_undefined_capture_and_unknown_children_are_reported_per_step() {
         let problems = Machine::new(
             &Protocol {

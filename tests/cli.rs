@@ -352,11 +352,12 @@ fn help_teaches_by_example_and_completions_are_generated() {
         .contains("procession"));
 }
 
-fn batch_with_stdin(args: &[&str], input: &str) -> Output {
+/// `procession batch ARGS` run in `cwd` with `input` on its stdin.
+fn batch_with_stdin(cwd: &Path, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(BIN)
         .arg("batch")
         .args(args)
-        .current_dir(ROOT)
+        .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -376,6 +377,7 @@ fn result_lines(out: &Output) -> Vec<Value> {
 #[test]
 fn batch_lines_are_split_like_a_shell_and_never_reach_one() {
     let out = batch_with_stdin(
+        Path::new(ROOT),
         &["-j", "2", "-"],
         "echo $HOME;x\n\n# skipped\nsh -c 'echo oops >&2; exit 3'\n",
     );
@@ -431,7 +433,7 @@ fn batch_files_output_dirs_and_bad_input() {
         "{}",
         stderr(&out)
     );
-    let out = batch_with_stdin(&["-"], "echo 'unclosed\n");
+    let out = batch_with_stdin(Path::new(ROOT), &["-"], "echo 'unclosed\n");
     assert_eq!(code(&out), 2);
     assert_eq!(
         stderr(&out).trim(),
@@ -629,16 +631,7 @@ fn batch_lines_are_words_and_quotes_never_commands() {
         "printf '[%s]\\n' {}\nprintf '[%s]\\n' $(touch pwned5) x>pwned6 `touch pwned7`\n",
         quoted.join(" ")
     );
-    let mut child = Command::new(BIN)
-        .args(["batch", "-j", "1", "-"])
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = batch_with_stdin(&dir, &["-j", "1", "-"], &input);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut results = result_lines(&out);
     results.sort_by_key(|v| v["key"].as_str().unwrap().to_string());

@@ -49,22 +49,23 @@ impl Handler<Launch> for DirectorActor {
             return Err(DirectorError::Invalid(ConfigErrors(problems)));
         }
         self.routes.add(msg.routes);
+        let launched = self.order.len();
         self.add_children(msg.children, ctx);
         // Still before the director sees any output of the new children:
         // that arrives through the mailbox, after this handler.
         if let Some(machine) = machine {
             self.start_protocol(machine, ctx);
-            // A child that failed to spawn just now did so before the run
-            // began, when there was no run to fail: fail it now.
-            let failed = self
-                .order
-                .iter()
-                .find_map(|name| match &self.entries[name].state {
-                    State::SpawnFailed(e) => {
-                        Some(format!("child `{name}` could not be spawned: {e}"))
-                    }
-                    _ => None,
-                });
+            // A child of this launch that failed to spawn did so before the
+            // run began, when there was no run to fail: fail it now.
+            let failed =
+                self.order[launched..]
+                    .iter()
+                    .find_map(|name| match &self.entries[name].state {
+                        State::SpawnFailed(e) => {
+                            Some(format!("child `{name}` could not be spawned: {e}"))
+                        }
+                        _ => None,
+                    });
             if let Some(reason) = failed {
                 self.abort_protocol(reason, ctx);
             }

@@ -290,6 +290,8 @@ async fn two_hundred_children_in_chaos_lose_nothing_and_leave_nothing() {
                 Err(_) => panic!("action {action} on {name} hung for {PATIENCE:?}"),
             }
         }));
+        // Pacing, not waiting: the random gap spreads the actions over the
+        // children's lives. Nothing is assumed to have happened after it.
         tokio::time::sleep(pause).await;
     }
     for task in tasks {

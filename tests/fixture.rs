@@ -310,6 +310,7 @@ mod chaos {
                     out.line(format_args!("tick"));
                     out.flush();
                 }
+                // The child's own pace (it is what a test kills mid-stream).
                 std::thread::sleep(Duration::from_millis(2));
             },
             "fork" | "fork-exit" => {

@@ -359,6 +359,20 @@ pub enum DirectorError {
         /// The buffer's size.
         limit: usize,
     },
+    /// A write waited past its deadline because the child did not read.
+    #[error("child `{child}` did not read its stdin: its queue stayed full for {waited:.1?}")]
+    StdinFull {
+        /// The child's name.
+        child: Arc<str>,
+        /// How long the write waited.
+        waited: std::time::Duration,
+    },
+    /// The child's stdin was closed (a `close` step or `close_stdin`).
+    #[error("child `{child}`: its stdin is closed")]
+    StdinClosed {
+        /// The child's name.
+        child: Arc<str>,
+    },
     /// A protocol is already running; one runs at a time.
     #[error("a protocol is already running")]
     ProtocolRunning,

@@ -364,3 +364,85 @@ async fn an_invalid_protocol_is_refused_before_anything_starts() {
     assert!(director.children().await.unwrap().is_empty());
     director.shutdown("test over").await;
 }
+
+// --- Order of writes (DESIGN.md "Order of writes", invariant 6) ---
+
+/// Regression: a routed frame that let step N pass reached its receiver after
+/// what step N+1 sent it (the route's write was spawned, the send was not).
+#[actix_rt::test]
+async fn a_routed_frame_that_passed_a_step_is_written_before_the_next_send() {
+    let director = Director::start();
+    let report = director
+        .run(
+            [
+                fixture_spec("a", &["say", "x"]),
+                fixture_spec("b", &["echo"]),
+            ],
+            [procession::Route::new("a", "b")],
+            protocol(vec![
+                Step::expect_line("a", "^x$").routed_to("b"),
+                Step::send_line("b", "y"),
+                Step::expect_line("b", "^x$"),
+                Step::expect_line("b", "^y$").within(Duration::from_secs(5)),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(report.passed, "b must read x, then y: {report:#?}");
+    director.shutdown("test over").await;
+}
+
+/// Regression: under `hold`, a released message was written after what the
+/// following step sent.
+#[actix_rt::test]
+async fn under_hold_a_released_message_is_written_before_the_next_send() {
+    let director = Director::start();
+    let report = director
+        .run(
+            [
+                fixture_spec("a", &["say", "x"]),
+                fixture_spec("b", &["echo"]),
+            ],
+            [procession::Route::new("a", "b")],
+            Protocol {
+                steps: vec![
+                    // Current while `a` prints: its routed `x` is held for step 2.
+                    Step::expect_line("a", "^x$"),
+                    Step::expect_line("a", "^x$").routed_to("b"),
+                    Step::send_line("b", "y"),
+                    Step::expect_line("b", "^x$"),
+                    Step::expect_line("b", "^y$").within(Duration::from_secs(5)),
+                ],
+                order: Order::Hold,
+                unlisted: Unlisted::Pass,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.passed, "b must read x, then y: {report:#?}");
+    director.shutdown("test over").await;
+}
+
+/// Regression: a `close` step overtook the routed frames queued before it,
+/// so the receiver counted fewer lines than were routed to it.
+#[actix_rt::test]
+async fn close_comes_after_everything_routed_before_it() {
+    let director = Director::start();
+    let report = director
+        .run(
+            [
+                fixture_spec("a", &["lines", "500"]),
+                fixture_spec("b", &["count"]).stdin_queue(1),
+            ],
+            [procession::Route::new("a", "b")],
+            protocol(vec![
+                Step::expect_line("a", "^line 500$"),
+                Step::close("b"),
+                Step::expect_line("b", "^count 500$").within(Duration::from_secs(5)),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(report.passed, "b must count every routed line: {report:#?}");
+    director.shutdown("test over").await;
+}

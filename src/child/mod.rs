@@ -31,6 +31,8 @@ pub use messages::{
     Stop, Stream, WaitExit, Write,
 };
 pub(crate) use spawn::Options as SpawnOptions;
+#[cfg(test)]
+pub(crate) use stdin::StdinCmd;
 pub use stdin::StdinSender;
 
 use crate::error::{ChildError, SpawnError};

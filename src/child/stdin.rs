@@ -90,6 +90,41 @@ impl StdinSender {
         let _ = self.tx.send(StdinCmd::Close).await;
     }
 
+    /// Whether a write would be queued now without waiting. Only meaningful
+    /// for the only writer of a queue (the director's outbox): nobody else
+    /// can take the room between this check and the write.
+    pub(crate) fn has_room(&self) -> bool {
+        self.tx.capacity() > 0 || self.tx.is_closed()
+    }
+
+    /// Resolves once there is room in the queue (or it is closed).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it reserves nothing that outlives it.
+    pub(crate) async fn room(&self) {
+        let _ = self.tx.reserve().await;
+    }
+
+    /// Queues the end of input if there is room now (false: the queue is full).
+    pub(crate) fn try_close(&self) -> bool {
+        !matches!(
+            self.tx.try_send(StdinCmd::Close),
+            Err(mpsc::error::TrySendError::Full(_))
+        )
+    }
+
+    /// A sender and the receiving end of its queue, for tests of writers.
+    #[cfg(test)]
+    pub(crate) fn for_test(child: &str, slots: usize) -> (StdinSender, mpsc::Receiver<StdinCmd>) {
+        let (tx, rx) = mpsc::channel(slots);
+        let sender = StdinSender {
+            child: child.into(),
+            framing: Framing::Lines,
+            tx,
+        };
+        (sender, rx)
+    }
+
     /// Whether stdin is closed (nothing more can be queued).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -6,7 +6,6 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::delivery::Sink;
 use super::lifecycle::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
@@ -15,7 +14,6 @@ use super::protocol::ProtocolReport;
 use super::{graph, DirectorActor, State};
 use crate::child::{Exit, SendSignal};
 use crate::error::{ConfigErrors, DirectorError};
-use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
 
 impl Handler<Launch> for DirectorActor {
@@ -71,6 +69,7 @@ impl Handler<Launch> for DirectorActor {
             }
         }
         self.check_idle(ctx);
+        self.drive_outbox(ctx);
         Ok(())
     }
 }
@@ -86,32 +85,22 @@ impl Handler<WaitProtocol> for DirectorActor {
 impl Handler<Deliver> for DirectorActor {
     type Result = ResponseFuture<Result<(), DirectorError>>;
 
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> Self::Result {
-        let result = self.sink(&msg.to).and_then(|sink| {
-            let bytes = msg.frame.to_bytes(self.framing_of(&msg.to));
-            match sink {
-                Sink::Stdin(stdin) => Ok(Some((stdin, bytes))),
-                Sink::Buffer => self.buffer(&msg.to, &bytes).map(|()| None),
-            }
-        });
-        Box::pin(async move {
-            if let Some((stdin, bytes)) = result? {
-                stdin.send(bytes).await?;
-            }
-            Ok(())
-        })
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.writable(&msg.to) {
+            return Box::pin(async move { Err(e) });
+        }
+        Box::pin(self.caller_write(&msg.to, Some(&msg.frame), None, ctx))
     }
 }
 
 impl Handler<Request> for DirectorActor {
     type Result = ResponseActFuture<Self, Result<Frame, DirectorError>>;
 
-    fn handle(&mut self, msg: Request, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Request, ctx: &mut Context<Self>) -> Self::Result {
         let to = msg.to;
-        let sink = match self.sink(&to) {
-            Ok(sink) => sink,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
+        if let Err(e) = self.writable(&to) {
+            return Box::pin(fut::ready(Err(e)));
+        }
         let framing = self.framing_of(&to);
         let (reply, answer) = oneshot::channel();
         let (id, frame) = match (framing, msg.frame) {
@@ -136,26 +125,19 @@ impl Handler<Request> for DirectorActor {
             }
             (_, frame) => (self.requests.in_order(&to, reply), frame),
         };
-        let bytes = frame.to_bytes(framing);
-        let stdin = match sink {
-            Sink::Stdin(stdin) => Some(stdin),
-            Sink::Buffer => match self.buffer(&to, &bytes) {
-                Ok(()) => None,
-                Err(e) => {
-                    self.requests.cancel(&to, id);
-                    return Box::pin(fut::ready(Err(e)));
-                }
-            },
-        };
-        let child = to.clone();
         let timeout = msg.timeout;
+        // The write may wait for room as long as the whole request may.
+        let written = self.caller_write(&to, Some(&frame), Some(timeout), ctx);
+        let child = to.clone();
         let exchange = async move {
-            if let Some(stdin) = stdin {
-                stdin.send(bytes).await?;
-            }
-            match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(frame)) => Ok(frame),
-                Ok(Err(_)) => Err(DirectorError::NoReply { child }),
+            let wait = async {
+                written.await?;
+                answer.await.map_err(|_| DirectorError::NoReply {
+                    child: child.clone(),
+                })
+            };
+            match tokio::time::timeout(timeout, wait).await {
+                Ok(result) => result,
                 Err(_) => Err(DirectorError::Timeout { child, timeout }),
             }
         };
@@ -225,7 +207,7 @@ impl DirectorActor {
 impl Handler<StopChild> for DirectorActor {
     type Result = ResponseFuture<Result<Exit, DirectorError>>;
 
-    fn handle(&mut self, msg: StopChild, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StopChild, ctx: &mut Context<Self>) -> Self::Result {
         let child = msg.child;
         let state = match self.entry(&child) {
             Ok(entry) => &entry.state,
@@ -237,18 +219,10 @@ impl Handler<StopChild> for DirectorActor {
                 self.stop(&child, msg.grace);
                 result
             }
-            State::Restarting { last } => {
-                // Called off: it stays down with the exit it had.
-                let last = last.clone();
-                let entry = self.entries.get_mut(&child).expect("known child");
-                entry.state = State::Exited(last.clone());
-                entry.group = None;
-                entry.pending.clear();
-                self.publish(&child, EventKind::Stopped);
-                for waiter in self.exit_waiters.remove(&child).unwrap_or_default() {
-                    let _ = waiter.send(last.clone());
-                }
-                Box::pin(async move { Ok(last) })
+            State::Restarting { .. } => {
+                let last = self.call_off_restart(&child);
+                self.drive_outbox(ctx);
+                Box::pin(async move { last.ok_or(DirectorError::Gone) })
             }
             _ => {
                 let e = self.not_running(&child);
@@ -296,15 +270,16 @@ impl Handler<SignalChild> for DirectorActor {
 }
 
 impl Handler<CloseChildStdin> for DirectorActor {
-    type Result = Result<(), DirectorError>;
+    type Result = ResponseFuture<Result<(), DirectorError>>;
 
-    fn handle(&mut self, msg: CloseChildStdin, _: &mut Context<Self>) -> Self::Result {
-        match self.sink(&msg.child)? {
-            Sink::Stdin(stdin) => {
-                actix::spawn(async move { stdin.close().await });
-                Ok(())
+    fn handle(&mut self, msg: CloseChildStdin, ctx: &mut Context<Self>) -> Self::Result {
+        match self.entry(&msg.child).map(|e| &e.state) {
+            Ok(State::Running { .. }) => Box::pin(self.caller_write(&msg.child, None, None, ctx)),
+            Ok(_) => {
+                let e = self.not_running(&msg.child);
+                Box::pin(async move { Err(e) })
             }
-            Sink::Buffer => Err(self.not_running(&msg.child)),
+            Err(e) => Box::pin(async move { Err(e) }),
         }
     }
 }

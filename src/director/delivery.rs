@@ -1,61 +1,149 @@
-//! Getting frames to children: routes and envelopes, the buffer of a child
-//! that is restarting or waiting to start, and the handler for child events.
+//! Getting frames to children: routing decisions for one output frame, the
+//! handler for child events, and carrying out the outbox's settlements.
+//! Every write itself goes through the [outbox](super::outbox).
 
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
+use tokio::sync::oneshot;
 
+use super::outbox::{self, Ack, BatchToken, Settled};
 use super::{routing, DirectorActor, State};
 use crate::child::{ChildEventKind, ChildEvents, StdinSender, Stream};
 use crate::error::DirectorError;
 use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
 
-/// Where bytes for a child go right now.
-pub(super) enum Sink {
-    /// Its stdin queue.
-    Stdin(StdinSender),
-    /// Its buffer: it is restarting or waiting to start, and gets the bytes
-    /// first thing when it starts.
-    Buffer,
-}
-
-/// Frames for one receiver out of one batch, written with one queue slot.
-struct Delivery {
-    to: Arc<str>,
-    stdin: StdinSender,
-    bytes: BytesMut,
-    frames: usize,
-}
-
 impl DirectorActor {
-    /// Where bytes for `to` go, or why they cannot.
-    pub(super) fn sink(&self, to: &Arc<str>) -> Result<Sink, DirectorError> {
+    /// Whether bytes for `to` can be queued now (it runs, or waits to start
+    /// or restart), or why not.
+    pub(super) fn writable(&self, to: &Arc<str>) -> Result<(), DirectorError> {
         match &self.entry(to)?.state {
-            State::Running { stdin, .. } => Ok(Sink::Stdin(stdin.clone())),
-            State::Waiting | State::Restarting { .. } => Ok(Sink::Buffer),
+            State::Running { .. } | State::Waiting | State::Restarting { .. } => Ok(()),
             _ => Err(self.not_running(to)),
         }
-    }
-
-    /// Keeps bytes for a child that is not running yet (bounded).
-    pub(super) fn buffer(&mut self, to: &Arc<str>, bytes: &[u8]) -> Result<(), DirectorError> {
-        let limit = self.config.restart_buffer;
-        let entry = self.entries.get_mut(to).expect("checked by sink");
-        if entry.pending.len() + bytes.len() > limit {
-            return Err(DirectorError::BufferFull {
-                child: to.clone(),
-                limit,
-            });
-        }
-        entry.pending.extend_from_slice(bytes);
-        Ok(())
     }
 
     /// The framing a child's input is encoded for.
     pub(super) fn framing_of(&self, to: &Arc<str>) -> Framing {
         self.entries[to].spec.framing
+    }
+
+    /// Queues a frame for `to` with its acknowledgement. The caller checked
+    /// `writable`; the write happens at the next [`drive_outbox`](Self::drive_outbox).
+    pub(super) fn queue_frame(
+        &mut self,
+        to: &Arc<str>,
+        frame: &Frame,
+        ack: Ack,
+        within: Option<Duration>,
+    ) {
+        let now = Instant::now();
+        let bytes = frame.to_bytes(self.framing_of(to));
+        let deadline = within.and_then(|w| outbox::deadline(now, w));
+        self.outbox.push(to, &bytes, ack, deadline, now);
+    }
+
+    /// Writes what the outbox holds into the children's stdin queues and
+    /// carries out the settlements (which may queue more: a passed `send`
+    /// step leads to the next). A full queue gets a waiter that flushes
+    /// again when there is room or its earliest deadline passes.
+    pub(super) fn drive_outbox(&mut self, ctx: &mut Context<Self>) {
+        if self.driving {
+            return; // the flush below us picks up what was just queued
+        }
+        self.driving = true;
+        while self.outbox.is_dirty() {
+            let flush = self.outbox.flush(Instant::now());
+            for (to, stdin, deadline) in flush.blocked {
+                self.wait_for_room(to, stdin, deadline, ctx);
+            }
+            for settled in flush.settled {
+                self.settle(settled, ctx);
+            }
+        }
+        self.driving = false;
+    }
+
+    fn wait_for_room(
+        &mut self,
+        to: Arc<str>,
+        stdin: StdinSender,
+        deadline: Option<Instant>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.outbox.watch(&to, deadline) {
+            return; // a waiter that fires early enough is armed
+        }
+        let waiter = async move {
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stdin.room() => {}
+                () = timer => {}
+            }
+        };
+        ctx.spawn(
+            fut::wrap_future(waiter).map(move |(), act: &mut Self, ctx| {
+                act.outbox.unwatch(&to);
+                act.drive_outbox(ctx);
+            }),
+        );
+    }
+
+    /// Carries out one settled write: the event, the step, or the caller.
+    fn settle(&mut self, settled: Settled, ctx: &mut Context<Self>) {
+        let Settled { to, ack, result } = settled;
+        match ack {
+            Ack::Routed { from, frames, .. } => match result {
+                Ok(()) => {
+                    for _ in 0..frames {
+                        let kind = EventKind::Routed {
+                            from: from.clone(),
+                            to: to.clone(),
+                        };
+                        self.publish(&from, kind);
+                    }
+                }
+                Err(e) => self.undeliverable(&from, to, e.to_string(), frames),
+            },
+            Ack::Step(step) => {
+                let now = Instant::now();
+                let fx = self.with_machine(|m| match result {
+                    Ok(()) => m.action_done(step, now),
+                    Err(e) => m.action_failed(step, e.to_string(), now),
+                });
+                self.step_fx(fx, ctx);
+            }
+            Ack::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Queues a caller's write and returns what resolves once it is queued
+    /// at the child (or fails).
+    pub(super) fn caller_write(
+        &mut self,
+        to: &Arc<str>,
+        frame: Option<&Frame>,
+        within: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Result<(), DirectorError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        match frame {
+            Some(frame) => self.queue_frame(to, frame, Ack::Caller(tx), within),
+            None => self.outbox.push_close(to, Ack::Caller(tx), Instant::now()),
+        }
+        self.drive_outbox(ctx);
+        async move { rx.await.unwrap_or(Err(DirectorError::Gone)) }
     }
 
     /// Routes one output frame: to a waiting request, an envelope's child,
@@ -66,7 +154,7 @@ impl DirectorActor {
         stream: Stream,
         frame: &Frame,
         partial: bool,
-        deliveries: &mut Vec<Delivery>,
+        batch: &BatchToken,
     ) {
         if stream == Stream::Stdout && !partial && self.requests.waiting_on(from) {
             if let Some(reply) = self.requests.answer(from, frame) {
@@ -88,13 +176,16 @@ impl DirectorActor {
                     .map(|to| (to.clone(), None)),
             ),
         }
+        let now = Instant::now();
+        let deadline = outbox::deadline(now, self.config.delivery_timeout);
+        let mut bytes = BytesMut::new();
         for (to, framed) in targets.drain(..) {
             let frame = framed.as_ref().unwrap_or(frame);
             if !self.guard_route(from, &to, frame) {
                 continue; // held or refused by the protocol (its effects say so)
             }
-            let sink = match self.sink(&to) {
-                Ok(sink) => sink,
+            match self.writable(&to) {
+                Ok(()) => {}
                 Err(DirectorError::UnknownChild { .. }) => {
                     self.undeliverable(from, to, "no child has this name".into(), 1);
                     continue;
@@ -104,40 +195,15 @@ impl DirectorActor {
                     self.undeliverable(from, to, reason, 1);
                     continue;
                 }
-            };
-            let framing = self.framing_of(&to);
-            match sink {
-                Sink::Buffer => {
-                    let mut bytes = BytesMut::new();
-                    encode(frame, partial, framing, &mut bytes);
-                    match self.buffer(&to, &bytes) {
-                        Ok(()) => self.publish(
-                            from,
-                            EventKind::Routed {
-                                from: from.clone(),
-                                to,
-                            },
-                        ),
-                        Err(e) => self.undeliverable(from, to, e.to_string(), 1),
-                    }
-                }
-                Sink::Stdin(stdin) => {
-                    let i = match deliveries.iter().position(|d| d.to == to) {
-                        Some(i) => i,
-                        None => {
-                            deliveries.push(Delivery {
-                                to,
-                                stdin,
-                                bytes: BytesMut::new(),
-                                frames: 0,
-                            });
-                            deliveries.len() - 1
-                        }
-                    };
-                    encode(frame, partial, framing, &mut deliveries[i].bytes);
-                    deliveries[i].frames += 1;
-                }
             }
+            bytes.clear();
+            encode(frame, partial, self.framing_of(&to), &mut bytes);
+            let ack = Ack::Routed {
+                from: from.clone(),
+                frames: 1,
+                batch: Some(batch.clone()),
+            };
+            self.outbox.push(&to, &bytes, ack, deadline, now);
         }
         self.route_targets = targets;
     }
@@ -174,7 +240,7 @@ fn encode(frame: &Frame, partial: bool, framing: Framing, out: &mut BytesMut) {
 
 impl Handler<ChildEvents> for DirectorActor {
     /// Resolves once the batch's routed frames are queued at their
-    /// receivers: the child's next batch waits until then.
+    /// receivers (or failed): the child's next batch waits until then.
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, batch: ChildEvents, ctx: &mut Context<Self>) -> Self::Result {
@@ -185,7 +251,8 @@ impl Handler<ChildEvents> for DirectorActor {
         ) {
             return Box::pin(fut::ready(()));
         }
-        let mut deliveries = Vec::new();
+        let (done, delivered) = oneshot::channel();
+        let token: BatchToken = Rc::new(done);
         let mut exited = false;
         for event in batch.events {
             match event.kind {
@@ -195,7 +262,7 @@ impl Handler<ChildEvents> for DirectorActor {
                     frame,
                     partial,
                 } => {
-                    self.route(&name, stream, &frame, partial, &mut deliveries);
+                    self.route(&name, stream, &frame, partial, &token);
                     let becomes_ready = {
                         let entry = &self.entries[&name];
                         !entry.ready && entry.ready_on.as_ref().is_some_and(|p| p.matches(&frame))
@@ -239,41 +306,17 @@ impl Handler<ChildEvents> for DirectorActor {
             }
         }
         self.flush_steps(ctx);
+        self.drive_outbox(ctx);
         // A run without steps can only end when something exits.
         if exited {
             self.check_idle(ctx);
         }
-        if deliveries.is_empty() {
-            return Box::pin(fut::ready(()));
+        if Rc::strong_count(&token) == 1 {
+            return Box::pin(fut::ready(())); // everything routed is queued
         }
-        let timeout = self.config.delivery_timeout;
-        let sends = deliveries.into_iter().map(move |d| async move {
-            let result = match tokio::time::timeout(timeout, d.stdin.send(d.bytes.freeze())).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err("its stdin is closed".to_string()),
-                Err(_) => Err(format!("its stdin queue stayed full for {timeout:?}")),
-            };
-            (d.to, d.frames, result)
-        });
-        Box::pin(fut::wrap_future(futures::future::join_all(sends)).map(
-            move |results, act: &mut Self, _| {
-                for (to, frames, result) in results {
-                    match result {
-                        Ok(()) => {
-                            for _ in 0..frames {
-                                act.publish(
-                                    &name,
-                                    EventKind::Routed {
-                                        from: name.clone(),
-                                        to: to.clone(),
-                                    },
-                                );
-                            }
-                        }
-                        Err(reason) => act.undeliverable(&name, to, reason, frames),
-                    }
-                }
-            },
-        ))
+        drop(token);
+        Box::pin(fut::wrap_future(async move {
+            let _ = delivered.await; // resolves when the last routed entry is settled
+        }))
     }
 }

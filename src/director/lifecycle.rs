@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::BytesMut;
 
 use super::supervision::{self, Decision, History};
 use super::{DirectorActor, Entry, State};
 use crate::child::{ChildActor, Exit, SpawnOptions};
+use crate::error::DirectorError;
 use crate::event::EventKind;
 use crate::matching::PatternSpec;
 use crate::spec::{ChildSpec, Ready, RestartPolicy};
@@ -62,7 +62,6 @@ impl DirectorActor {
                     ready: false,
                     spawns: 0,
                     history: History::default(),
-                    pending: BytesMut::new(),
                     group: None,
                 },
             );
@@ -121,24 +120,21 @@ impl DirectorActor {
                 if let Some(watchdog) = &self.watchdog {
                     watchdog.watch(started.pid);
                 }
-                // What was sent while it was not running goes first, as one
-                // write into its new (empty) queue, so order is kept.
-                if !entry.pending.is_empty() {
-                    let _ = started.stdin.try_send(entry.pending.split().freeze());
-                }
                 entry.state = State::Running {
                     addr: started.addr,
                     pid: started.pid,
-                    stdin: started.stdin,
                     stopping: false,
                 };
+                // What was queued while it was not running goes first.
+                self.outbox.attach(name, started.stdin);
                 // `spawned` (and readiness) follow when the child's first
                 // event arrives, so that every event keeps its order.
             }
             Err(e) => {
                 tracing::warn!(child = %name, error = %e, "spawn failed");
                 entry.state = State::SpawnFailed(e.to_string());
-                entry.pending.clear();
+                self.close_outbox(name);
+                self.exit_waiters.remove(name); // they learn it never started
                 self.publish(
                     name,
                     EventKind::SpawnFailed {
@@ -158,7 +154,8 @@ impl DirectorActor {
         tracing::info!(child = %name, %reason, "not started");
         let entry = self.entries.get_mut(name).expect("known child");
         entry.state = State::NotStarted(reason.clone());
-        entry.pending.clear();
+        self.close_outbox(name);
+        self.exit_waiters.remove(name); // they learn it never started
         self.publish(
             name,
             EventKind::NotStarted {
@@ -223,6 +220,9 @@ impl DirectorActor {
         }
         let group = entry.group;
         entry.state = State::Exited(exit.clone());
+        // What still waits for its stdin waits for the next instance, if one
+        // comes; the paths below that end it for good fail it.
+        self.outbox.keep(name);
         self.requests.fail_all(name);
         self.publish(name, EventKind::exited(&exit));
         for waiter in self.exit_waiters.remove(name).unwrap_or_default() {
@@ -232,10 +232,14 @@ impl DirectorActor {
         if let Some(id) = group {
             // Stopped to be restarted with a failed sibling.
             let for_good = self.entries[name].spec.restart.policy == RestartPolicy::Never;
+            if for_good {
+                self.close_outbox(name);
+            }
             self.protocol_exit(name, &exit, for_good, ctx);
             return self.sibling_exited(id, name, exit, ctx);
         }
         if stopping || self.shutdown.is_some() {
+            self.close_outbox(name);
             self.publish(name, EventKind::Stopped);
             self.protocol_exit(name, &exit, true, ctx);
             return self.check_shutdown(ctx);
@@ -247,20 +251,29 @@ impl DirectorActor {
             &mut entry.history,
             Instant::now(),
         );
-        // The protocol learns of the exit first: a significant child's end
-        // may shut everything down next.
+        // The registry changes first (a step the exit passes may start the
+        // child again), then the protocol learns of the exit, then the rest:
+        // a significant child's end may shut everything down.
+        let restarts = entry.history.total;
+        match decision {
+            Decision::Stay => self.close_outbox(name),
+            Decision::GiveUp => {
+                entry.state = State::GaveUp {
+                    last: exit.clone(),
+                    restarts,
+                };
+                self.close_outbox(name);
+            }
+            Decision::Restart { .. } => {
+                entry.state = State::Restarting { last: exit.clone() };
+                entry.ready = false;
+            }
+        }
         let for_good = !matches!(decision, Decision::Restart { .. });
         self.protocol_exit(name, &exit, for_good, ctx);
-        let entry = self.entries.get_mut(name).expect("known child");
         match decision {
             Decision::Stay => self.down_for_good(name, ctx),
             Decision::GiveUp => {
-                let restarts = entry.history.total;
-                entry.state = State::GaveUp {
-                    last: exit,
-                    restarts,
-                };
-                entry.pending.clear();
                 tracing::warn!(child = %name, restarts, "gave up");
                 self.publish(name, EventKind::GaveUp { restarts });
                 self.abort_protocol(
@@ -270,8 +283,6 @@ impl DirectorActor {
                 self.down_for_good(name, ctx);
             }
             Decision::Restart { delay, attempt } => {
-                entry.state = State::Restarting { last: exit };
-                entry.ready = false;
                 self.publish(
                     name,
                     EventKind::Restarting {
@@ -282,6 +293,35 @@ impl DirectorActor {
                 self.restart_group(name, delay, ctx);
             }
         }
+    }
+
+    /// Everything still queued for `name`'s stdin fails: it will not run
+    /// again (unless a `start` brings it back, with a new queue).
+    pub(super) fn close_outbox(&mut self, name: &Arc<str>) {
+        let state = self.public_state(name).to_string();
+        let child = name.clone();
+        self.outbox.fail_all(name, || DirectorError::NotRunning {
+            child: child.clone(),
+            state: state.clone(),
+        });
+    }
+
+    /// A restart that has not happened yet is called off (a stop, a
+    /// shutdown): the child stays down with the exit it had. Returns it.
+    pub(super) fn call_off_restart(&mut self, name: &Arc<str>) -> Option<Exit> {
+        let entry = self.entries.get_mut(name)?;
+        let State::Restarting { last } = &entry.state else {
+            return None;
+        };
+        let last = last.clone();
+        entry.state = State::Exited(last.clone());
+        entry.group = None;
+        self.close_outbox(name);
+        self.publish(name, EventKind::Stopped);
+        for waiter in self.exit_waiters.remove(name).unwrap_or_default() {
+            let _ = waiter.send(last.clone());
+        }
+        Some(last)
     }
 
     /// The child will not run again: its dependents may stop waiting, and a
@@ -401,6 +441,7 @@ impl DirectorActor {
         for name in &group.members {
             self.try_start(name, ctx);
         }
+        self.drive_outbox(ctx);
     }
 
     /// Begins a shutdown (once): nothing new starts, restarts are called
@@ -431,15 +472,14 @@ impl DirectorActor {
                 State::Waiting => {
                     self.not_started(&name, "the director is shutting down".into(), ctx)
                 }
-                State::Restarting { last } => {
-                    entry.state = State::Exited(last.clone());
-                    entry.pending.clear();
-                    self.publish(&name, EventKind::Stopped);
+                State::Restarting { .. } => {
+                    self.call_off_restart(&name);
                 }
                 _ => {}
             }
         }
         self.check_shutdown(ctx);
+        self.drive_outbox(ctx);
     }
 
     /// During a shutdown: stops what may stop now (children whose dependents

@@ -26,6 +26,7 @@ pub(crate) mod graph;
 mod handle;
 mod lifecycle;
 mod messages;
+mod outbox;
 pub mod protocol;
 mod requests;
 pub(crate) mod routing;
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 pub use handle::Director;
@@ -48,12 +48,13 @@ pub use messages::{
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};
 
-use crate::child::{ChildActor, Exit, StdinSender};
+use crate::child::{ChildActor, Exit};
 use crate::error::{closest, DirectorError};
 use crate::event::{Bus, EventKind, Journal};
 use crate::matching::Pattern;
 use crate::spec::ChildSpec;
 use crate::sys::Watchdog;
+use outbox::Outbox;
 use requests::Requests;
 use routing::RouteTable;
 use supervision::History;
@@ -103,6 +104,10 @@ pub struct DirectorActor {
     dependents: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Scratch space for routing one frame (see `delivery::route`).
     route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
+    /// Everything written to children's stdin, one ordered queue each.
+    outbox: Outbox,
+    /// The outbox is being flushed (a flush does not start another).
+    driving: bool,
     routes: RouteTable,
     bus: Bus,
     requests: Requests,
@@ -126,8 +131,6 @@ struct Entry {
     /// Spawns so far.
     spawns: u32,
     history: History,
-    /// Input for the next instance while it is restarting or waiting.
-    pending: BytesMut,
     /// The restart group this child is being restarted with.
     group: Option<u64>,
 }
@@ -137,7 +140,6 @@ enum State {
     Running {
         addr: Addr<ChildActor>,
         pid: u32,
-        stdin: StdinSender,
         stopping: bool,
     },
     Restarting {
@@ -158,12 +160,14 @@ impl DirectorActor {
     pub fn new(config: DirectorConfig) -> DirectorActor {
         DirectorActor {
             bus: Bus::new(config.event_queue, config.journal.clone()),
+            outbox: Outbox::new(config.restart_buffer),
             config,
             entries: BTreeMap::new(),
             order: Vec::new(),
             start_order: Vec::new(),
             dependents: HashMap::new(),
             route_targets: Vec::new(),
+            driving: false,
             routes: RouteTable::default(),
             requests: Requests::default(),
             subscriptions: HashMap::new(),

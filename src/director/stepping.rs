@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::delivery::Sink;
+use super::outbox::Ack;
 use super::protocol::machine::{Effect, Machine, Verdict};
 use super::protocol::ProtocolReport;
 use super::{DirectorActor, State};
@@ -43,7 +43,10 @@ impl DirectorActor {
         self.step_fx(fx, ctx);
     }
 
-    fn with_machine(&mut self, f: impl FnOnce(&mut Machine) -> Vec<Effect>) -> Vec<Effect> {
+    pub(super) fn with_machine(
+        &mut self,
+        f: impl FnOnce(&mut Machine) -> Vec<Effect>,
+    ) -> Vec<Effect> {
         match &mut self.protocol {
             Some(run) if run.report.is_none() => f(&mut run.machine),
             _ => Vec::new(),
@@ -162,54 +165,42 @@ impl DirectorActor {
         self.step_fx(fx, ctx);
     }
 
-    /// Carries out effects (and the effects those lead to) in order.
-    fn step_fx(&mut self, fx: Vec<Effect>, ctx: &mut Context<Self>) {
+    /// Carries out effects (and the effects those lead to) in order, then
+    /// writes what they queued.
+    pub(super) fn step_fx(&mut self, fx: Vec<Effect>, ctx: &mut Context<Self>) {
         let mut queue: VecDeque<Effect> = fx.into();
         while let Some(effect) = queue.pop_front() {
             let more = self.step_effect(effect, ctx);
             queue.extend(more);
         }
+        self.drive_outbox(ctx);
     }
 
     fn step_effect(&mut self, effect: Effect, ctx: &mut Context<Self>) -> Vec<Effect> {
         let now = Instant::now();
         match effect {
-            Effect::Send { step, to, frame } => {
-                let bytes = frame.to_bytes(self.framing_of(&to));
-                match self.sink(&to) {
-                    Ok(Sink::Stdin(stdin)) => match stdin.try_send(bytes) {
-                        Ok(()) => self.with_machine(|m| m.action_done(step, now)),
-                        Err(crate::StdinError::Full { data, .. }) => {
-                            // Wait for room (the child reads slowly).
-                            ctx.spawn(fut::wrap_future(async move { stdin.send(data).await }).map(
-                                move |result, act: &mut Self, ctx| {
-                                    let fx = act.with_machine(|m| match result {
-                                        Ok(()) => m.action_done(step, Instant::now()),
-                                        Err(e) => {
-                                            m.action_failed(step, e.to_string(), Instant::now())
-                                        }
-                                    });
-                                    act.step_fx(fx, ctx);
-                                },
-                            ));
-                            Vec::new()
-                        }
-                        Err(e) => self.with_machine(|m| m.action_failed(step, e.to_string(), now)),
-                    },
-                    Ok(Sink::Buffer) => match self.buffer(&to, &bytes) {
-                        Ok(()) => self.with_machine(|m| m.action_done(step, now)),
-                        Err(e) => self.with_machine(|m| m.action_failed(step, e.to_string(), now)),
-                    },
-                    Err(e) => self
-                        .with_machine(|m| m.action_failed(step, format!("cannot send: {e}"), now)),
+            Effect::Send {
+                step,
+                to,
+                frame,
+                within,
+            } => match self.writable(&to) {
+                Ok(()) => {
+                    self.queue_frame(&to, &frame, Ack::Step(step), Some(within));
+                    Vec::new()
                 }
-            }
+                Err(e) => {
+                    self.with_machine(|m| m.action_failed(step, format!("cannot send: {e}"), now))
+                }
+            },
             Effect::Close { step, child } => {
-                if let Ok(Sink::Stdin(stdin)) = self.sink(&child) {
-                    actix::spawn(async move { stdin.close().await });
+                if matches!(self.entries[&child].state, State::Running { .. }) {
+                    self.outbox.push_close(&child, Ack::Step(step), now);
+                    Vec::new()
+                } else {
+                    // A child that is not running has no open stdin: done too.
+                    self.with_machine(|m| m.action_done(step, now))
                 }
-                // A child that is not running has no open stdin: done too.
-                self.with_machine(|m| m.action_done(step, now))
             }
             Effect::Start { step, child } => self.start_step(step, child, ctx),
             Effect::Stop { step, child } => {
@@ -261,30 +252,17 @@ impl DirectorActor {
                 Vec::new()
             }
             Effect::Deliver { from, to, frame } => {
-                let bytes = frame.to_bytes(self.framing_of(&to));
-                match self.sink(&to) {
-                    Ok(Sink::Stdin(stdin)) => {
-                        actix::spawn(async move {
-                            let _ = stdin.send(bytes).await;
-                        });
-                        self.publish(
-                            &from,
-                            EventKind::Routed {
-                                from: from.clone(),
-                                to,
-                            },
-                        );
+                // A held message, released: queued before what later steps send.
+                match self.writable(&to) {
+                    Ok(()) => {
+                        let ack = Ack::Routed {
+                            from,
+                            frames: 1,
+                            batch: None,
+                        };
+                        let within = self.config.delivery_timeout;
+                        self.queue_frame(&to, &frame, ack, Some(within));
                     }
-                    Ok(Sink::Buffer) => match self.buffer(&to, &bytes) {
-                        Ok(()) => self.publish(
-                            &from,
-                            EventKind::Routed {
-                                from: from.clone(),
-                                to,
-                            },
-                        ),
-                        Err(e) => self.undeliverable(&from, to, e.to_string(), 1),
-                    },
                     Err(e) => self.undeliverable(&from, to, e.to_string(), 1),
                 }
                 Vec::new()

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use procession::director::protocol::{Action, ExpectedExit, Payload};
 use procession::matching::PatternSpec;
 use procession::scenario::{self, Scenario};
 use procession::{format_duration, ChildSpec};
@@ -78,11 +77,7 @@ pub fn plan(s: &Scenario) -> String {
                 .as_ref()
                 .map(|l| format!("  [{l}]"))
                 .unwrap_or_default();
-            out.push_str(&format!(
-                "  {}. {}{label}\n",
-                i + 1,
-                describe_step(&step.action)
-            ));
+            out.push_str(&format!("  {}. {}{label}\n", i + 1, step.action));
         }
     }
     out
@@ -161,58 +156,4 @@ fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub fn describe_step(a: &Action) -> String {
-    let pattern = |p: &PatternSpec| match p {
-        PatternSpec::Regex(re) => format!("a line matching {re}"),
-        PatternSpec::Json(j) => format!("JSON containing {}", serde_json::Value::Object(j.clone())),
-    };
-    let within = |w: &Option<std::time::Duration>| {
-        w.map(|d| format!(" within {}", format_duration(d)))
-            .unwrap_or_default()
-    };
-    match a {
-        Action::Send {
-            to,
-            payload: Payload::Line(l),
-        } => format!("send to {to}: {l}"),
-        Action::Send {
-            to,
-            payload: Payload::Json(j),
-        } => format!("send to {to}: {j}"),
-        Action::Expect {
-            from,
-            to: None,
-            pattern: p,
-            within: w,
-        } => {
-            format!("expect from {from}: {}{}", pattern(p), within(w))
-        }
-        Action::Expect {
-            from,
-            to: Some(to),
-            pattern: p,
-            within: w,
-        } => {
-            format!("expect {from} -> {to}: {}{}", pattern(p), within(w))
-        }
-        Action::ExpectExit {
-            child,
-            status,
-            within: w,
-        } => {
-            let s = match status {
-                ExpectedExit::Code(c) => format!("code {c}"),
-                ExpectedExit::Signal(s) => format!("signal {s}"),
-            };
-            format!("expect {child} to exit with {s}{}", within(w))
-        }
-        Action::Close { child } => format!("close the stdin of {child}"),
-        Action::Start { child } => format!("start {child}"),
-        Action::Stop { child } => format!("stop {child}"),
-        Action::Kill { child, signal } => format!("send {signal} to {child}"),
-        Action::Wait(d) => format!("wait {}", format_duration(*d)),
-        _ => "(unknown step)".into(),
-    }
 }

@@ -27,6 +27,8 @@ pub(crate) enum Effect {
         step: usize,
         to: Arc<str>,
         frame: Frame,
+        /// How long the write may wait for room.
+        within: Duration,
     },
     Close {
         step: usize,
@@ -90,6 +92,7 @@ enum Compiled {
     Send {
         to: Arc<str>,
         payload: Payload,
+        within: Duration,
     },
     Expect {
         from: Arc<str>,
@@ -154,7 +157,11 @@ impl Machine {
                 }
             };
             let compiled = match &step.action {
-                Action::Send { to, payload } => {
+                Action::Send {
+                    to,
+                    payload,
+                    within,
+                } => {
                     known("to", to);
                     if matches!(payload, Payload::Line(l) if l.contains('\n')) {
                         problems.push(ConfigError::MultiLineSend { step: n });
@@ -171,6 +178,7 @@ impl Machine {
                     Compiled::Send {
                         to: to.clone(),
                         payload: payload.clone(),
+                        within: within.unwrap_or(DEFAULT_WITHIN),
                     }
                 }
                 Action::Expect {
@@ -538,7 +546,11 @@ impl Machine {
             return;
         };
         match step {
-            Compiled::Send { to, payload } => {
+            Compiled::Send {
+                to,
+                payload,
+                within,
+            } => {
                 let frame = match payload {
                     Payload::Line(l) => {
                         let line = capture::substitute_text(l, &self.captures);
@@ -560,6 +572,7 @@ impl Machine {
                     step: i,
                     to: to.clone(),
                     frame,
+                    within: *within,
                 });
             }
             Compiled::Close(c) => fx.push(Effect::Close {

@@ -213,13 +213,15 @@ mod tests {
         assert!(fx.contains(&Effect::Send {
             step: 1,
             to: srv.clone(),
-            frame: Frame::Json(json!({"type": "resume", "session": 7}))
+            frame: Frame::Json(json!({"type": "resume", "session": 7})),
+            within: DEFAULT_WITHIN,
         }));
         let fx = m.action_done(1, t);
         assert!(fx.contains(&Effect::Send {
             step: 2,
             to: srv.clone(),
-            frame: Frame::line("bye 7")
+            frame: Frame::line("bye 7"),
+            within: DEFAULT_WITHIN,
         }));
     }
 
@@ -249,7 +251,8 @@ mod tests {
         assert!(fx.contains(&Effect::Send {
             step: 1,
             to: srv.clone(),
-            frame: Frame::Json(json!({ "resume": hostile }))
+            frame: Frame::Json(json!({ "resume": hostile })),
+            within: DEFAULT_WITHIN,
         }));
         // As a line it would be two: the step fails and nothing is sent.
         let fx = m.action_done(1, t);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::duration::serde_text;
+use crate::duration::{format_duration, serde_text};
 use crate::matching::PatternSpec;
 use crate::Signal;
 
@@ -65,12 +65,16 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Action {
-    /// Writes to a child's stdin (captures are substituted).
+    /// Writes to a child's stdin (captures are substituted); passes once
+    /// the write is queued at the child, after everything queued before it.
     Send {
         /// The child.
         to: Arc<str>,
         /// A line (a newline is added) or a JSON value.
         payload: Payload,
+        /// How long the write may wait for room in the child's stdin queue
+        /// (default 10s); past it the step fails.
+        within: Option<Duration>,
     },
     /// Waits for a frame from `from` that matches (consuming everything it
     /// printed up to it), or, with `to`, for a message routed from `from` to
@@ -121,6 +125,55 @@ pub enum Action {
     Wait(Duration),
 }
 
+impl std::fmt::Display for Action {
+    /// One line saying what the step does, as `procession check` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pattern = |p: &PatternSpec| match p {
+            PatternSpec::Regex(re) => format!("a line matching {re}"),
+            PatternSpec::Json(j) => format!("JSON containing {}", Value::Object(j.clone())),
+        };
+        let within = |w: &Option<Duration>| {
+            w.map(|d| format!(" within {}", format_duration(d)))
+                .unwrap_or_default()
+        };
+        match self {
+            Action::Send {
+                to,
+                payload,
+                within: w,
+            } => match payload {
+                Payload::Line(l) => write!(f, "send to {to}: {l}{}", within(w)),
+                Payload::Json(j) => write!(f, "send to {to}: {j}{}", within(w)),
+            },
+            Action::Expect {
+                from,
+                to,
+                pattern: p,
+                within: w,
+            } => match to {
+                None => write!(f, "expect from {from}: {}{}", pattern(p), within(w)),
+                Some(to) => write!(f, "expect {from} -> {to}: {}{}", pattern(p), within(w)),
+            },
+            Action::ExpectExit {
+                child,
+                status,
+                within: w,
+            } => {
+                let s = match status {
+                    ExpectedExit::Code(c) => format!("code {c}"),
+                    ExpectedExit::Signal(s) => format!("signal {s}"),
+                };
+                write!(f, "expect {child} to exit with {s}{}", within(w))
+            }
+            Action::Close { child } => write!(f, "close the stdin of {child}"),
+            Action::Start { child } => write!(f, "start {child}"),
+            Action::Stop { child } => write!(f, "stop {child}"),
+            Action::Kill { child, signal } => write!(f, "send {signal} to {child}"),
+            Action::Wait(d) => write!(f, "wait {}", format_duration(*d)),
+        }
+    }
+}
+
 /// What a `send` step writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -152,6 +205,7 @@ impl Step {
         Step::new(Action::Send {
             to: to.into(),
             payload: Payload::Line(line.into()),
+            within: None,
         })
     }
 
@@ -160,6 +214,7 @@ impl Step {
         Step::new(Action::Send {
             to: to.into(),
             payload: Payload::Json(value),
+            within: None,
         })
     }
 
@@ -248,12 +303,13 @@ impl Step {
         self
     }
 
-    /// Sets how long an `expect` or `expect_exit` waits.
+    /// Sets how long an `expect` or `expect_exit` waits, or how long a
+    /// `send` may wait for room.
     pub fn within(mut self, limit: Duration) -> Step {
         match &mut self.action {
-            Action::Expect { within, .. } | Action::ExpectExit { within, .. } => {
-                *within = Some(limit)
-            }
+            Action::Expect { within, .. }
+            | Action::ExpectExit { within, .. }
+            | Action::Send { within, .. } => *within = Some(limit),
             _ => {}
         }
         self
@@ -317,6 +373,12 @@ struct RawSend {
     line: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     json: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -402,7 +464,11 @@ impl TryFrom<RawStep> for Step {
                 (None, Some(json)) => Payload::Json(json),
                 _ => return Err("`send` needs exactly one of `line` or `json`".into()),
             };
-            action = Some(Action::Send { to: s.to, payload });
+            action = Some(Action::Send {
+                to: s.to,
+                payload,
+                within: s.within,
+            });
         }
         if let Some(e) = raw.expect {
             found.push("expect");
@@ -478,12 +544,21 @@ impl From<Step> for RawStep {
             ..RawStep::default()
         };
         match step.action {
-            Action::Send { to, payload } => {
+            Action::Send {
+                to,
+                payload,
+                within,
+            } => {
                 let (line, json) = match payload {
                     Payload::Line(l) => (Some(l), None),
                     Payload::Json(j) => (None, Some(j)),
                 };
-                raw.send = Some(RawSend { to, line, json });
+                raw.send = Some(RawSend {
+                    to,
+                    line,
+                    json,
+                    within,
+                });
             }
             Action::Expect {
                 from,

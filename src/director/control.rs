@@ -6,12 +6,12 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::lifecycle::ShutdownCause;
+use super::children::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
 use super::protocol::machine::Machine;
 use super::protocol::ProtocolReport;
-use super::{graph, DirectorActor, State};
+use super::{graph, DirectorActor};
 use crate::child::{Exit, SendSignal};
 use crate::error::{ConfigErrors, DirectorError};
 use crate::frame::{Frame, Framing};
@@ -20,16 +20,26 @@ impl Handler<Launch> for DirectorActor {
     type Result = Result<(), DirectorError>;
 
     fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) -> Self::Result {
-        if self.shutdown.is_some() {
+        if self.children.shutting_down() {
             return Err(DirectorError::ShuttingDown);
         }
         let existing = self
-            .entries
+            .children
+            .names()
             .iter()
-            .map(|(name, e)| (name.clone(), e.spec.depends_on.clone()))
+            .map(|name| {
+                let deps = self
+                    .children
+                    .get(name)
+                    .expect("listed")
+                    .spec
+                    .depends_on
+                    .clone();
+                (name.clone(), deps)
+            })
             .collect();
         let mut problems = graph::validate(&msg.children, &existing);
-        let mut names = self.order.clone();
+        let mut names = self.children.names().to_vec();
         names.extend(msg.children.iter().map(|s| s.name.clone()));
         problems.extend(self.routes.check(&msg.routes, &names));
         let machine = match &msg.protocol {
@@ -47,23 +57,23 @@ impl Handler<Launch> for DirectorActor {
             return Err(DirectorError::Invalid(ConfigErrors(problems)));
         }
         self.routes.add(msg.routes);
-        let launched = self.order.len();
-        self.add_children(msg.children, ctx);
+        let launched = self.children.names().len();
+        let facts = self.children.add(msg.children);
+        self.apply(facts, ctx);
         // Still before the director sees any output of the new children:
         // that arrives through the mailbox, after this handler.
         if let Some(machine) = machine {
             self.start_protocol(machine, ctx);
             // A child of this launch that failed to spawn did so before the
             // run began, when there was no run to fail: fail it now.
-            let failed =
-                self.order[launched..]
-                    .iter()
-                    .find_map(|name| match &self.entries[name].state {
-                        State::SpawnFailed(e) => {
-                            Some(format!("child `{name}` could not be spawned: {e}"))
-                        }
-                        _ => None,
-                    });
+            let failed = self.children.names()[launched..].iter().find_map(|name| {
+                match self.children.public_state(name) {
+                    ChildState::SpawnFailed { error } => {
+                        Some(format!("child `{name}` could not be spawned: {error}"))
+                    }
+                    _ => None,
+                }
+            });
             if let Some(reason) = failed {
                 self.abort_protocol(reason, ctx);
             }
@@ -175,18 +185,20 @@ impl Handler<Unsubscribe> for DirectorActor {
 }
 
 impl DirectorActor {
-    /// Resolves with the child's exit (now, if it already exited).
+    /// Resolves with the child's exit (now, if it already ended).
     fn exit_of(&mut self, child: Arc<str>) -> ResponseFuture<Result<Exit, DirectorError>> {
-        let state = match self.entry(&child) {
-            Ok(entry) => &entry.state,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        match state {
-            State::Exited(exit) => {
-                let exit = exit.clone();
+        if let Err(e) = self.known(&child) {
+            return Box::pin(async move { Err(e) });
+        }
+        match self.children.public_state(&child) {
+            ChildState::Exited(exit) | ChildState::Stopped(exit) => {
                 Box::pin(async move { Ok(exit) })
             }
-            State::Running { .. } | State::Waiting | State::Restarting { .. } => {
+            ChildState::Pending
+            | ChildState::Starting { .. }
+            | ChildState::Running { .. }
+            | ChildState::Stopping { .. }
+            | ChildState::Restarting { .. } => {
                 let (tx, rx) = oneshot::channel();
                 self.exit_waiters.entry(child.clone()).or_default().push(tx);
                 Box::pin(async move {
@@ -196,7 +208,9 @@ impl DirectorActor {
                     })
                 })
             }
-            _ => {
+            ChildState::GaveUp { .. }
+            | ChildState::SpawnFailed { .. }
+            | ChildState::NotStarted { .. } => {
                 let e = self.not_running(&child);
                 Box::pin(async move { Err(e) })
             }
@@ -209,22 +223,21 @@ impl Handler<StopChild> for DirectorActor {
 
     fn handle(&mut self, msg: StopChild, ctx: &mut Context<Self>) -> Self::Result {
         let child = msg.child;
-        let state = match self.entry(&child) {
-            Ok(entry) => &entry.state,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        match state {
-            State::Running { .. } => {
-                let result = self.exit_of(child.clone());
-                self.stop(&child, msg.grace);
+        if let Err(e) = self.known(&child) {
+            return Box::pin(async move { Err(e) });
+        }
+        if let Some((last, facts)) = self.children.call_off_restart(&child) {
+            self.apply(facts, ctx);
+            self.drive_outbox(ctx);
+            return Box::pin(async move { Ok(last) });
+        }
+        match self.children.stop(&child, msg.grace) {
+            Ok(facts) => {
+                let result = self.exit_of(child);
+                self.apply(facts, ctx);
                 result
             }
-            State::Restarting { .. } => {
-                let last = self.call_off_restart(&child);
-                self.drive_outbox(ctx);
-                Box::pin(async move { last.ok_or(DirectorError::Gone) })
-            }
-            _ => {
+            Err(()) => {
                 let e = self.not_running(&child);
                 Box::pin(async move { Err(e) })
             }
@@ -244,13 +257,12 @@ impl Handler<SignalChild> for DirectorActor {
     type Result = ResponseFuture<Result<(), DirectorError>>;
 
     fn handle(&mut self, msg: SignalChild, _: &mut Context<Self>) -> Self::Result {
-        let addr = match self.entry(&msg.child).map(|e| &e.state) {
-            Ok(State::Running { addr, .. }) => addr.clone(),
-            Ok(_) => {
-                let e = self.not_running(&msg.child);
-                return Box::pin(async move { Err(e) });
-            }
-            Err(e) => return Box::pin(async move { Err(e) }),
+        if let Err(e) = self.known(&msg.child) {
+            return Box::pin(async move { Err(e) });
+        }
+        let Some(addr) = self.children.handle(&msg.child).cloned() else {
+            let e = self.not_running(&msg.child);
+            return Box::pin(async move { Err(e) });
         };
         let child = msg.child;
         Box::pin(async move {
@@ -273,14 +285,14 @@ impl Handler<CloseChildStdin> for DirectorActor {
     type Result = ResponseFuture<Result<(), DirectorError>>;
 
     fn handle(&mut self, msg: CloseChildStdin, ctx: &mut Context<Self>) -> Self::Result {
-        match self.entry(&msg.child).map(|e| &e.state) {
-            Ok(State::Running { .. }) => Box::pin(self.caller_write(&msg.child, None, None, ctx)),
-            Ok(_) => {
-                let e = self.not_running(&msg.child);
-                Box::pin(async move { Err(e) })
-            }
-            Err(e) => Box::pin(async move { Err(e) }),
+        if let Err(e) = self.known(&msg.child) {
+            return Box::pin(async move { Err(e) });
         }
+        if !self.children.is_live(&msg.child) {
+            let e = self.not_running(&msg.child);
+            return Box::pin(async move { Err(e) });
+        }
+        Box::pin(self.caller_write(&msg.child, None, None, ctx))
     }
 }
 
@@ -288,7 +300,7 @@ impl Handler<ListChildren> for DirectorActor {
     type Result = MessageResult<ListChildren>;
 
     fn handle(&mut self, _: ListChildren, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.list())
+        MessageResult(self.children.list())
     }
 }
 
@@ -296,20 +308,18 @@ impl Handler<Shutdown> for DirectorActor {
     type Result = ResponseFuture<Vec<ChildInfo>>;
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(finals) = &self.finals {
+            // Already over: `finished` was published once, and stays so.
+            let finals = finals.clone();
+            return Box::pin(async move { finals });
+        }
         let (tx, rx) = oneshot::channel();
+        self.shutdown_waiters.push(tx);
         self.begin_shutdown(msg.reason, ShutdownCause::Requested, ctx);
-        if let Some(waiters) = &mut self.shutdown {
-            waiters.push(tx);
-        }
         if msg.kill {
-            for entry in self.entries.values_mut() {
-                if let State::Running { addr, stopping, .. } = &mut entry.state {
-                    *stopping = true;
-                    addr.do_send(SendSignal(crate::Signal::Kill));
-                }
-            }
+            let facts = self.children.kill_all();
+            self.apply(facts, ctx);
         }
-        self.check_shutdown(ctx);
         Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }

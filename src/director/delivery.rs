@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Ack, BatchToken, Settled};
-use super::{routing, DirectorActor, State};
+use super::{routing, DirectorActor};
 use crate::child::{ChildEventKind, ChildEvents, StdinSender, Stream};
 use crate::error::DirectorError;
 use crate::event::EventKind;
@@ -21,15 +21,16 @@ impl DirectorActor {
     /// Whether bytes for `to` can be queued now (it runs, or waits to start
     /// or restart), or why not.
     pub(super) fn writable(&self, to: &Arc<str>) -> Result<(), DirectorError> {
-        match &self.entry(to)?.state {
-            State::Running { .. } | State::Waiting | State::Restarting { .. } => Ok(()),
-            _ => Err(self.not_running(to)),
+        self.known(to)?;
+        match self.children.takes_input(to) {
+            true => Ok(()),
+            false => Err(self.not_running(to)),
         }
     }
 
     /// The framing a child's input is encoded for.
     pub(super) fn framing_of(&self, to: &Arc<str>) -> Framing {
-        self.entries[to].spec.framing
+        self.children.get(to).expect("known child").spec.framing
     }
 
     /// Queues a frame for `to` with its acknowledgement. The caller checked
@@ -162,7 +163,7 @@ impl DirectorActor {
                 return; // a reply is the requester's, not the routes'
             }
         }
-        let enveloped = match self.entries[from].spec.framing {
+        let enveloped = match self.framing_of(from) {
             Framing::Json if stream == Stream::Stdout => routing::envelope(from, frame),
             _ => None,
         };
@@ -191,7 +192,7 @@ impl DirectorActor {
                     continue;
                 }
                 Err(_) => {
-                    let reason = format!("not running ({})", self.public_state(&to));
+                    let reason = format!("not running ({})", self.children.public_state(&to));
                     self.undeliverable(from, to, reason, 1);
                     continue;
                 }
@@ -245,10 +246,7 @@ impl Handler<ChildEvents> for DirectorActor {
 
     fn handle(&mut self, batch: ChildEvents, ctx: &mut Context<Self>) -> Self::Result {
         let name = batch.child;
-        if !matches!(
-            self.entries.get(&name).map(|e| &e.state),
-            Some(State::Running { .. })
-        ) {
+        if !self.children.is_live(&name) {
             return Box::pin(fut::ready(()));
         }
         let (done, delivered) = oneshot::channel();
@@ -256,17 +254,17 @@ impl Handler<ChildEvents> for DirectorActor {
         let mut exited = false;
         for event in batch.events {
             match event.kind {
-                ChildEventKind::Spawned { pid } => self.on_spawned(&name, pid, ctx),
+                ChildEventKind::Spawned { .. } => {
+                    let facts = self.children.on_spawned(&name);
+                    self.apply(facts, ctx);
+                }
                 ChildEventKind::Output {
                     stream,
                     frame,
                     partial,
                 } => {
                     self.route(&name, stream, &frame, partial, &token);
-                    let becomes_ready = {
-                        let entry = &self.entries[&name];
-                        !entry.ready && entry.ready_on.as_ref().is_some_and(|p| p.matches(&frame))
-                    };
+                    let becomes_ready = self.children.readies(&name, &frame);
                     // The frame is published before any step it passes.
                     let for_protocol = self.protocol_running().then(|| frame.clone());
                     self.publish(
@@ -281,7 +279,8 @@ impl Handler<ChildEvents> for DirectorActor {
                         self.protocol_output(&name, stream, &frame, ctx);
                     }
                     if becomes_ready {
-                        self.mark_ready(&name, ctx);
+                        let facts = self.children.on_ready(&name);
+                        self.apply(facts, ctx);
                     }
                 }
                 ChildEventKind::Oversized { stream, limit } => {

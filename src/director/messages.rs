@@ -154,28 +154,38 @@ pub struct ChildInfo {
     pub restarts: u32,
 }
 
-/// Where a child is in its life.
+/// Where a child is in its life (a snapshot; see [`ListChildren`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ChildState {
     /// Waiting for its dependencies to be ready.
-    Waiting,
+    Pending,
+    /// Being spawned, or spawned and not yet seen running.
+    Starting {
+        /// Its pid, once it has one.
+        pid: Option<u32>,
+    },
     /// Running.
     Running {
         /// Its pid.
         pid: u32,
         /// Whether it is ready.
         ready: bool,
-        /// Whether a stop was asked for.
-        stopping: bool,
+    },
+    /// A stop was asked for; its exit will follow.
+    Stopping {
+        /// Its pid.
+        pid: u32,
     },
     /// It exited and will be restarted (after its backoff, with its group).
     Restarting {
         /// How it last ended.
         last: Exit,
     },
-    /// It exited (and will not be restarted).
+    /// It exited by itself, and its policy does not restart it.
     Exited(Exit),
+    /// It was stopped on purpose (a stop, a shutdown) and stays down.
+    Stopped(Exit),
     /// It exited too often: its restart intensity is used up.
     GaveUp {
         /// How it last ended.
@@ -198,15 +208,16 @@ pub enum ChildState {
 impl std::fmt::Display for ChildState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChildState::Waiting => f.write_str("waiting for its dependencies"),
+            ChildState::Pending => f.write_str("waiting for its dependencies"),
+            ChildState::Starting { pid: None } => f.write_str("starting"),
+            ChildState::Starting { pid: Some(pid) } => write!(f, "starting as pid {pid}"),
             ChildState::Running { pid, .. } => write!(f, "running as pid {pid}"),
+            ChildState::Stopping { pid } => write!(f, "stopping (pid {pid})"),
             ChildState::Restarting { last } => {
                 write!(f, "restarting after {}", last.status)
             }
-            ChildState::Exited(exit) if exit.requested => {
-                write!(f, "stopped on request ({})", exit.status)
-            }
             ChildState::Exited(exit) => write!(f, "exited with {}", exit.status),
+            ChildState::Stopped(exit) => write!(f, "stopped on request ({})", exit.status),
             ChildState::GaveUp { last, restarts } => write!(
                 f,
                 "gave up after {restarts} restart{} (last: {})",

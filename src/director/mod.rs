@@ -20,6 +20,7 @@
 //! Restarts follow [`supervision`](RestartSpec): per-child policy, intensity
 //! and backoff, and a director-wide [`Strategy`].
 
+mod children;
 mod control;
 mod delivery;
 pub(crate) mod graph;
@@ -33,7 +34,7 @@ pub(crate) mod routing;
 mod stepping;
 mod supervision;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,13 +52,11 @@ pub use supervision::{RestartPolicy, RestartSpec, Strategy};
 use crate::child::{ChildActor, Exit};
 use crate::error::{closest, DirectorError};
 use crate::event::{Bus, EventKind, Journal};
-use crate::matching::Pattern;
-use crate::spec::ChildSpec;
 use crate::sys::Watchdog;
+use children::Children;
 use outbox::Outbox;
 use requests::Requests;
 use routing::RouteTable;
-use supervision::History;
 
 /// Settings of a director.
 #[derive(Debug, Clone)]
@@ -95,63 +94,26 @@ impl Default for DirectorConfig {
 /// The actor that runs a set of children. See the [module docs](self).
 pub struct DirectorActor {
     config: DirectorConfig,
-    entries: BTreeMap<Arc<str>, Entry>,
-    /// Names in the order they were added.
-    order: Vec<Arc<str>>,
-    /// Names in the order they first started (for `rest_for_one`).
-    start_order: Vec<Arc<str>>,
-    /// For each child, the children that depend on it.
-    dependents: HashMap<Arc<str>, Vec<Arc<str>>>,
-    /// Scratch space for routing one frame (see `delivery::route`).
-    route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
+    /// Every child's state, changed only by the registry's transitions.
+    children: Children<Addr<ChildActor>>,
     /// Everything written to children's stdin, one ordered queue each.
     outbox: Outbox,
     /// The outbox is being flushed (a flush does not start another).
     driving: bool,
+    /// Scratch space for routing one frame (see `delivery::route`).
+    route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
     routes: RouteTable,
     bus: Bus,
     requests: Requests,
     subscriptions: HashMap<SubscriptionId, tokio::task::JoinHandle<()>>,
     next_subscription: u64,
     exit_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Exit>>>,
-    /// Restarts in progress, each a group of children restarted together.
-    groups: HashMap<u64, lifecycle::RestartGroup>,
-    next_group: u64,
     watchdog: Option<Watchdog>,
     protocol: Option<stepping::ProtocolRun>,
-    shutdown: Option<Vec<oneshot::Sender<Vec<ChildInfo>>>>,
-}
-
-struct Entry {
-    spec: Arc<ChildSpec>,
-    ready_on: Option<Pattern>,
-    state: State,
-    /// The current (or last) instance was ready.
-    ready: bool,
-    /// Spawns so far.
-    spawns: u32,
-    history: History,
-    /// The restart group this child is being restarted with.
-    group: Option<u64>,
-}
-
-enum State {
-    Waiting,
-    Running {
-        addr: Addr<ChildActor>,
-        pid: u32,
-        stopping: bool,
-    },
-    Restarting {
-        last: Exit,
-    },
-    Exited(Exit),
-    GaveUp {
-        last: Exit,
-        restarts: u32,
-    },
-    SpawnFailed(String),
-    NotStarted(String),
+    /// Callers of `Shutdown` waiting for the end.
+    shutdown_waiters: Vec<oneshot::Sender<Vec<ChildInfo>>>,
+    /// Every child's final state, once the run has finished.
+    finals: Option<Vec<ChildInfo>>,
 }
 
 impl DirectorActor {
@@ -161,76 +123,42 @@ impl DirectorActor {
         DirectorActor {
             bus: Bus::new(config.event_queue, config.journal.clone()),
             outbox: Outbox::new(config.restart_buffer),
+            children: Children::new(config.strategy),
             config,
-            entries: BTreeMap::new(),
-            order: Vec::new(),
-            start_order: Vec::new(),
-            dependents: HashMap::new(),
-            route_targets: Vec::new(),
             driving: false,
+            route_targets: Vec::new(),
             routes: RouteTable::default(),
             requests: Requests::default(),
             subscriptions: HashMap::new(),
             next_subscription: 0,
             exit_waiters: HashMap::new(),
-            groups: HashMap::new(),
-            next_group: 0,
             watchdog: None,
             protocol: None,
-            shutdown: None,
+            shutdown_waiters: Vec::new(),
+            finals: None,
         }
     }
 
-    /// The entry named `name`, or the error a caller should see.
-    fn entry(&self, name: &Arc<str>) -> Result<&Entry, DirectorError> {
-        self.entries
-            .get(name)
-            .ok_or_else(|| DirectorError::UnknownChild {
-                child: name.clone(),
-                suggestion: closest(name, &self.order),
-            })
+    /// The error a caller should see for a name that is not a child.
+    fn unknown(&self, name: &Arc<str>) -> DirectorError {
+        DirectorError::UnknownChild {
+            child: name.clone(),
+            suggestion: closest(name, self.children.names()),
+        }
+    }
+
+    /// That the child is known, or the error a caller should see.
+    fn known(&self, name: &Arc<str>) -> Result<(), DirectorError> {
+        match self.children.get(name) {
+            Some(_) => Ok(()),
+            None => Err(self.unknown(name)),
+        }
     }
 
     fn not_running(&self, name: &Arc<str>) -> DirectorError {
         DirectorError::NotRunning {
             child: name.clone(),
-            state: self.public_state(name).to_string(),
-        }
-    }
-
-    /// Every child and its state, in the order they were added.
-    fn list(&self) -> Vec<ChildInfo> {
-        self.order
-            .iter()
-            .map(|name| ChildInfo {
-                name: name.clone(),
-                state: self.public_state(name),
-                restarts: self.entries[name].history.total,
-            })
-            .collect()
-    }
-
-    fn public_state(&self, name: &Arc<str>) -> ChildState {
-        let entry = &self.entries[name];
-        match &entry.state {
-            State::Waiting => ChildState::Waiting,
-            State::Running { pid, stopping, .. } => ChildState::Running {
-                pid: *pid,
-                ready: entry.ready,
-                stopping: *stopping,
-            },
-            State::Restarting { last } => ChildState::Restarting { last: last.clone() },
-            State::Exited(exit) => ChildState::Exited(exit.clone()),
-            State::GaveUp { last, restarts } => ChildState::GaveUp {
-                last: last.clone(),
-                restarts: *restarts,
-            },
-            State::SpawnFailed(error) => ChildState::SpawnFailed {
-                error: error.clone(),
-            },
-            State::NotStarted(reason) => ChildState::NotStarted {
-                reason: reason.clone(),
-            },
+            state: self.children.public_state(name).to_string(),
         }
     }
 
@@ -262,8 +190,8 @@ impl Actor for DirectorActor {
         // Stopped without a shutdown (its system is going down): nothing may
         // outlive the director, so every running child is stopped. (The
         // watchdog's pipe closes with us, and it kills what is still listed.)
-        for entry in self.entries.values() {
-            if let State::Running { addr, .. } = &entry.state {
+        for name in self.children.names() {
+            if let Some(addr) = self.children.handle(name) {
                 addr.do_send(crate::child::Stop { grace: None });
             }
         }

@@ -8,10 +8,11 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::children::Start;
 use super::outbox::Ack;
 use super::protocol::machine::{Effect, Machine, Verdict};
 use super::protocol::ProtocolReport;
-use super::{DirectorActor, State};
+use super::DirectorActor;
 use crate::child::{Exit, SendSignal, Stream};
 use crate::event::EventKind;
 use crate::frame::Frame;
@@ -194,7 +195,7 @@ impl DirectorActor {
                 }
             },
             Effect::Close { step, child } => {
-                if matches!(self.entries[&child].state, State::Running { .. }) {
+                if self.children.is_live(&child) {
                     self.outbox.push_close(&child, Ack::Step(step), now);
                     Vec::new()
                 } else {
@@ -203,28 +204,25 @@ impl DirectorActor {
                 }
             }
             Effect::Start { step, child } => self.start_step(step, child, ctx),
-            Effect::Stop { step, child } => {
-                if matches!(self.entries[&child].state, State::Running { .. }) {
-                    self.stop(&child, None);
+            Effect::Stop { step, child } => match self.children.stop(&child, None) {
+                Ok(facts) => {
                     if let Some(run) = &mut self.protocol {
                         run.stopping.insert(child, step);
                     }
+                    self.apply(facts, ctx);
                     Vec::new()
-                } else {
-                    self.with_machine(|m| m.action_done(step, now))
                 }
-            }
+                // Not running: nothing to stop.
+                Err(()) => self.with_machine(|m| m.action_done(step, now)),
+            },
             Effect::Kill {
                 step,
                 child,
                 signal,
             } => {
-                let addr = match &self.entries[&child].state {
-                    State::Running { addr, .. } => addr.clone(),
-                    _ => {
-                        let reason = format!("cannot kill: {}", self.not_running(&child));
-                        return self.with_machine(|m| m.action_failed(step, reason, now));
-                    }
+                let Some(addr) = self.children.handle(&child).cloned() else {
+                    let reason = format!("cannot kill: {}", self.not_running(&child));
+                    return self.with_machine(|m| m.action_failed(step, reason, now));
                 };
                 ctx.spawn(fut::wrap_future(addr.send(SendSignal(signal))).map(
                     move |result, act: &mut Self, ctx| {
@@ -342,25 +340,16 @@ impl DirectorActor {
     /// A `start` step: a child that is not running starts again from its
     /// spec; the step passes once it is ready.
     fn start_step(&mut self, step: usize, child: Arc<str>, ctx: &mut Context<Self>) -> Vec<Effect> {
-        let entry = self
-            .entries
-            .get_mut(&child)
-            .expect("checked by the machine");
-        match &entry.state {
-            State::Running { .. } if entry.ready => {
-                return self.with_machine(|m| m.action_done(step, Instant::now()));
-            }
-            State::Running { .. } | State::Waiting | State::Restarting { .. } => {}
-            _ => {
-                entry.state = State::Waiting;
-                entry.history = Default::default();
+        match self.children.start(&child) {
+            Start::Ready => self.with_machine(|m| m.action_done(step, Instant::now())),
+            Start::Later(facts) => {
+                if let Some(run) = &mut self.protocol {
+                    run.starting.insert(child, step);
+                }
+                self.apply(facts, ctx);
+                Vec::new()
             }
         }
-        if let Some(run) = &mut self.protocol {
-            run.starting.insert(child.clone(), step);
-        }
-        self.try_start(&child, ctx);
-        Vec::new()
     }
 }
 
@@ -386,12 +375,7 @@ impl DirectorActor {
                 .protocol
                 .as_ref()
                 .is_some_and(|run| run.machine.is_idle())
-            && !self.entries.values().any(|e| {
-                matches!(
-                    e.state,
-                    State::Running { .. } | State::Waiting | State::Restarting { .. }
-                )
-            });
+            && self.children.all_down();
         if idle {
             self.end_idle_protocol(ctx);
         }

@@ -121,6 +121,55 @@ pub(crate) fn siblings<'a, T: PartialEq>(
     }
 }
 
+/// Children restarted together: the failed one and its strategy's
+/// siblings. They respawn, in start order, once the backoff delay has
+/// passed and every sibling that was stopped for it has exited.
+#[derive(Debug, Default)]
+pub(crate) struct RestartGroup<N> {
+    /// In start order.
+    members: Vec<N>,
+    /// Siblings stopped for the restart that have not exited yet.
+    exiting: Vec<N>,
+    delay_over: bool,
+}
+
+impl<N: PartialEq + Clone> RestartGroup<N> {
+    /// A group for `failed` and the `stopped` siblings, respawned in the
+    /// order of `started`.
+    pub fn new(failed: N, stopped: Vec<N>, started: &[N]) -> RestartGroup<N> {
+        let mut members = stopped.clone();
+        if !members.contains(&failed) {
+            members.push(failed);
+        }
+        members.sort_by_key(|m| started.iter().position(|s| s == m));
+        RestartGroup {
+            members,
+            exiting: stopped,
+            delay_over: false,
+        }
+    }
+
+    /// A stopped sibling exited; `restarts`: it comes back with the group
+    /// (false: a `never` child, which stays down).
+    pub fn exited(&mut self, member: &N, restarts: bool) {
+        self.exiting.retain(|m| m != member);
+        if !restarts {
+            self.members.retain(|m| m != member);
+        }
+    }
+
+    /// The backoff delay has passed.
+    pub fn delay_over(&mut self) {
+        self.delay_over = true;
+    }
+
+    /// The members to respawn now (in start order), once nothing is left
+    /// to wait for.
+    pub fn due(&self) -> Option<&[N]> {
+        (self.delay_over && self.exiting.is_empty()).then_some(&self.members[..])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +303,28 @@ mod tests {
             siblings(Strategy::RestForOne, &"worker", &started),
             ["worker"]
         );
+    }
+
+    #[test]
+    fn a_group_respawns_in_start_order_after_its_delay_and_its_siblings() {
+        let started = ["db", "api", "web"];
+        let mut group = RestartGroup::new("api", vec!["web", "db"], &started);
+        assert_eq!(group.due(), None, "nothing is over yet");
+        group.exited(&"db", true);
+        group.delay_over();
+        assert_eq!(group.due(), None, "web has not exited");
+        group.exited(&"web", false);
+        assert_eq!(
+            group.due(),
+            Some(&["db", "api"][..]),
+            "web is `never`: it stays down"
+        );
+        let alone = {
+            let mut g = RestartGroup::new("web", vec![], &started);
+            g.delay_over();
+            g.due().map(<[_]>::to_vec)
+        };
+        assert_eq!(alone, Some(vec!["web"]));
     }
 
     #[test]

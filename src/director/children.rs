@@ -1,0 +1,1215 @@
+//! The registry of children: one state enum per child, changed only by the
+//! transitions below. Each transition returns the [`Fact`]s the director
+//! must carry out, in order: publish an event, spawn a process, stop one,
+//! arm a timer, tell the protocol, answer waiters, open or close a child's
+//! outbox queue. Pure code: no actors, no processes, time passed in; the
+//! tests at the end run the transitions as tables.
+//!
+//! ```text
+//!            ┌──────────────── restart group due ◄────────────┐
+//!            ▼                                                │
+//!  Pending ─deps ready─► Spawning ─spawned─► Starting ─first event─► Running
+//!     │                     │                    │                    │
+//!     │ dependency down     │ spawn failed       └──── stop ──► Stopping
+//!     ▼                     ▼                                         │
+//!  NotStarted           SpawnFailed            exit ─┬─ asked / shutdown ─► Stopped
+//!                                                    ├─ policy stays ─────► Exited
+//!                                                    ├─ intensity used ───► GaveUp
+//!                                                    └─ restart ──────────► Restarting
+//! ```
+//!
+//! The handle type `H` is the child actor's address in the director and
+//! anything cheap in tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use super::messages::{ChildInfo, ChildState};
+use super::supervision::{self, Decision, History, RestartGroup, Strategy};
+use crate::child::Exit;
+use crate::event::EventKind;
+use crate::matching::{Pattern, PatternSpec};
+use crate::spec::{ChildSpec, Ready, RestartPolicy};
+
+/// Why a child is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// A caller or a `stop` step asked: it stays down.
+    Asked,
+    /// The director is shutting down.
+    Shutdown,
+    /// It is restarted with a failed sibling (this restart group).
+    Restart(u64),
+}
+
+/// Why a shutdown began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownCause {
+    /// Asked for (a caller, a signal, a run timeout): a running protocol fails.
+    Requested,
+    /// A significant child ended: the run is over, and a protocol without
+    /// steps ends as it would have anyway.
+    Significant,
+}
+
+/// Where one child is. See the [module docs](self) for the transitions.
+#[derive(Debug)]
+pub(crate) enum State<H> {
+    /// Waiting for its dependencies to be ready.
+    Pending,
+    /// Its spawn was asked for.
+    Spawning,
+    /// Its process runs; its first event has not been handled yet.
+    Starting { handle: H, pid: u32 },
+    /// Its process runs.
+    Running { handle: H, pid: u32 },
+    /// A stop was asked for; its exit will come.
+    Stopping {
+        handle: H,
+        pid: u32,
+        reason: StopReason,
+    },
+    /// It exited and will start again with its restart group.
+    Restarting { last: Exit, group: u64 },
+    /// It exited, and its policy does not restart it.
+    Exited(Exit),
+    /// It was stopped on purpose and stays down.
+    Stopped(Exit),
+    /// Its restart intensity is used up.
+    GaveUp { last: Exit, restarts: u32 },
+    /// Its process could not be started.
+    SpawnFailed(String),
+    /// It was never started (a dependency went down, a shutdown came first).
+    NotStarted(String),
+}
+
+/// One child: its spec, its state, and what outlives its instances.
+#[derive(Debug)]
+pub(crate) struct Child<H> {
+    pub spec: Arc<ChildSpec>,
+    /// The pattern of a `ready = { line | json }` spec.
+    ready_on: Option<Pattern>,
+    pub state: State<H>,
+    /// The current (or last) instance was ready.
+    pub ready: bool,
+    /// Spawns so far (the `attempt` of the next `spawned`).
+    spawns: u32,
+    history: History,
+}
+
+/// Something the director must do, in order.
+#[derive(Debug)]
+pub(crate) enum Fact {
+    /// Publish an event about a child.
+    Publish(Arc<str>, EventKind),
+    /// Publish an event about the run.
+    PublishRun(EventKind),
+    /// Spawn the child's process and report `spawned` or `spawn_failed`.
+    Spawn(Arc<str>),
+    /// Ask the running child to stop (with this grace, or its spec's).
+    Stop(Arc<str>, Option<Duration>),
+    /// SIGKILL the child's group (a second shutdown).
+    Kill(Arc<str>),
+    /// Call `ready_after(child, pid)` after `delay` (`ready = { after }`).
+    ReadyAfter {
+        child: Arc<str>,
+        pid: u32,
+        delay: Duration,
+    },
+    /// Call `restart_delay_over(group)` after `delay`.
+    RestartAfter { group: u64, delay: Duration },
+    /// Tell the protocol.
+    Tell(Tell),
+    /// What waits for the child's stdin waits for its next instance.
+    KeepInput(Arc<str>),
+    /// What waits for the child's stdin fails: it is down for good.
+    CloseInput(Arc<str>),
+    /// Answer `wait_exit` callers (`None`: it never ran).
+    AnswerExit(Arc<str>, Option<Exit>),
+    /// Nothing runs any more after a shutdown: publish `finished` (once).
+    Finished,
+}
+
+/// What the protocol learns from the registry.
+#[derive(Debug)]
+pub(crate) enum Tell {
+    Spawned(Arc<str>),
+    Ready(Arc<str>),
+    Exit {
+        child: Arc<str>,
+        exit: Exit,
+        for_good: bool,
+    },
+    /// A child a `start` step may wait for cannot start.
+    StartFailed(Arc<str>, String),
+    /// The run fails for this reason.
+    Abort(String),
+    /// A protocol without steps ends as passed (unless it failed).
+    EndIdle,
+}
+
+/// What a `start` step finds.
+#[derive(Debug)]
+pub(crate) enum Start {
+    /// The child runs and is ready: the step passes now.
+    Ready,
+    /// It will be ready later (or fail to be): wait.
+    Later(Vec<Fact>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    ShuttingDown,
+    Finished,
+}
+
+/// Every child of a director. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Children<H> {
+    children: FxHashMap<Arc<str>, Child<H>>,
+    /// Names in the order they were added.
+    order: Vec<Arc<str>>,
+    /// Names in the order they first started (for `rest_for_one`).
+    start_order: Vec<Arc<str>>,
+    /// For each child, the children that depend on it.
+    dependents: FxHashMap<Arc<str>, Vec<Arc<str>>>,
+    groups: FxHashMap<u64, RestartGroup<Arc<str>>>,
+    next_group: u64,
+    strategy: Strategy,
+    phase: Phase,
+}
+
+impl<H: Clone> Children<H> {
+    pub fn new(strategy: Strategy) -> Children<H> {
+        Children {
+            children: FxHashMap::default(),
+            order: Vec::new(),
+            start_order: Vec::new(),
+            dependents: FxHashMap::default(),
+            groups: FxHashMap::default(),
+            next_group: 0,
+            strategy,
+            phase: Phase::Running,
+        }
+    }
+
+    // --- Queries ---
+
+    pub fn get(&self, name: &str) -> Option<&Child<H>> {
+        self.children.get(name)
+    }
+
+    /// Names in the order they were added.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.order
+    }
+
+    /// The child actor of a child whose process runs.
+    pub fn handle(&self, name: &str) -> Option<&H> {
+        match &self.children.get(name)?.state {
+            State::Starting { handle, .. }
+            | State::Running { handle, .. }
+            | State::Stopping { handle, .. } => Some(handle),
+            _ => None,
+        }
+    }
+
+    /// The pid of a child whose process runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        match &self.children.get(name)?.state {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Whether its process runs.
+    pub fn is_live(&self, name: &str) -> bool {
+        self.handle(name).is_some()
+    }
+
+    /// Whether input for it is taken now: it runs, or will (pending,
+    /// spawning, restarting).
+    pub fn takes_input(&self, name: &str) -> bool {
+        self.children.get(name).is_some_and(|c| {
+            self.is_live(name)
+                || matches!(
+                    c.state,
+                    State::Pending | State::Spawning | State::Restarting { .. }
+                )
+        })
+    }
+
+    /// Whether `frame` makes the child ready (it is not yet, and its spec
+    /// waits for a matching frame).
+    pub fn readies(&self, name: &str, frame: &crate::frame::Frame) -> bool {
+        self.children
+            .get(name)
+            .is_some_and(|c| !c.ready && c.ready_on.as_ref().is_some_and(|p| p.matches(frame)))
+    }
+
+    /// Whether nothing runs, starts, waits or restarts.
+    pub fn all_down(&self) -> bool {
+        self.children.values().all(|c| {
+            !matches!(
+                c.state,
+                State::Pending
+                    | State::Spawning
+                    | State::Starting { .. }
+                    | State::Running { .. }
+                    | State::Stopping { .. }
+                    | State::Restarting { .. }
+            )
+        })
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.phase != Phase::Running
+    }
+
+    #[cfg(test)]
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// The public view of a child's state.
+    pub fn public_state(&self, name: &str) -> ChildState {
+        let child = &self.children[name];
+        match &child.state {
+            State::Pending => ChildState::Pending,
+            State::Spawning => ChildState::Starting { pid: None },
+            State::Starting { pid, .. } => ChildState::Starting { pid: Some(*pid) },
+            State::Running { pid, .. } => ChildState::Running {
+                pid: *pid,
+                ready: child.ready,
+            },
+            State::Stopping { pid, .. } => ChildState::Stopping { pid: *pid },
+            State::Restarting { last, .. } => ChildState::Restarting { last: last.clone() },
+            State::Exited(exit) => ChildState::Exited(exit.clone()),
+            State::Stopped(exit) => ChildState::Stopped(exit.clone()),
+            State::GaveUp { last, restarts } => ChildState::GaveUp {
+                last: last.clone(),
+                restarts: *restarts,
+            },
+            State::SpawnFailed(error) => ChildState::SpawnFailed {
+                error: error.clone(),
+            },
+            State::NotStarted(reason) => ChildState::NotStarted {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Every child and its state, in the order they were added.
+    pub fn list(&self) -> Vec<ChildInfo> {
+        self.order
+            .iter()
+            .map(|name| ChildInfo {
+                name: name.clone(),
+                state: self.public_state(name),
+                restarts: self.children[name].history.total,
+            })
+            .collect()
+    }
+
+    // --- Transitions ---
+
+    /// Adds checked specs and starts what can start.
+    pub fn add(&mut self, specs: Vec<ChildSpec>) -> Vec<Fact> {
+        let mut names = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let ready_on = match &spec.ready {
+                Some(Ready::Line(re)) => PatternSpec::Regex(re.clone()).compile().ok(),
+                Some(Ready::Json(map)) => PatternSpec::Json(map.clone()).compile().ok(),
+                _ => None,
+            };
+            for dep in &spec.depends_on {
+                self.dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(spec.name.clone());
+            }
+            let name = spec.name.clone();
+            self.order.push(name.clone());
+            names.push(name.clone());
+            let child = Child {
+                spec: Arc::new(spec),
+                ready_on,
+                state: State::Pending,
+                ready: false,
+                spawns: 0,
+                history: History::default(),
+            };
+            self.children.insert(name, child);
+        }
+        let mut facts = Vec::new();
+        for name in names {
+            self.try_start(&name, &mut facts);
+        }
+        facts
+    }
+
+    /// The spawn asked for by `Fact::Spawn` succeeded.
+    pub fn spawned(&mut self, name: &Arc<str>, handle: H, pid: u32) {
+        let child = self.child(name);
+        if matches!(child.state, State::Spawning) {
+            child.state = State::Starting { handle, pid };
+        }
+    }
+
+    /// The spawn asked for by `Fact::Spawn` failed.
+    pub fn spawn_failed(&mut self, name: &Arc<str>, error: String) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        self.child(name).state = State::SpawnFailed(error.clone());
+        facts.extend([
+            Fact::CloseInput(name.clone()),
+            Fact::AnswerExit(name.clone(), None),
+            Fact::Publish(
+                name.clone(),
+                EventKind::SpawnFailed {
+                    error: error.clone(),
+                },
+            ),
+            Fact::Tell(Tell::StartFailed(name.clone(), error.clone())),
+            Fact::Tell(Tell::Abort(format!(
+                "child `{name}` could not be spawned: {error}"
+            ))),
+        ]);
+        self.resolve_dependents(name, &mut facts);
+        self.end_if_significant(name, &mut facts);
+        self.check_shutdown(&mut facts);
+        facts
+    }
+
+    /// The child's first event: it is running; readiness by spec.
+    pub fn on_spawned(&mut self, name: &Arc<str>) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        let child = self.child(name);
+        let (handle, pid) = match &child.state {
+            State::Starting { handle, pid } => (handle.clone(), *pid),
+            _ => return facts,
+        };
+        child.state = State::Running { handle, pid };
+        let attempt = child.spawns;
+        let ready = child.spec.ready.clone();
+        facts.push(Fact::Publish(
+            name.clone(),
+            EventKind::Spawned { pid, attempt },
+        ));
+        facts.push(Fact::Tell(Tell::Spawned(name.clone())));
+        match ready {
+            None => self.mark_ready(name, &mut facts),
+            Some(Ready::After(delay)) => facts.push(Fact::ReadyAfter {
+                child: name.clone(),
+                pid,
+                delay,
+            }),
+            Some(_) => {} // a matching frame will make it ready
+        }
+        facts
+    }
+
+    /// A frame made the child ready.
+    pub fn on_ready(&mut self, name: &Arc<str>) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        self.mark_ready(name, &mut facts);
+        facts
+    }
+
+    /// A `ready = { after }` delay passed for instance `pid`.
+    pub fn ready_after(&mut self, name: &Arc<str>, pid: u32) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        let same = match &self.child(name).state {
+            State::Running { pid: p, .. } | State::Stopping { pid: p, .. } => *p == pid,
+            _ => false,
+        };
+        if same {
+            self.mark_ready(name, &mut facts);
+        }
+        facts
+    }
+
+    /// The child's process ended, after all its output.
+    pub fn on_exit(&mut self, name: &Arc<str>, exit: Exit, now: Instant) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        let reason = match &self.child(name).state {
+            State::Starting { .. } | State::Running { .. } => None,
+            State::Stopping { reason, .. } => Some(*reason),
+            _ => return facts,
+        };
+        facts.push(Fact::Publish(name.clone(), EventKind::exited(&exit)));
+        facts.push(Fact::AnswerExit(name.clone(), Some(exit.clone())));
+        match reason {
+            Some(StopReason::Restart(group)) => self.sibling_exited(group, name, exit, &mut facts),
+            Some(StopReason::Asked | StopReason::Shutdown) => self.stopped(name, exit, &mut facts),
+            None if self.shutting_down() => self.stopped(name, exit, &mut facts),
+            None => self.decide(name, exit, now, &mut facts),
+        }
+        facts
+    }
+
+    /// The backoff of restart group `group` is over.
+    pub fn restart_delay_over(&mut self, group: u64) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.delay_over();
+            self.respawn_group(group, &mut facts);
+        }
+        facts
+    }
+
+    /// Asks a running child to stop; `Err` if it does not run (or is
+    /// already stopping for another reason than being asked).
+    pub fn stop(&mut self, name: &Arc<str>, grace: Option<Duration>) -> Result<Vec<Fact>, ()> {
+        match &self.child(name).state {
+            State::Starting { .. } | State::Running { .. } => {
+                let mut facts = Vec::new();
+                self.stop_with(name, grace, StopReason::Asked, &mut facts);
+                Ok(facts)
+            }
+            State::Stopping { .. } => Ok(Vec::new()),
+            _ => Err(()),
+        }
+    }
+
+    /// A restart that has not happened yet is called off (a stop, a
+    /// shutdown): the child stays down with the exit it had.
+    pub fn call_off_restart(&mut self, name: &Arc<str>) -> Option<(Exit, Vec<Fact>)> {
+        let child = self.child(name);
+        let State::Restarting { last, .. } = &child.state else {
+            return None;
+        };
+        let last = last.clone();
+        child.state = State::Stopped(last.clone());
+        let facts = vec![
+            Fact::CloseInput(name.clone()),
+            Fact::Publish(name.clone(), EventKind::Stopped),
+            Fact::AnswerExit(name.clone(), Some(last.clone())),
+        ];
+        Some((last, facts))
+    }
+
+    /// A `start` step: a child that is down starts again from its spec,
+    /// with a fresh restart history; the step passes once it is ready.
+    pub fn start(&mut self, name: &Arc<str>) -> Start {
+        let child = self.child(name);
+        match &child.state {
+            State::Running { .. } if child.ready => return Start::Ready,
+            State::Pending
+            | State::Spawning
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Stopping { .. }
+            | State::Restarting { .. } => {}
+            State::Exited(_)
+            | State::Stopped(_)
+            | State::GaveUp { .. }
+            | State::SpawnFailed(_)
+            | State::NotStarted(_) => {
+                child.state = State::Pending;
+                child.history = History::default();
+            }
+        }
+        let mut facts = Vec::new();
+        self.try_start(name, &mut facts);
+        Start::Later(facts)
+    }
+
+    /// Begins a shutdown (once): nothing new starts, restarts are called
+    /// off, and running children are stopped in reverse dependency order.
+    pub fn begin_shutdown(&mut self, reason: String, cause: ShutdownCause) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        self.shutdown_into(reason, cause, &mut facts);
+        facts
+    }
+
+    /// A second shutdown: SIGKILL every group still running.
+    pub fn kill_all(&mut self) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        for name in &self.order {
+            let child = self.children.get_mut(name).expect("listed");
+            let (handle, pid) = match &child.state {
+                State::Starting { handle, pid }
+                | State::Running { handle, pid }
+                | State::Stopping { handle, pid, .. } => (handle.clone(), *pid),
+                _ => continue,
+            };
+            let reason = match &child.state {
+                State::Stopping { reason, .. } => *reason,
+                _ => StopReason::Shutdown,
+            };
+            child.state = State::Stopping {
+                handle,
+                pid,
+                reason,
+            };
+            facts.push(Fact::Kill(name.clone()));
+        }
+        facts
+    }
+
+    // --- Inside the transitions ---
+
+    fn child(&mut self, name: &str) -> &mut Child<H> {
+        self.children.get_mut(name).expect("a known child")
+    }
+
+    /// Starts a pending child if its dependencies are ready, or gives it up
+    /// if one of them can no longer become ready.
+    fn try_start(&mut self, name: &Arc<str>, facts: &mut Vec<Fact>) {
+        if !matches!(self.children[name].state, State::Pending) {
+            return;
+        }
+        if self.shutting_down() {
+            return self.not_started(name, "the director is shutting down".into(), facts);
+        }
+        let mut all_ready = true;
+        for dep in &self.children[name].spec.depends_on {
+            let d = &self.children[dep];
+            // Once ready is enough: a setup job that became ready and then
+            // exited has done its part.
+            match &d.state {
+                _ if d.ready => {}
+                State::Pending
+                | State::Spawning
+                | State::Starting { .. }
+                | State::Running { .. }
+                | State::Stopping { .. }
+                | State::Restarting { .. } => all_ready = false,
+                State::Exited(_)
+                | State::Stopped(_)
+                | State::GaveUp { .. }
+                | State::SpawnFailed(_)
+                | State::NotStarted(_) => {
+                    let reason = format!("dependency `{dep}` {}", self.public_state(dep));
+                    return self.not_started(name, reason, facts);
+                }
+            }
+        }
+        if all_ready {
+            let child = self.child(name);
+            child.state = State::Spawning;
+            child.spawns += 1;
+            child.ready = false;
+            if child.spawns == 1 {
+                self.start_order.push(name.clone());
+            }
+            facts.push(Fact::Spawn(name.clone()));
+        }
+    }
+
+    fn not_started(&mut self, name: &Arc<str>, reason: String, facts: &mut Vec<Fact>) {
+        self.child(name).state = State::NotStarted(reason.clone());
+        facts.extend([
+            Fact::CloseInput(name.clone()),
+            Fact::AnswerExit(name.clone(), None),
+            Fact::Publish(
+                name.clone(),
+                EventKind::NotStarted {
+                    reason: reason.clone(),
+                },
+            ),
+            Fact::Tell(Tell::StartFailed(
+                name.clone(),
+                format!("`{name}` was not started: {reason}"),
+            )),
+        ]);
+        self.resolve_dependents(name, facts);
+        self.check_shutdown(facts);
+    }
+
+    /// Something changed for `name` (ready, or down for good): its pending
+    /// dependents start or give up.
+    fn resolve_dependents(&mut self, name: &Arc<str>, facts: &mut Vec<Fact>) {
+        for dependent in self.dependents.get(name).cloned().unwrap_or_default() {
+            self.try_start(&dependent, facts);
+        }
+    }
+
+    fn mark_ready(&mut self, name: &Arc<str>, facts: &mut Vec<Fact>) {
+        let child = self.child(name);
+        let running = matches!(child.state, State::Running { .. } | State::Stopping { .. });
+        if child.ready || !running {
+            return;
+        }
+        child.ready = true;
+        facts.push(Fact::Publish(name.clone(), EventKind::Ready));
+        facts.push(Fact::Tell(Tell::Ready(name.clone())));
+        self.resolve_dependents(name, facts);
+    }
+
+    fn stop_with(
+        &mut self,
+        name: &Arc<str>,
+        grace: Option<Duration>,
+        reason: StopReason,
+        facts: &mut Vec<Fact>,
+    ) {
+        let child = self.child(name);
+        if let State::Starting { handle, pid } | State::Running { handle, pid } = &child.state {
+            child.state = State::Stopping {
+                handle: handle.clone(),
+                pid: *pid,
+                reason,
+            };
+            facts.push(Fact::Stop(name.clone(), grace));
+        }
+    }
+
+    /// It exited after a stop (or during a shutdown): it stays down.
+    fn stopped(&mut self, name: &Arc<str>, exit: Exit, facts: &mut Vec<Fact>) {
+        self.child(name).state = State::Stopped(exit.clone());
+        facts.extend([
+            Fact::CloseInput(name.clone()),
+            Fact::Publish(name.clone(), EventKind::Stopped),
+            Fact::Tell(Tell::Exit {
+                child: name.clone(),
+                exit,
+                for_good: true,
+            }),
+        ]);
+        self.check_shutdown(facts);
+    }
+
+    /// It exited by itself: its restart policy decides.
+    fn decide(&mut self, name: &Arc<str>, exit: Exit, now: Instant, facts: &mut Vec<Fact>) {
+        let group = self.next_group + 1;
+        let child = self.child(name);
+        let decision = supervision::decide(&child.spec.restart, &exit, &mut child.history, now);
+        let restarts = child.history.total;
+        // The state changes first and the input queue is settled before the
+        // protocol hears of the exit (a step it passes may start the child
+        // again), then the rest: a significant child's end may shut
+        // everything down.
+        match decision {
+            Decision::Stay => {
+                child.state = State::Exited(exit.clone());
+                facts.push(Fact::CloseInput(name.clone()));
+            }
+            Decision::GiveUp => {
+                child.state = State::GaveUp {
+                    last: exit.clone(),
+                    restarts,
+                };
+                facts.push(Fact::CloseInput(name.clone()));
+            }
+            Decision::Restart { .. } => {
+                child.state = State::Restarting {
+                    last: exit.clone(),
+                    group,
+                };
+                child.ready = false;
+                facts.push(Fact::KeepInput(name.clone()));
+            }
+        }
+        facts.push(Fact::Tell(Tell::Exit {
+            child: name.clone(),
+            exit,
+            for_good: !matches!(decision, Decision::Restart { .. }),
+        }));
+        match decision {
+            Decision::Stay => self.down_for_good(name, facts),
+            Decision::GiveUp => {
+                facts.push(Fact::Publish(name.clone(), EventKind::GaveUp { restarts }));
+                facts.push(Fact::Tell(Tell::Abort(format!(
+                    "child `{name}` gave up after {restarts} restarts"
+                ))));
+                self.down_for_good(name, facts);
+            }
+            Decision::Restart { delay, attempt } => {
+                facts.push(Fact::Publish(
+                    name.clone(),
+                    EventKind::Restarting {
+                        attempt,
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                ));
+                self.restart_group(name, group, delay, facts);
+            }
+        }
+    }
+
+    /// The child will not run again: its dependents may stop waiting, and a
+    /// significant child ends the whole run.
+    fn down_for_good(&mut self, name: &Arc<str>, facts: &mut Vec<Fact>) {
+        if !self.children[name].ready {
+            self.resolve_dependents(name, facts);
+        }
+        self.end_if_significant(name, facts);
+    }
+
+    fn end_if_significant(&mut self, name: &Arc<str>, facts: &mut Vec<Fact>) {
+        if self.children[name].spec.significant {
+            let reason = format!("significant child `{name}` ended");
+            self.shutdown_into(reason, ShutdownCause::Significant, facts);
+        }
+    }
+
+    /// Restarts `failed` (already `Restarting` in `group`) after `delay`,
+    /// with the running siblings its strategy names.
+    fn restart_group(
+        &mut self,
+        failed: &Arc<str>,
+        group: u64,
+        delay: Duration,
+        facts: &mut Vec<Fact>,
+    ) {
+        self.next_group = group;
+        let siblings = supervision::siblings(self.strategy, failed, &self.start_order).to_vec();
+        let mut stopped = Vec::new();
+        for sibling in siblings.iter().filter(|s| *s != failed) {
+            if matches!(
+                self.children[sibling].state,
+                State::Starting { .. } | State::Running { .. }
+            ) {
+                self.stop_with(sibling, None, StopReason::Restart(group), facts);
+                stopped.push(sibling.clone());
+            }
+        }
+        let members = RestartGroup::new(failed.clone(), stopped, &self.start_order);
+        self.groups.insert(group, members);
+        facts.push(Fact::RestartAfter { group, delay });
+    }
+
+    /// A sibling stopped for `group` exited.
+    fn sibling_exited(&mut self, group: u64, name: &Arc<str>, exit: Exit, facts: &mut Vec<Fact>) {
+        let child = self.child(name);
+        let restarts = child.spec.restart.policy != RestartPolicy::Never;
+        if restarts {
+            child.state = State::Restarting {
+                last: exit.clone(),
+                group,
+            };
+            child.ready = false;
+            child.history.total += 1;
+            let attempt = child.history.total;
+            facts.extend([
+                Fact::KeepInput(name.clone()),
+                Fact::Tell(Tell::Exit {
+                    child: name.clone(),
+                    exit,
+                    for_good: false,
+                }),
+                Fact::Publish(
+                    name.clone(),
+                    EventKind::Restarting {
+                        attempt,
+                        delay_ms: 0,
+                    },
+                ),
+            ]);
+        } else {
+            // Like OTP's temporary children: stopped with the group, not restarted.
+            child.state = State::Stopped(exit.clone());
+            facts.extend([
+                Fact::CloseInput(name.clone()),
+                Fact::Tell(Tell::Exit {
+                    child: name.clone(),
+                    exit,
+                    for_good: true,
+                }),
+                Fact::Publish(name.clone(), EventKind::Stopped),
+            ]);
+        }
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.exited(name, restarts);
+        }
+        self.respawn_group(group, facts);
+    }
+
+    fn respawn_group(&mut self, group: u64, facts: &mut Vec<Fact>) {
+        let Some(members) = self.groups.get(&group).and_then(|g| g.due()) else {
+            return;
+        };
+        let members = members.to_vec();
+        self.groups.remove(&group);
+        for name in &members {
+            let child = self.child(name);
+            if matches!(child.state, State::Restarting { group: g, .. } if g == group) {
+                child.state = State::Pending;
+            }
+        }
+        // Each starts once its dependencies are ready again.
+        for name in &members {
+            self.try_start(name, facts);
+        }
+    }
+
+    fn shutdown_into(&mut self, reason: String, cause: ShutdownCause, facts: &mut Vec<Fact>) {
+        if self.shutting_down() {
+            return;
+        }
+        if cause == ShutdownCause::Significant {
+            facts.push(Fact::Tell(Tell::EndIdle));
+        }
+        facts.push(Fact::Tell(Tell::Abort(format!(
+            "the run was ended: {reason}"
+        ))));
+        self.phase = Phase::ShuttingDown;
+        facts.push(Fact::PublishRun(EventKind::Shutdown { reason }));
+        self.groups.clear();
+        for name in self.order.clone() {
+            match &self.children[&name].state {
+                State::Pending => {
+                    self.not_started(&name, "the director is shutting down".into(), facts)
+                }
+                State::Restarting { .. } => {
+                    let (_, more) = self.call_off_restart(&name).expect("restarting");
+                    facts.extend(more);
+                }
+                _ => {}
+            }
+        }
+        self.check_shutdown(facts);
+    }
+
+    /// During a shutdown: stops what may stop now (children whose
+    /// dependents all ended), and finishes (once) when nothing runs.
+    fn check_shutdown(&mut self, facts: &mut Vec<Fact>) {
+        if self.phase != Phase::ShuttingDown {
+            return;
+        }
+        let mut running = false;
+        let mut to_stop = Vec::new();
+        for name in &self.order {
+            match &self.children[name].state {
+                State::Spawning | State::Stopping { .. } => running = true,
+                State::Starting { .. } | State::Running { .. } => {
+                    running = true;
+                    let dependents_done = self
+                        .dependents
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .all(|d| !self.is_live(d));
+                    if dependents_done {
+                        to_stop.push(name.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !running {
+            self.phase = Phase::Finished;
+            facts.push(Fact::Finished);
+            return;
+        }
+        for name in to_stop {
+            self.stop_with(&name, None, StopReason::Shutdown, facts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::ExitStatus;
+    use crate::spec::RestartSpec;
+
+    fn n(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn exit(code: i32) -> Exit {
+        Exit {
+            status: ExitStatus::Code(code),
+            requested: false,
+            output_complete: true,
+            runtime: Duration::from_millis(5),
+        }
+    }
+
+    /// Facts as short words, for tables.
+    fn words(facts: &[Fact]) -> Vec<String> {
+        facts
+            .iter()
+            .map(|f| match f {
+                Fact::Publish(c, kind) => {
+                    let json = serde_json::to_value(kind).unwrap();
+                    format!("{c}:{}", json["event"].as_str().unwrap())
+                }
+                Fact::PublishRun(kind) => {
+                    let json = serde_json::to_value(kind).unwrap();
+                    format!("run:{}", json["event"].as_str().unwrap())
+                }
+                Fact::Spawn(c) => format!("spawn {c}"),
+                Fact::Stop(c, _) => format!("stop {c}"),
+                Fact::Kill(c) => format!("kill {c}"),
+                Fact::ReadyAfter { child, .. } => format!("ready-timer {child}"),
+                Fact::RestartAfter { group, .. } => format!("restart-timer {group}"),
+                Fact::Tell(Tell::Spawned(c)) => format!("tell spawned {c}"),
+                Fact::Tell(Tell::Ready(c)) => format!("tell ready {c}"),
+                Fact::Tell(Tell::Exit {
+                    child, for_good, ..
+                }) => {
+                    format!("tell exit {child} for_good={for_good}")
+                }
+                Fact::Tell(Tell::StartFailed(c, _)) => format!("tell start-failed {c}"),
+                Fact::Tell(Tell::Abort(_)) => "tell abort".into(),
+                Fact::Tell(Tell::EndIdle) => "tell end-idle".into(),
+                Fact::KeepInput(c) => format!("keep-input {c}"),
+                Fact::CloseInput(c) => format!("close-input {c}"),
+                Fact::AnswerExit(c, e) => format!("answer {c} {}", e.is_some()),
+                Fact::Finished => "finished".into(),
+            })
+            .collect()
+    }
+
+    /// A registry with these children, each spawned and through its first event.
+    fn running(specs: Vec<ChildSpec>, strategy: Strategy) -> Children<u32> {
+        let mut reg = Children::new(strategy);
+        let names: Vec<Arc<str>> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut facts = reg.add(specs);
+        let mut pid = 100;
+        while let Some(Fact::Spawn(name)) = facts
+            .iter()
+            .position(|f| matches!(f, Fact::Spawn(_)))
+            .map(|i| facts.remove(i))
+        {
+            pid += 1;
+            reg.spawned(&name, pid, pid);
+            facts.extend(reg.on_spawned(&name));
+        }
+        for name in names {
+            assert!(reg.is_live(&name), "{name} runs");
+        }
+        reg
+    }
+
+    #[test]
+    fn children_start_in_dependency_order_as_their_dependencies_become_ready() {
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        let facts = reg.add(vec![
+            ChildSpec::new("db", ["db"]).ready(Ready::Line("^up$".into())),
+            ChildSpec::new("api", ["api"]).depends_on("db"),
+        ]);
+        assert_eq!(words(&facts), ["spawn db"]);
+        reg.spawned(&n("db"), 1, 10);
+        assert_eq!(
+            words(&reg.on_spawned(&n("db"))),
+            ["db:spawned", "tell spawned db"],
+            "db waits for its line"
+        );
+        assert!(reg.readies("db", &crate::frame::Frame::line("up")));
+        assert_eq!(
+            words(&reg.on_ready(&n("db"))),
+            ["db:ready", "tell ready db", "spawn api"]
+        );
+        assert_eq!(reg.public_state("api"), ChildState::Starting { pid: None });
+    }
+
+    #[test]
+    fn a_failed_dependency_leaves_its_dependents_not_started() {
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        reg.add(vec![
+            ChildSpec::new("db", ["db"]).ready(Ready::Line("^up$".into())),
+            ChildSpec::new("api", ["api"]).depends_on("db"),
+        ]);
+        let facts = reg.spawn_failed(&n("db"), "no such program".into());
+        assert_eq!(
+            words(&facts),
+            [
+                "close-input db",
+                "answer db false",
+                "db:spawn_failed",
+                "tell start-failed db",
+                "tell abort",
+                "close-input api",
+                "answer api false",
+                "api:not_started",
+                "tell start-failed api",
+            ]
+        );
+        let ChildState::NotStarted { reason } = reg.public_state("api") else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "dependency `db` could not be spawned: no such program"
+        );
+    }
+
+    #[test]
+    fn exits_go_by_policy_intensity_and_stop_requests() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![
+                ChildSpec::new("once", ["x"]),
+                ChildSpec::new("flaky", ["x"]).restart(RestartSpec {
+                    max: 1,
+                    ..RestartSpec::policy(RestartPolicy::OnFailure)
+                }),
+                ChildSpec::new("asked", ["x"]).restart(RestartSpec::policy(RestartPolicy::Always)),
+            ],
+            Strategy::OneForOne,
+        );
+        assert_eq!(
+            words(&reg.on_exit(&n("once"), exit(1), t)),
+            [
+                "once:exited",
+                "answer once true",
+                "close-input once",
+                "tell exit once for_good=true"
+            ]
+        );
+        assert!(matches!(reg.public_state("once"), ChildState::Exited(_)));
+        assert_eq!(
+            words(&reg.on_exit(&n("flaky"), exit(1), t)),
+            [
+                "flaky:exited",
+                "answer flaky true",
+                "keep-input flaky",
+                "tell exit flaky for_good=false",
+                "flaky:restarting",
+                "restart-timer 1"
+            ]
+        );
+        assert_eq!(words(&reg.restart_delay_over(1)), ["spawn flaky"]);
+        reg.spawned(&n("flaky"), 7, 7);
+        reg.on_spawned(&n("flaky"));
+        let facts = words(&reg.on_exit(&n("flaky"), exit(1), t));
+        assert_eq!(
+            facts[2..],
+            [
+                "close-input flaky",
+                "tell exit flaky for_good=true",
+                "flaky:gave_up",
+                "tell abort"
+            ]
+        );
+        assert_eq!(words(&reg.stop(&n("asked"), None).unwrap()), ["stop asked"]);
+        let facts = words(&reg.on_exit(&n("asked"), exit(0), t));
+        assert_eq!(
+            facts[2..],
+            [
+                "close-input asked",
+                "asked:stopped",
+                "tell exit asked for_good=true"
+            ]
+        );
+        assert!(reg.stop(&n("asked"), None).is_err(), "no longer running");
+        assert_eq!(reg.list()[1].restarts, 1);
+    }
+
+    #[test]
+    fn one_for_all_stops_the_siblings_and_respawns_them_together() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![
+                ChildSpec::new("a", ["x"]).restart(RestartSpec::policy(RestartPolicy::OnFailure)),
+                ChildSpec::new("b", ["x"]).restart(RestartSpec::policy(RestartPolicy::OnFailure)),
+                ChildSpec::new("temp", ["x"]),
+            ],
+            Strategy::OneForAll,
+        );
+        let facts = words(&reg.on_exit(&n("b"), exit(1), t));
+        assert_eq!(
+            facts[4..],
+            ["b:restarting", "stop a", "stop temp", "restart-timer 1"]
+        );
+        assert!(
+            reg.restart_delay_over(1).is_empty(),
+            "a and temp have not exited"
+        );
+        let facts = words(&reg.on_exit(&n("a"), exit(143), t));
+        assert_eq!(
+            facts[2..],
+            ["keep-input a", "tell exit a for_good=false", "a:restarting"]
+        );
+        let facts = words(&reg.on_exit(&n("temp"), exit(143), t));
+        assert_eq!(
+            facts[2..],
+            [
+                "close-input temp",
+                "tell exit temp for_good=true",
+                "temp:stopped",
+                "spawn a",
+                "spawn b"
+            ],
+            "respawned in start order; the `never` child stays down"
+        );
+    }
+
+    #[test]
+    fn shutdown_stops_dependents_first_and_finishes_exactly_once() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![
+                ChildSpec::new("db", ["x"]),
+                ChildSpec::new("api", ["x"]).depends_on("db"),
+            ],
+            Strategy::OneForOne,
+        );
+        let facts = words(&reg.begin_shutdown("test".into(), ShutdownCause::Requested));
+        assert_eq!(facts, ["tell abort", "run:shutdown", "stop api"]);
+        assert!(reg
+            .begin_shutdown("again".into(), ShutdownCause::Requested)
+            .is_empty());
+        let facts = words(&reg.on_exit(&n("api"), exit(0), t));
+        assert_eq!(facts.last().unwrap(), "stop db");
+        let facts = words(&reg.on_exit(&n("db"), exit(0), t));
+        assert_eq!(facts.iter().filter(|f| *f == "finished").count(), 1);
+        assert!(reg.finished());
+        assert!(reg.on_exit(&n("db"), exit(0), t).is_empty());
+        assert!(reg
+            .begin_shutdown("late".into(), ShutdownCause::Requested)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_shutdown_calls_off_restarts_and_answers_their_waiters() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![ChildSpec::new("w", ["x"]).restart(RestartSpec::policy(RestartPolicy::OnFailure))],
+            Strategy::OneForOne,
+        );
+        reg.on_exit(&n("w"), exit(1), t);
+        let facts = words(&reg.begin_shutdown("bye".into(), ShutdownCause::Requested));
+        assert_eq!(
+            facts,
+            [
+                "tell abort",
+                "run:shutdown",
+                "close-input w",
+                "w:stopped",
+                "answer w true",
+                "finished"
+            ]
+        );
+        assert!(reg.restart_delay_over(1).is_empty(), "the restart is off");
+    }
+
+    #[test]
+    fn a_start_step_brings_a_child_back_from_any_end() {
+        let t = Instant::now();
+        let mut reg = running(vec![ChildSpec::new("svc", ["x"])], Strategy::OneForOne);
+        assert!(matches!(reg.start(&n("svc")), Start::Ready));
+        reg.on_exit(&n("svc"), exit(1), t);
+        let Start::Later(facts) = reg.start(&n("svc")) else {
+            panic!("it is down")
+        };
+        assert_eq!(words(&facts), ["spawn svc"]);
+        reg.spawned(&n("svc"), 9, 9);
+        let facts = reg.on_spawned(&n("svc"));
+        assert_eq!(
+            words(&facts),
+            [
+                "svc:spawned",
+                "tell spawned svc",
+                "svc:ready",
+                "tell ready svc"
+            ]
+        );
+        assert!(
+            matches!(
+                &facts[0],
+                Fact::Publish(_, EventKind::Spawned { pid: 9, attempt: 2 })
+            ),
+            "{facts:?}"
+        );
+    }
+}

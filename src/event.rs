@@ -180,6 +180,13 @@ pub enum EventKind {
         /// What was wrong.
         reason: String,
     },
+    /// A reply that arrived after its request had timed out: dropped (not
+    /// routed, not answering another request).
+    LateReply {
+        /// The reply, as `line`, `json` or `bytes`.
+        #[serde(flatten)]
+        frame: Frame,
+    },
     /// The run is over: the last event.
     Finished {
         /// Every step passed and every child ended as expected.
@@ -217,6 +224,7 @@ impl EventKind {
             EventKind::StepPassed { .. } => "step_passed",
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::Violation { .. } => "violation",
+            EventKind::LateReply { .. } => "late_reply",
             EventKind::Finished { .. } => "finished",
             EventKind::Shutdown { .. } => "shutdown",
             EventKind::Lagged { .. } => "lagged",
@@ -234,6 +242,186 @@ impl EventKind {
             signal,
             requested: exit.requested,
             output_complete: exit.output_complete,
+        }
+    }
+}
+
+/// How an event reads for a person (the CLI's timeline): the text, how it
+/// should stand out, and at which verbosity it is shown. Every kind has one,
+/// so a new kind cannot be dropped silently by a display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// One line (a step failure may add indented lines).
+    pub text: String,
+    /// How it should stand out.
+    pub tone: Tone,
+    /// From which verbosity on it is shown.
+    pub shown: Shown,
+}
+
+/// How a described event stands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tone {
+    /// Ordinary text (a child's stdout).
+    Plain,
+    /// Background information (spawned, ready, routed, stderr).
+    Dim,
+    /// Something passed.
+    Good,
+    /// Something to notice (a restart, a decode error).
+    Notice,
+    /// Something went wrong.
+    Bad,
+    /// The run fails because of it (a failed step, a violation).
+    Alarm,
+}
+
+/// From which verbosity on a described event is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Shown {
+    /// Always, even when quiet.
+    Always,
+    /// Unless quiet (children's output).
+    Normal,
+    /// Only when verbose (routed messages).
+    Verbose,
+    /// Never: it says nothing a reader needs (it is in the events file).
+    Never,
+}
+
+impl EventKind {
+    /// How this event reads for a person; see [`Description`].
+    pub fn describe(&self) -> Description {
+        use Shown::*;
+        use Tone::*;
+        let d = |text: String, tone, shown| Description { text, tone, shown };
+        let frame_text = |frame: &Frame| match frame {
+            Frame::Line(l) => l.clone(),
+            Frame::Json(v) => v.to_string(),
+            Frame::Bytes(b) => format!("({} bytes)", b.len()),
+        };
+        match self {
+            EventKind::Output {
+                stream,
+                frame,
+                partial,
+            } => {
+                let cont = if *partial { "…" } else { "" };
+                let tone = if *stream == Stream::Stderr {
+                    Dim
+                } else {
+                    Plain
+                };
+                d(format!("{}{cont}", frame_text(frame)), tone, Normal)
+            }
+            EventKind::Spawned { pid, attempt } => {
+                let again = match attempt {
+                    1 => String::new(),
+                    n => format!(", attempt {n}"),
+                };
+                d(format!("spawned (pid {pid}{again})"), Dim, Always)
+            }
+            EventKind::SpawnFailed { error } => d(format!("could not start: {error}"), Bad, Always),
+            EventKind::Ready => d("ready".into(), Dim, Always),
+            EventKind::NotStarted { reason } => d(format!("not started: {reason}"), Plain, Always),
+            EventKind::Exited {
+                code,
+                signal,
+                requested,
+                output_complete,
+            } => {
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("exited with code {c}"),
+                    (_, Some(s)) => format!("killed by {s}"),
+                    _ => "exited".into(),
+                };
+                let why = if *requested { " (asked)" } else { "" };
+                let lost = match output_complete {
+                    true => "",
+                    false => "; output may be incomplete",
+                };
+                let tone = if *code == Some(0) || *requested {
+                    Dim
+                } else {
+                    Bad
+                };
+                d(format!("{how}{why}{lost}"), tone, Always)
+            }
+            EventKind::Restarting { attempt, delay_ms } => d(
+                format!("restarting in {delay_ms} ms (restart {attempt})"),
+                Notice,
+                Always,
+            ),
+            EventKind::GaveUp { restarts } => {
+                d(format!("gave up after {restarts} restarts"), Bad, Always)
+            }
+            EventKind::Stopped => d("stopped".into(), Dim, Never),
+            EventKind::OversizedFrame { limit, .. } => {
+                d(format!("line over {limit} bytes, in chunks"), Plain, Always)
+            }
+            EventKind::DecodeError { error, preview, .. } => {
+                d(format!("{error}: {preview}"), Notice, Always)
+            }
+            EventKind::Undeliverable { to, reason, .. } => d(
+                format!("could not deliver to {to}: {reason}"),
+                Notice,
+                Always,
+            ),
+            EventKind::Routed { to, .. } => d(format!("-> {to}"), Dim, Verbose),
+            EventKind::LateReply { frame } => d(
+                format!(
+                    "late reply (its request had timed out): {}",
+                    frame_text(frame)
+                ),
+                Notice,
+                Always,
+            ),
+            EventKind::StepPassed {
+                step,
+                label,
+                duration_ms,
+            } => {
+                let label = label
+                    .as_deref()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
+                d(
+                    format!("step {step} passed{label} ({duration_ms} ms)"),
+                    Good,
+                    Always,
+                )
+            }
+            EventKind::StepFailed {
+                step,
+                label,
+                reason,
+                ..
+            } => {
+                let label = label
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                d(
+                    format!("step {step} FAILED{label}: {reason}"),
+                    Alarm,
+                    Always,
+                )
+            }
+            EventKind::Violation { reason, .. } => d(format!("violation: {reason}"), Alarm, Always),
+            EventKind::Shutdown { reason } => {
+                d(format!("stopping everything: {reason}"), Dim, Always)
+            }
+            EventKind::Lagged { missed } => d(
+                format!("(timeline skipped {missed} events)"),
+                Notice,
+                Always,
+            ),
+            EventKind::Finished { passed } => {
+                let how = if *passed { "passed" } else { "failed" };
+                d(format!("finished: {how}"), Dim, Never)
+            }
         }
     }
 }

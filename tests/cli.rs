@@ -240,6 +240,22 @@ fn the_events_file_has_the_documented_kinds_and_fields() {
         .any(|e| e["from"] == "produce" && e["to"] == "double"));
 }
 
+/// Regression: `finished` was published twice when every child had already
+/// exited before the run ended (here: a scenario without steps).
+#[test]
+fn finished_is_published_exactly_once_and_last_when_every_child_already_exited() {
+    let s = TempScenario::new("x.toml", "");
+    let file = s.file("events.jsonl");
+    for scenario in ["examples/pipeline.toml", "examples/demo.toml"] {
+        let out = procession(&["run", scenario, "--events", file.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{scenario}: {}", stderr(&out));
+        let evs = events(&file);
+        let finished = evs.iter().filter(|e| e["event"] == "finished").count();
+        assert_eq!(finished, 1, "{scenario}: one `finished`");
+        assert_eq!(evs.last().unwrap()["event"], "finished", "{scenario}: last");
+    }
+}
+
 #[test]
 fn sigint_stops_every_child_completes_the_events_file_and_exits_130() {
     interrupted_run(

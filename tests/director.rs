@@ -470,3 +470,66 @@ async fn frames_for_a_gone_or_unknown_child_are_reported_undeliverable() {
     );
     director.shutdown("test over").await;
 }
+
+/// Regression: a `wait_exit` that began while its child was restarting
+/// failed with "never started" when a shutdown called the restart off.
+#[actix_rt::test]
+async fn a_wait_on_a_restarting_child_is_answered_when_a_shutdown_calls_the_restart_off() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    let slow_restart = procession::director::RestartSpec {
+        backoff: Duration::from_secs(60),
+        max_backoff: Duration::from_secs(60),
+        ..procession::director::RestartSpec::policy(procession::director::RestartPolicy::OnFailure)
+    };
+    director
+        .add(fixture_spec("flaky", &["exit", "3"]).restart(slow_restart))
+        .await
+        .unwrap();
+    until(&mut events, |e| is(e, "flaky", "restarting")).await;
+    // The wait reaches the director before the shutdown (join polls in order).
+    let (exit, _) = futures::join!(director.wait_exit("flaky"), director.shutdown("test over"));
+    let exit = exit.expect("answered with the exit it had");
+    assert_eq!(exit.status, ExitStatus::Code(3));
+}
+
+/// Regression: a reply that came after its request had timed out was routed
+/// to the other children as ordinary output.
+#[actix_rt::test]
+async fn a_reply_after_its_request_timed_out_is_published_late_and_not_routed() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    director
+        .launch(
+            [
+                fixture_spec("slow", &["echo-after-usr1"]),
+                fixture_spec("sink", &["count"]),
+            ],
+            [Route::new("slow", "sink")],
+        )
+        .await
+        .unwrap();
+    until(&mut events, |e| is(e, "slow", "routed")).await; // its `ready`
+    let err = director
+        .request::<_, String>("slow", "ping", Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectorError::Timeout { .. }), "{err}");
+    director
+        .signal("slow", procession::Signal::Usr1)
+        .await
+        .unwrap();
+    let mut seen = until(&mut events, |e| {
+        is(e, "slow", "output") && e.kind.describe().text == "ping"
+    })
+    .await;
+    director.close_stdin("slow").await.unwrap();
+    seen.extend(until(&mut events, |e| is(e, "slow", "exited")).await);
+    assert_eq!(count(&seen, "slow", "late_reply"), 1, "{seen:#?}");
+    assert_eq!(
+        count(&seen, "slow", "routed"),
+        0,
+        "the late reply is not routed"
+    );
+    director.shutdown("test over").await;
+}

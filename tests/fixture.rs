@@ -35,6 +35,7 @@ echo-or-die        print `ready`, then copy stdin to stdout line by line;
 expect-seq         read `line 1`, `line 2`, ... from stdin until EOF; print `ok N`
                    and exit 0, or `bad at N: LINE` and exit 1
 count-after-usr1   print `ready`, wait for SIGUSR1, then do `count`
+echo-after-usr1    print `ready`, wait for SIGUSR1, then do `echo`
 chaos DIR NAME BEHAVIOUR LINES
                    number every stdout line from 1 (`N text`), keep in
                    DIR/NAME-PID how many have been written to the pipe, and
@@ -202,6 +203,17 @@ fn main() {
         Some("chaos") if args.len() == 5 => {
             out.flush().unwrap();
             chaos::run(&args[1], &args[2], &args[3], arg(4))
+        }
+        Some("echo-after-usr1") => {
+            let mut usr1 = SigSet::empty();
+            usr1.add(Signal::SIGUSR1);
+            usr1.thread_block().unwrap();
+            say_ready(&mut out);
+            usr1.wait().unwrap();
+            for line in io::stdin().lock().lines() {
+                writeln!(out, "{}", line.unwrap()).unwrap();
+                out.flush().unwrap();
+            }
         }
         Some("count-after-usr1") => {
             let mut usr1 = SigSet::empty();

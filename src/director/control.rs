@@ -45,7 +45,7 @@ impl Handler<Launch> for DirectorActor {
         let machine = match &msg.protocol {
             Some(_) if self.protocol_running() => return Err(DirectorError::ProtocolRunning),
             Some(protocol) => match Machine::new(protocol, &names) {
-                Ok(machine) => Some(machine),
+                Ok(machine) => Some(machine.keep(self.config.expect_buffer)),
                 Err(more) => {
                     problems.extend(more);
                     None
@@ -140,21 +140,27 @@ impl Handler<Request> for DirectorActor {
         let written = self.caller_write(&to, Some(&frame), Some(timeout), ctx);
         let child = to.clone();
         let exchange = async move {
+            let mut sent = false;
             let wait = async {
                 written.await?;
+                sent = true;
                 answer.await.map_err(|_| DirectorError::NoReply {
                     child: child.clone(),
                 })
             };
-            match tokio::time::timeout(timeout, wait).await {
+            let result = match tokio::time::timeout(timeout, wait).await {
                 Ok(result) => result,
                 Err(_) => Err(DirectorError::Timeout { child, timeout }),
-            }
+            };
+            (result, sent)
         };
         Box::pin(
-            fut::wrap_future(exchange).map(move |result, act: &mut Self, _| {
-                if result.is_err() {
-                    act.requests.cancel(&to, id);
+            fut::wrap_future(exchange).map(move |(result, sent), act: &mut Self, _| {
+                match &result {
+                    Ok(_) => {}
+                    // Written, so its reply may still come: it will be late.
+                    Err(DirectorError::Timeout { .. }) if sent => act.requests.expire(&to, id),
+                    Err(_) => act.requests.cancel(&to, id),
                 }
                 result
             }),

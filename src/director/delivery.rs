@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Ack, BatchToken, Settled};
+use super::requests::Answer;
 use super::{routing, DirectorActor};
 use crate::child::{ChildEventKind, ChildEvents, StdinSender, Stream};
 use crate::error::DirectorError;
@@ -158,9 +159,17 @@ impl DirectorActor {
         batch: &BatchToken,
     ) {
         if stream == Stream::Stdout && !partial && self.requests.waiting_on(from) {
-            if let Some(reply) = self.requests.answer(from, frame) {
-                let _ = reply.send(frame.clone());
-                return; // a reply is the requester's, not the routes'
+            match self.requests.answer(from, frame) {
+                Some(Answer::Reply(reply)) => {
+                    let _ = reply.send(frame.clone());
+                    return; // a reply is the requester's, not the routes'
+                }
+                Some(Answer::Late) => {
+                    tracing::debug!(child = %from, "late reply dropped");
+                    let frame = frame.clone();
+                    return self.publish(from, EventKind::LateReply { frame });
+                }
+                None => {}
             }
         }
         let enveloped = match self.framing_of(from) {

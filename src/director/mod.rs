@@ -71,6 +71,9 @@ pub struct DirectorConfig {
     /// Bytes kept for a child that is restarting (or not started yet),
     /// delivered in order to its next instance; past this, frames are refused.
     pub restart_buffer: usize,
+    /// Bytes of unconsumed output kept per child for a protocol's `expect`
+    /// (oldest dropped first), and of messages held under `order = hold`.
+    pub expect_buffer: usize,
     /// Start the watchdog that kills every child's process group if our
     /// process dies (even by SIGKILL). Needs `/bin/sh`.
     pub watchdog: bool,
@@ -85,6 +88,7 @@ impl Default for DirectorConfig {
             delivery_timeout: Duration::from_secs(5),
             strategy: Strategy::OneForOne,
             restart_buffer: 1 << 20,
+            expect_buffer: 1 << 20,
             watchdog: true,
             journal: None,
         }

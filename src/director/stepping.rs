@@ -249,6 +249,10 @@ impl DirectorActor {
                 });
                 Vec::new()
             }
+            Effect::Refused { from, to, reason } => {
+                self.undeliverable(&from, to, reason, 1);
+                Vec::new()
+            }
             Effect::Deliver { from, to, frame } => {
                 // A held message, released: queued before what later steps send.
                 match self.writable(&to) {

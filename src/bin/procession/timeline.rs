@@ -7,7 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use procession::{Event, EventKind, Frame};
+use procession::event::{Description, Shown, Tone};
+use procession::{Event, EventKind};
 use tokio::sync::oneshot;
 
 /// How much the timeline shows.
@@ -70,156 +71,54 @@ impl Timeline {
     }
 
     fn line(&self, event: &Event) -> Option<String> {
-        let child = event.child.as_deref().unwrap_or("");
-        let ok = if self.colour { "✓" } else { "passed" };
-        let bad = if self.colour { "✗" } else { "FAILED" };
-        let body = match &event.kind {
-            EventKind::Output {
-                stream,
-                frame,
-                partial,
-            } => {
-                if self.detail == Detail::Quiet {
-                    return None;
-                }
-                let text = match frame {
-                    Frame::Line(l) => l.clone(),
-                    Frame::Json(v) => v.to_string(),
-                    Frame::Bytes(b) => format!("({} bytes)", b.len()),
-                };
-                let cont = if *partial { "…" } else { "" };
-                let text = if *stream == procession::Stream::Stderr {
-                    self.paint("2", &format!("{text}{cont}"))
-                } else {
-                    format!("{text}{cont}")
-                };
-                format!("{} | {text}", self.who(child))
+        let Description { text, tone, shown } = event.kind.describe();
+        let wanted = match self.detail {
+            Detail::Quiet => Shown::Always,
+            Detail::Normal => Shown::Normal,
+            Detail::Verbose => Shown::Verbose,
+        };
+        if shown > wanted {
+            return None;
+        }
+        // On a terminal, a step's verdict is a mark.
+        let text = match (&event.kind, self.colour) {
+            (EventKind::StepPassed { step, .. }, true) => {
+                text.replacen(&format!("step {step} passed"), &format!("step {step} ✓"), 1)
             }
-            EventKind::Spawned { pid, attempt } => {
-                let again = if *attempt > 1 {
-                    format!(", attempt {attempt}")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{} | {}",
-                    self.who(child),
-                    self.paint("2", &format!("spawned (pid {pid}{again})"))
-                )
+            (EventKind::StepFailed { step, .. }, true) => {
+                text.replacen(&format!("step {step} FAILED"), &format!("step {step} ✗"), 1)
             }
-            EventKind::SpawnFailed { error } => format!(
-                "{} | {}",
-                self.who(child),
-                self.paint("31", &format!("could not start: {error}"))
-            ),
-            EventKind::Ready => format!("{} | {}", self.who(child), self.paint("2", "ready")),
-            EventKind::NotStarted { reason } => {
-                format!("{} | not started: {reason}", self.who(child))
-            }
-            EventKind::Exited {
-                code,
-                signal,
-                requested,
-                output_complete,
-            } => {
-                let how = match (code, signal) {
-                    (Some(c), _) => format!("exited with code {c}"),
-                    (_, Some(s)) => format!("killed by {s}"),
-                    _ => "exited".into(),
-                };
-                let why = if *requested { " (asked)" } else { "" };
-                let lost = if *output_complete {
-                    ""
-                } else {
-                    "; output may be incomplete"
-                };
-                let colour = if code == &Some(0) || *requested {
-                    "2"
-                } else {
-                    "31"
-                };
-                format!(
-                    "{} | {}",
-                    self.who(child),
-                    self.paint(colour, &format!("{how}{why}{lost}"))
-                )
-            }
-            EventKind::Restarting { attempt, delay_ms } => format!(
-                "{} | {}",
-                self.who(child),
-                self.paint(
-                    "33",
-                    &format!("restarting in {delay_ms} ms (restart {attempt})")
-                )
-            ),
-            EventKind::GaveUp { restarts } => format!(
-                "{} | {}",
-                self.who(child),
-                self.paint("31", &format!("gave up after {restarts} restarts"))
-            ),
-            EventKind::OversizedFrame { limit, .. } => {
-                format!("{} | line over {limit} bytes, in chunks", self.who(child))
-            }
-            EventKind::DecodeError { error, preview, .. } => format!(
-                "{} | {}",
-                self.who(child),
-                self.paint("33", &format!("{error}: {preview}"))
-            ),
-            EventKind::Undeliverable { to, reason, .. } => format!(
-                "{} | {}",
-                self.who(child),
-                self.paint("33", &format!("could not deliver to {to}: {reason}"))
-            ),
-            EventKind::Routed { from, to } => {
-                if self.detail != Detail::Verbose {
-                    return None;
-                }
-                format!(
-                    "{} | {}",
-                    self.who(from),
-                    self.paint("2", &format!("-> {to}"))
-                )
-            }
-            EventKind::StepPassed {
-                step,
-                label,
-                duration_ms,
-            } => {
-                let label = label
-                    .as_deref()
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default();
-                self.paint("32", &format!("step {step} {ok}{label} ({duration_ms} ms)"))
-            }
-            EventKind::StepFailed {
-                step,
-                label,
-                reason,
-                ..
-            } => {
-                let label = label
-                    .as_deref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default();
-                let mut text = self.paint("1;31", &format!("step {step} {bad}{label}: "));
-                let mut lines = reason.lines();
-                text.push_str(lines.next().unwrap_or(""));
-                for more in lines {
-                    text.push_str(&format!("\n            {more}"));
-                }
-                text
-            }
-            EventKind::Violation { reason, .. } => {
-                self.paint("1;31", &format!("violation: {reason}"))
-            }
-            EventKind::Shutdown { reason } => {
-                self.paint("2", &format!("stopping everything: {reason}"))
-            }
-            EventKind::Lagged { missed } => {
-                self.paint("33", &format!("(timeline skipped {missed} events)"))
-            }
-            EventKind::Stopped | EventKind::Finished { .. } => return None,
-            _ => return None,
+            _ => text,
+        };
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("");
+        let mut body = match tone {
+            Tone::Dim => self.paint("2", first),
+            Tone::Good => self.paint("32", first),
+            Tone::Notice => self.paint("33", first),
+            Tone::Bad => self.paint("31", first),
+            Tone::Alarm => self.paint("1;31", first),
+            _ => first.to_string(),
+        };
+        for more in lines {
+            body.push_str(&format!("\n            {more}"));
+        }
+        // Child events read `name | text`; a routed message is its sender's.
+        let who = match &event.kind {
+            EventKind::Routed { from, .. } => Some(&**from),
+            _ => event.child.as_deref(),
+        };
+        let steps_and_run = matches!(
+            event.kind,
+            EventKind::StepPassed { .. }
+                | EventKind::StepFailed { .. }
+                | EventKind::Violation { .. }
+                | EventKind::Shutdown { .. }
+                | EventKind::Lagged { .. }
+        );
+        let body = match who {
+            Some(child) if !steps_and_run => format!("{} | {body}", self.who(child)),
+            _ => body,
         };
         let t = event.t_ms as f64 / 1000.0;
         Some(format!(

@@ -15,8 +15,9 @@ use crate::frame::Frame;
 use crate::matching::{Pattern, PatternSpec};
 use crate::Signal;
 
-/// Frames kept per child for `expect` (oldest dropped first).
-const UNCONSUMED_CAP: usize = 10_000;
+/// Bytes of unconsumed frames kept per child for `expect`, and of held
+/// messages in all, unless set otherwise (oldest dropped first).
+pub(crate) const DEFAULT_KEEP: usize = 1 << 20;
 /// Frames per child shown in a failed step's diagnostic.
 const RECENT_SHOWN: usize = 10;
 
@@ -51,6 +52,12 @@ pub(crate) enum Effect {
     Timer {
         step: usize,
         after: Duration,
+    },
+    /// A routed message could not be held: the hold is full.
+    Refused {
+        from: Arc<str>,
+        to: Arc<str>,
+        reason: String,
     },
     /// Deliver a held routed message now.
     Deliver {
@@ -129,8 +136,12 @@ pub(crate) struct Machine {
     entered: Instant,
     started: Instant,
     captures: Captures,
-    unconsumed: HashMap<Arc<str>, VecDeque<(Stream, Frame)>>,
+    unconsumed: HashMap<Arc<str>, Kept>,
     held: Vec<Held>,
+    /// Bytes of `held`.
+    held_bytes: usize,
+    /// The bound of each child's `unconsumed` and of `held`, in bytes.
+    keep: usize,
     exits: HashMap<Arc<str>, Exit>,
     outcomes: Vec<StepOutcome>,
     passed: Option<bool>,
@@ -260,10 +271,19 @@ impl Machine {
             captures: Captures::new(),
             unconsumed: HashMap::new(),
             held: Vec::new(),
+            held_bytes: 0,
+            keep: DEFAULT_KEEP,
             exits: HashMap::new(),
             passed: None,
             failure: None,
         })
+    }
+
+    /// Bounds, in bytes, the frames kept per child for `expect` and the
+    /// messages held under `hold` (default 1 MiB).
+    pub fn keep(mut self, bytes: usize) -> Machine {
+        self.keep = bytes;
+        self
     }
 
     /// Whether the machine has finished (and how).
@@ -342,11 +362,9 @@ impl Machine {
                 return fx;
             }
         }
-        let buffer = self.unconsumed.entry(child.clone()).or_default();
-        if buffer.len() == UNCONSUMED_CAP {
-            buffer.pop_front();
-        }
-        buffer.push_back((stream, frame.clone()));
+        let keep = self.keep;
+        let kept = self.unconsumed.entry(child.clone()).or_default();
+        kept.push(stream, frame.clone(), keep);
         fx
     }
 
@@ -387,6 +405,21 @@ impl Machine {
             }
             Some(i) => match self.order {
                 Order::Hold => {
+                    let size = frame_size(frame);
+                    if self.held_bytes + size > self.keep {
+                        let reason = format!(
+                            "it matches step {} and cannot be held: {} bytes are held already",
+                            i + 1,
+                            self.held_bytes
+                        );
+                        fx.push(Effect::Refused {
+                            from: from.clone(),
+                            to: to.clone(),
+                            reason,
+                        });
+                        return (Verdict::Drop, fx);
+                    }
+                    self.held_bytes += size;
                     self.held.push(Held {
                         step: i,
                         from: from.clone(),
@@ -602,13 +635,13 @@ impl Machine {
             } => {
                 // Like expect(1): the earliest unconsumed frame that matches,
                 // consuming everything up to it.
-                let buffer = self.unconsumed.entry(from.clone()).or_default();
-                let found = buffer
-                    .iter()
+                let kept = self.unconsumed.entry(from.clone()).or_default();
+                let found = kept
+                    .frames()
                     .position(|(_, f)| capture::match_frame(pattern, f, &mut self.captures));
                 match found {
                     Some(p) => {
-                        buffer.drain(..=p);
+                        kept.consume_through(p);
                         self.pass(now, fx);
                     }
                     None => fx.push(Effect::Timer {
@@ -627,6 +660,7 @@ impl Machine {
                     .into_iter()
                     .partition(|h| h.step == i);
                 self.held = keep;
+                self.held_bytes = self.held.iter().map(|h| frame_size(&h.frame)).sum();
                 if release.is_empty() {
                     fx.push(Effect::Timer {
                         step: i,
@@ -712,6 +746,7 @@ impl Machine {
         });
         self.passed = Some(false);
         self.held.clear();
+        self.held_bytes = 0;
         fx.push(Effect::Done { passed: false });
     }
 
@@ -719,19 +754,24 @@ impl Machine {
     fn recent_output(&self) -> String {
         let mut out = String::from("recent unconsumed output:");
         for child in &self.children {
-            match self.unconsumed.get(child).filter(|b| !b.is_empty()) {
+            match self.unconsumed.get(child).filter(|k| k.len() > 0) {
                 None => out.push_str(&format!("\n  {child}: (none)")),
-                Some(buffer) => {
-                    for (stream, frame) in buffer
-                        .iter()
-                        .skip(buffer.len().saturating_sub(RECENT_SHOWN))
+                Some(kept) => {
+                    if kept.dropped > 0 {
+                        out.push_str(&format!(
+                            "\n  {child}: ({} older frames dropped: more than {} bytes)",
+                            kept.dropped, self.keep
+                        ));
+                    }
+                    for (stream, frame) in
+                        kept.frames().skip(kept.len().saturating_sub(RECENT_SHOWN))
                     {
                         let text = match frame {
                             Frame::Line(l) => l.clone(),
                             Frame::Json(v) => v.to_string(),
                             Frame::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
                         };
-                        let tag = if *stream == Stream::Stderr {
+                        let tag = if stream == Stream::Stderr {
                             " (stderr)"
                         } else {
                             ""
@@ -752,6 +792,64 @@ impl Machine {
     /// Time since the protocol started.
     pub fn elapsed(&self, now: Instant) -> Duration {
         now.duration_since(self.started)
+    }
+}
+
+/// The frames one child printed since its last match, bounded in bytes:
+/// past the bound the oldest are dropped (and counted).
+#[derive(Debug, Default)]
+struct Kept {
+    frames: VecDeque<(Stream, Frame, usize)>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Kept {
+    fn push(&mut self, stream: Stream, frame: Frame, limit: usize) {
+        let size = frame_size(&frame);
+        self.frames.push_back((stream, frame, size));
+        self.bytes += size;
+        while self.bytes > limit {
+            let Some((_, _, size)) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+            self.dropped += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn frames(&self) -> impl Iterator<Item = (Stream, &Frame)> {
+        self.frames.iter().map(|(s, f, _)| (*s, f))
+    }
+
+    /// Consumes every frame up to and including the `p`-th.
+    fn consume_through(&mut self, p: usize) {
+        for (_, _, size) in self.frames.drain(..=p) {
+            self.bytes -= size;
+        }
+    }
+}
+
+/// About how many bytes a frame holds (its text; JSON estimated from its
+/// strings and a few bytes a value, without serializing it).
+fn frame_size(frame: &Frame) -> usize {
+    fn json(v: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => 2 + a.iter().map(json).sum::<usize>(),
+            Value::Object(m) => 2 + m.iter().map(|(k, v)| k.len() + 4 + json(v)).sum::<usize>(),
+            _ => 8,
+        }
+    }
+    match frame {
+        Frame::Line(l) => l.len(),
+        Frame::Bytes(b) => b.len(),
+        Frame::Json(v) => json(v),
     }
 }
 

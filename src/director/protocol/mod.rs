@@ -364,6 +364,55 @@ mod tests {
         }));
     }
 
+    /// Regression: 10,000 frames were kept per child whatever their size
+    /// (up to ~10 GiB with 1 MiB lines); now 1 MiB a child by default.
+    #[test]
+    fn unconsumed_output_is_bounded_in_bytes_oldest_first() {
+        let a: Arc<str> = Arc::from("a");
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_line("a", "^first$"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("first"), t);
+        let kib = "x".repeat(1024);
+        for _ in 0..2048 {
+            m.on_output(&a, Stream::Stdout, &Frame::line(kib.clone()), t);
+        }
+        // 2 MiB came after `first`: it was dropped, so step 2 waits.
+        assert_eq!(kinds(&m.on_timeout(0, t)), ["passed 0", "timer 1"]);
+        let fx = m.on_timeout(1, t + Duration::from_secs(10));
+        let Effect::Failed { reason, .. } = &fx[0] else {
+            panic!("{fx:?}")
+        };
+        assert!(
+            reason.contains("older frames dropped: more than 1048576 bytes"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn held_messages_are_bounded_in_bytes_and_refused_past_it() {
+        let (b, c): (Arc<str>, Arc<str>) = ("b".into(), "c".into());
+        let mut m = three_party(Order::Hold).keep(1000);
+        m.start(Instant::now());
+        let ack = |pad: &str| Frame::Json(json!({"type": "ack", "pad": pad}));
+        let (verdict, fx) = m.on_routed(&b, &c, &ack(&"p".repeat(600)), Instant::now());
+        assert_eq!((verdict, fx.len()), (Verdict::Drop, 0), "held");
+        let (verdict, fx) = m.on_routed(&b, &c, &ack(&"q".repeat(600)), Instant::now());
+        assert_eq!(verdict, Verdict::Drop);
+        let Some(Effect::Refused { reason, .. }) = fx.first() else {
+            panic!("{fx:?}")
+        };
+        assert!(reason.contains("cannot be held"), "{reason}");
+    }
+
     #[test]
     fn unlisted_messages_pass_or_are_rejected() {
         let (a, c): (Arc<str>, Arc<str>) = ("a".into(), "c".into());

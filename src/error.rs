@@ -231,6 +231,91 @@ pub enum ConfigError {
     },
 }
 
+/// The key a [`ConfigError`] is about, so that a scenario file can point at
+/// its line and column (see [`ConfigError::place`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A key of a child (`cmd`, `depends_on`, `ready`); `element`: the
+    /// array element concerned (a `depends_on` name).
+    Child {
+        /// The child.
+        child: Arc<str>,
+        /// Its key.
+        key: &'static str,
+        /// The element of that key's array, if one is meant.
+        element: Option<Arc<str>>,
+    },
+    /// A key of a route, from 1.
+    Route {
+        /// The route's position, from 1.
+        index: usize,
+        /// Its key (`from`, `to`, `match`).
+        key: &'static str,
+    },
+    /// A step, from 1; `key` inside its action table (`to`, `line`), or the
+    /// action itself.
+    Step {
+        /// The step, from 1.
+        step: usize,
+        /// A key in its action's table.
+        key: Option<&'static str>,
+    },
+}
+
+impl ConfigError {
+    /// The key this problem is about.
+    pub fn place(&self) -> Location {
+        let child = |child: &Arc<str>, key| Location::Child {
+            child: child.clone(),
+            key,
+            element: None,
+        };
+        match self {
+            ConfigError::DuplicateChild { child: c } | ConfigError::EmptyCommand { child: c } => {
+                child(c, "cmd")
+            }
+            ConfigError::UnknownDependency {
+                child, dependency, ..
+            } => Location::Child {
+                child: child.clone(),
+                key: "depends_on",
+                element: Some(dependency.clone()),
+            },
+            ConfigError::Cycle { path } => child(&path[0], "depends_on"),
+            ConfigError::UnknownRouteChild {
+                index, from, name, ..
+            } => Location::Route {
+                index: *index,
+                key: if name == from { "from" } else { "to" },
+            },
+            ConfigError::BadRegex { place, .. } => match place {
+                Place::Child(c) => child(c, "ready"),
+                Place::Route { index, .. } => Location::Route {
+                    index: *index,
+                    key: "match",
+                },
+                Place::Step(n) => Location::Step {
+                    step: *n,
+                    key: Some("line"),
+                },
+            },
+            ConfigError::UnknownStepChild { step, key, .. } => Location::Step {
+                step: *step,
+                key: Some(key),
+            },
+            ConfigError::UnknownCapture { step, .. } => Location::Step {
+                step: *step,
+                key: None,
+            },
+            ConfigError::MultiLineSend { step } => Location::Step {
+                step: *step,
+                key: Some("line"),
+            },
+        }
+    }
+}
+
 /// Where in a set of children, routes and steps a problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
@@ -305,7 +390,7 @@ pub enum DirectorError {
     },
     /// The children or routes are invalid; nothing was started.
     #[error("invalid configuration: {0}")]
-    Invalid(#[source] ConfigErrors),
+    Invalid(#[from] ConfigErrors),
     /// Writing to the child's stdin failed.
     #[error(transparent)]
     Stdin(#[from] StdinError),

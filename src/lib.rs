@@ -43,6 +43,8 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod matching;
+pub mod plan;
+pub mod protocol;
 pub mod scenario;
 pub mod spec;
 mod sys;

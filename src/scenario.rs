@@ -23,27 +23,42 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::director::protocol::machine::Machine;
-use crate::director::protocol::{Order, Protocol, Unlisted};
 use crate::director::{Route, Strategy};
-use crate::error::{closest, ConfigError, Place};
+use crate::error::{closest, ConfigError, Location};
+use crate::plan::Plan;
+use crate::protocol::{Order, Protocol, Unlisted};
 use crate::spec::ChildSpec;
 
 /// A scenario, ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scenario {
     /// Where it was read from.
     pub path: PathBuf,
     /// Its `name`, if it has one.
     pub name: Option<String>,
-    /// `[children.NAME]`, in file order.
-    pub children: Vec<ChildSpec>,
-    /// `[[routes]]`.
-    pub routes: Vec<Route>,
-    /// `[[steps]]` and the `[protocol]` settings.
-    pub protocol: Protocol,
+    /// `[children.NAME]` (in file order), `[[routes]]`, and `[[steps]]` with
+    /// the `[protocol]` settings, checked together.
+    pub plan: Plan,
     /// `[supervision] strategy`.
     pub strategy: Strategy,
+}
+
+impl Scenario {
+    /// `[[steps]]` and the `[protocol]` settings.
+    pub fn protocol(&self) -> &Protocol {
+        self.plan
+            .protocol()
+            .expect("a scenario always has a protocol")
+    }
+}
+
+/// The sections of a file as they are read, before they are checked.
+struct Sections {
+    name: Option<String>,
+    children: Vec<ChildSpec>,
+    routes: Vec<Route>,
+    protocol: Protocol,
+    strategy: Strategy,
 }
 
 /// One problem in a scenario file.
@@ -147,8 +162,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
         }
     };
     let mut p = Parser::new(text, path, Some(root.get_ref()));
-    let mut scenario = Scenario {
-        path: path.to_path_buf(),
+    let mut scenario = Sections {
         name: None,
         children: Vec::new(),
         routes: Vec::new(),
@@ -202,12 +216,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
             }
         }
     }
-    p.check(&scenario, &all_names);
-    if p.errors.is_empty() {
-        Ok(scenario)
-    } else {
-        p.errors.sort_by_key(|e| (e.line, e.column));
-        Err(ScenarioErrors(p.errors))
+    let plan = p.check(
+        scenario.children,
+        scenario.routes,
+        scenario.protocol,
+        &all_names,
+    );
+    match plan {
+        Some(plan) if p.errors.is_empty() => Ok(Scenario {
+            path: path.to_path_buf(),
+            name: scenario.name,
+            plan,
+            strategy: scenario.strategy,
+        }),
+        _ => {
+            p.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ScenarioErrors(p.errors))
+        }
     }
 }
 
@@ -268,8 +293,14 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks across sections, pointing each problem at its key.
-    fn check(&mut self, scenario: &Scenario, all_names: &[Arc<str>]) {
-        let mut specs = scenario.children.clone();
+    /// Checks the sections as a plan; its problems are reported at their keys.
+    fn check(
+        &mut self,
+        mut specs: Vec<ChildSpec>,
+        routes: Vec<Route>,
+        protocol: Protocol,
+        all_names: &[Arc<str>],
+    ) -> Option<Plan> {
         for name in all_names {
             if !specs.iter().any(|s| &s.name == name) {
                 // It did not parse (already reported); its dependencies still count.
@@ -278,16 +309,15 @@ impl<'a> Parser<'a> {
                 specs.push(placeholder);
             }
         }
-        let mut problems = crate::director::graph::validate(&specs, &Default::default());
-        problems.extend(
-            crate::director::routing::RouteTable::default().check(&scenario.routes, all_names),
-        );
-        if let Err(more) = Machine::new(&scenario.protocol, all_names) {
-            problems.extend(more);
-        }
-        for problem in problems {
-            let offset = self.locate(&problem);
-            self.error_at(offset, problem.to_string());
+        match Plan::check(specs, routes, Some(protocol)) {
+            Ok(plan) => Some(plan),
+            Err(problems) => {
+                for problem in problems.0 {
+                    let offset = self.locate(&problem);
+                    self.error_at(offset, problem.to_string());
+                }
+                None
+            }
         }
     }
 
@@ -321,76 +351,32 @@ impl<'a> Parser<'a> {
     /// The offset of the key a cross-section problem is about.
     fn locate(&self, problem: &ConfigError) -> usize {
         let Some(root) = self.root else { return 0 };
-        let step_action = |n: usize| -> Vec<Seg> {
-            vec![
-                Seg::Key("steps".into()),
-                Seg::Index(n - 1),
-                Seg::FirstKeyExcept("label"),
-            ]
-        };
-        let path: Vec<Seg> = match problem {
-            ConfigError::DuplicateChild { child } | ConfigError::EmptyCommand { child } => {
-                vec![
+        let path: Vec<Seg> = match problem.place() {
+            Location::Child {
+                child,
+                key,
+                element,
+            } => {
+                let mut p = vec![
                     Seg::Key("children".into()),
                     Seg::Key(child.to_string()),
-                    Seg::Key("cmd".into()),
-                ]
+                    Seg::Key(key.into()),
+                ];
+                p.extend(element.map(|e| Seg::Element(e.to_string())));
+                p
             }
-            ConfigError::UnknownDependency {
-                child, dependency, ..
-            } => vec![
-                Seg::Key("children".into()),
-                Seg::Key(child.to_string()),
-                Seg::Key("depends_on".into()),
-                Seg::Element(dependency.to_string()),
-            ],
-            ConfigError::Cycle { path } => vec![
-                Seg::Key("children".into()),
-                Seg::Key(path[0].to_string()),
-                Seg::Key("depends_on".into()),
-            ],
-            ConfigError::UnknownRouteChild {
-                index, from, name, ..
-            } => vec![
+            Location::Route { index, key } => vec![
                 Seg::Key("routes".into()),
                 Seg::Index(index - 1),
-                Seg::Key(if name == from { "from" } else { "to" }.into()),
+                Seg::Key(key.into()),
             ],
-            ConfigError::BadRegex {
-                place: Place::Child(c),
-                ..
-            } => vec![
-                Seg::Key("children".into()),
-                Seg::Key(c.to_string()),
-                Seg::Key("ready".into()),
-            ],
-            ConfigError::BadRegex {
-                place: Place::Route { index, .. },
-                ..
-            } => {
-                vec![
-                    Seg::Key("routes".into()),
-                    Seg::Index(index - 1),
-                    Seg::Key("match".into()),
-                ]
-            }
-            ConfigError::BadRegex {
-                place: Place::Step(n),
-                ..
-            } => {
-                let mut p = step_action(*n);
-                p.push(Seg::Key("line".into()));
-                p
-            }
-            ConfigError::UnknownStepChild { step, key, .. } => {
-                let mut p = step_action(*step);
-                p.push(Seg::Key(key.to_string()));
-                p
-            }
-            ConfigError::UnknownCapture { step, .. } => step_action(*step),
-            ConfigError::MultiLineSend { step } => {
-                let mut p = step_action(*step);
-                p.push(Seg::Key("line".into()));
+            Location::Step { step, key } => {
+                let mut p = vec![
+                    Seg::Key("steps".into()),
+                    Seg::Index(step - 1),
+                    Seg::FirstKeyExcept("label"),
+                ];
+                p.extend(key.map(|k| Seg::Key(k.into())));
                 p
             }
         };
@@ -576,12 +562,12 @@ send = { to = "client", line = "resume ${sid}" }
     fn the_design_example_reads() {
         let s = parse(GOOD, Path::new("s.toml")).unwrap();
         assert_eq!(s.name.as_deref(), Some("ping-pong"));
-        let names: Vec<&str> = s.children.iter().map(|c| &*c.name).collect();
+        let names: Vec<&str> = s.plan.children().iter().map(|c| &*c.name).collect();
         assert_eq!(names, ["server", "client"], "file order");
-        assert_eq!(s.routes.len(), 1);
-        assert_eq!(s.protocol.steps.len(), 3);
-        assert_eq!(s.protocol.order, Order::Hold);
-        assert_eq!(s.children[0].restart.max, 3);
+        assert_eq!(s.plan.routes().len(), 1);
+        assert_eq!(s.protocol().steps.len(), 3);
+        assert_eq!(s.protocol().order, Order::Hold);
+        assert_eq!(s.plan.children()[0].restart.max, 3);
     }
 
     #[test]

@@ -9,21 +9,41 @@ use tokio::sync::oneshot;
 use super::children::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
-use super::protocol::machine::Machine;
-use super::protocol::ProtocolReport;
-use super::{graph, DirectorActor};
+use super::DirectorActor;
 use crate::child::{Exit, SendSignal};
-use crate::error::{ConfigErrors, DirectorError};
+use crate::error::DirectorError;
 use crate::frame::{Frame, Framing};
+use crate::plan::{Existing, Plan};
+use crate::protocol::ProtocolReport;
 
 impl Handler<Launch> for DirectorActor {
     type Result = Result<(), DirectorError>;
 
     fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) -> Self::Result {
-        if self.children.shutting_down() {
-            return Err(DirectorError::ShuttingDown);
-        }
-        let existing = self
+        let existing = self.existing();
+        let plan = Plan::check_with(&existing, msg.children, msg.routes, msg.protocol)?;
+        self.launch(plan, ctx)
+    }
+}
+
+impl Handler<LaunchPlan> for DirectorActor {
+    type Result = Result<(), DirectorError>;
+
+    fn handle(&mut self, LaunchPlan(plan): LaunchPlan, ctx: &mut Context<Self>) -> Self::Result {
+        // A plan was checked on its own: only what this director already
+        // has can make it wrong.
+        let plan = match self.children.names().is_empty() && self.routes.len() == 0 {
+            true => plan,
+            false => plan.recheck(&self.existing())?,
+        };
+        self.launch(plan, ctx)
+    }
+}
+
+impl DirectorActor {
+    /// What a new plan adds to.
+    fn existing(&self) -> Existing {
+        let children = self
             .children
             .names()
             .iter()
@@ -38,32 +58,31 @@ impl Handler<Launch> for DirectorActor {
                 (name.clone(), deps)
             })
             .collect();
-        let mut problems = graph::validate(&msg.children, &existing);
-        let mut names = self.children.names().to_vec();
-        names.extend(msg.children.iter().map(|s| s.name.clone()));
-        problems.extend(self.routes.check(&msg.routes, &names));
-        let machine = match &msg.protocol {
-            Some(_) if self.protocol_running() => return Err(DirectorError::ProtocolRunning),
-            Some(protocol) => match Machine::new(protocol, &names) {
-                Ok(machine) => Some(machine.keep(self.config.expect_buffer)),
-                Err(more) => {
-                    problems.extend(more);
-                    None
-                }
-            },
-            None => None,
-        };
-        if !problems.is_empty() {
-            return Err(DirectorError::Invalid(ConfigErrors(problems)));
+        Existing {
+            children,
+            names: self.children.names().to_vec(),
+            routes: self.routes.len(),
         }
-        self.routes.add(msg.routes);
+    }
+
+    /// Adds a checked plan: routes, children (each starts once its
+    /// dependencies are ready), and its protocol.
+    fn launch(&mut self, plan: Plan, ctx: &mut Context<Self>) -> Result<(), DirectorError> {
+        if self.children.shutting_down() {
+            return Err(DirectorError::ShuttingDown);
+        }
+        let (children, routes, machine) = plan.into_parts();
+        if machine.is_some() && self.protocol_running() {
+            return Err(DirectorError::ProtocolRunning);
+        }
+        self.routes.add(routes);
         let launched = self.children.names().len();
-        let facts = self.children.add(msg.children);
+        let facts = self.children.add(children);
         self.apply(facts, ctx);
         // Still before the director sees any output of the new children:
         // that arrives through the mailbox, after this handler.
         if let Some(machine) = machine {
-            self.start_protocol(machine, ctx);
+            self.start_protocol(machine.keep(self.config.expect_buffer), ctx);
             // A child of this launch that failed to spawn did so before the
             // run began, when there was no run to fail: fail it now.
             let failed = self.children.names()[launched..].iter().find_map(|name| {

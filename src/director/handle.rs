@@ -12,12 +12,13 @@ use tokio::sync::oneshot;
 
 use super::messages::Request;
 use super::messages::*;
-use super::protocol::{Protocol, ProtocolReport};
 use super::{DirectorActor, DirectorConfig, Route};
 use crate::child::Exit;
 use crate::error::DirectorError;
 use crate::event::{Event, EventFilter};
 use crate::frame::Frame;
+use crate::plan::Plan;
+use crate::protocol::{Protocol, ProtocolReport};
 use crate::spec::ChildSpec;
 use crate::Signal;
 
@@ -100,6 +101,19 @@ impl Director {
             protocol: Some(protocol),
         })
         .await??;
+        self.ask(WaitProtocol).await?.ok_or(DirectorError::Gone)
+    }
+
+    /// Adds a plan checked beforehand (see [`Plan::check`]).
+    pub async fn launch_plan(&self, plan: Plan) -> Result<(), DirectorError> {
+        self.ask(LaunchPlan(plan)).await?
+    }
+
+    /// Adds a plan checked beforehand and runs its protocol (an empty one
+    /// if it has none: the run lasts as long as its children); returns the
+    /// report once it has finished.
+    pub async fn run_plan(&self, plan: Plan) -> Result<ProtocolReport, DirectorError> {
+        self.ask(LaunchPlan(plan)).await??;
         self.ask(WaitProtocol).await?.ok_or(DirectorError::Gone)
     }
 

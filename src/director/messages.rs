@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use actix::{Message, Recipient};
 
-use super::protocol::{Protocol, ProtocolReport};
 use super::routing::Route;
 use crate::child::Exit;
 use crate::error::DirectorError;
 use crate::event::{Event, EventFilter};
 use crate::frame::Frame;
+use crate::plan::Plan;
+use crate::protocol::{Protocol, ProtocolReport};
 use crate::spec::ChildSpec;
 use crate::Signal;
 
@@ -33,6 +34,12 @@ pub struct Launch {
     /// A protocol to run (one at a time).
     pub protocol: Option<Protocol>,
 }
+
+/// Adds a [`Plan`] checked beforehand (a scenario's): like [`Launch`], but
+/// only checked again if the director already has children or routes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct LaunchPlan(pub Plan);
 
 /// Resolves with the report of the protocol once it has finished (`None`
 /// when no protocol was started).

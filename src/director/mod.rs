@@ -23,12 +23,10 @@
 mod children;
 mod control;
 mod delivery;
-pub(crate) mod graph;
 mod handle;
 mod lifecycle;
 mod messages;
 mod outbox;
-pub mod protocol;
 mod requests;
 pub(crate) mod routing;
 mod stepping;
@@ -43,8 +41,9 @@ use tokio::sync::oneshot;
 
 pub use handle::Director;
 pub use messages::{
-    ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, ListChildren, Request, Shutdown,
-    SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe, WaitChild, WaitProtocol,
+    ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren, Request,
+    Shutdown, SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe, WaitChild,
+    WaitProtocol,
 };
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};

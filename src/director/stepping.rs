@@ -10,12 +10,12 @@ use tokio::sync::oneshot;
 
 use super::children::Start;
 use super::outbox::Ack;
-use super::protocol::machine::{Effect, Machine, Verdict};
-use super::protocol::ProtocolReport;
 use super::DirectorActor;
 use crate::child::{Exit, SendSignal, Stream};
 use crate::event::EventKind;
 use crate::frame::Frame;
+use crate::protocol::machine::{Effect, Machine, Verdict};
+use crate::protocol::ProtocolReport;
 
 /// A protocol in progress (or finished, keeping its report).
 pub(crate) struct ProtocolRun {

@@ -38,7 +38,7 @@ pub fn plan(s: &Scenario) -> String {
     let name = s.name.as_deref().unwrap_or("(unnamed)");
     out.push_str(&format!("scenario {name} ({}): valid\n", s.path.display()));
     out.push_str("\nchildren, in start order:\n");
-    for (i, child) in start_order(&s.children).iter().enumerate() {
+    for (i, child) in start_order(s.plan.children()).iter().enumerate() {
         out.push_str(&format!(
             "  {}. {:<12} {}\n",
             i + 1,
@@ -46,9 +46,9 @@ pub fn plan(s: &Scenario) -> String {
             describe_child(child)
         ));
     }
-    if !s.routes.is_empty() {
+    if !s.plan.routes().is_empty() {
         out.push_str("\nroutes:\n");
-        for r in &s.routes {
+        for r in s.plan.routes() {
             let filter = match &r.filter {
                 Some(PatternSpec::Regex(re)) => format!(", lines matching {re}"),
                 Some(PatternSpec::Json(j)) => {
@@ -62,7 +62,7 @@ pub fn plan(s: &Scenario) -> String {
             ));
         }
     }
-    let p = &s.protocol;
+    let p = s.protocol();
     if p.steps.is_empty() {
         out.push_str("\nno steps: runs until every child has ended (or a significant one does)\n");
     } else {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use procession::director::protocol::{ProtocolReport, StepOutcome};
-use procession::director::{ChildInfo, ChildState, Director, Launch, Shutdown, WaitProtocol};
+use procession::director::{ChildInfo, ChildState, Director, LaunchPlan, Shutdown, WaitProtocol};
 use procession::event::Journal;
+use procession::protocol::{ProtocolReport, StepOutcome};
 use procession::{format_duration, scenario, DirectorConfig, EventFilter, ExitStatus, Signal};
 use tokio::sync::oneshot;
 
@@ -55,19 +55,17 @@ pub fn run(args: RunArgs) -> u8 {
                 return 2;
             }
         };
-        let names: Vec<Arc<str>> = scenario.children.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<Arc<str>> = scenario
+            .plan
+            .children()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         let (timeline_done, timeline_stopped) = oneshot::channel();
         let timeline = Timeline::new(colour, detail, &names, timeline_done).start();
         let _ = director.subscribe(timeline.recipient(), EventFilter::all()).await;
-        let steps = scenario.protocol.steps.len();
-        let launched = director
-            .addr()
-            .send(Launch {
-                children: scenario.children,
-                routes: scenario.routes,
-                protocol: Some(scenario.protocol),
-            })
-            .await;
+        let steps = scenario.protocol().steps.len();
+        let launched = director.addr().send(LaunchPlan(scenario.plan)).await;
         if let Ok(Err(e)) | Err(e) = launched.map_err(|_| procession::DirectorError::Gone) {
             eprintln!("{}: {e}", args.scenario.display());
             director.shutdown("invalid scenario").await;
@@ -170,7 +168,7 @@ fn summary(
     }
     for child in finals {
         let state = match &child.state {
-            ChildState::Exited(exit) => {
+            ChildState::Exited(exit) | ChildState::Stopped(exit) => {
                 let how = match exit.status {
                     ExitStatus::Code(c) => format!("exit code {c}"),
                     ExitStatus::Signal(s) => format!("signal {s}"),

@@ -1,0 +1,385 @@
+//! A validated plan: children, routes and a protocol, with every problem
+//! found at once (names, `depends_on`, cycles, routes, steps, regexes,
+//! captures). [`scenario`](crate::scenario) produces one from a file; the
+//! director launches one without checking it again. Pure code: specs in,
+//! problems out.
+//!
+//! ```
+//! use procession::plan::Plan;
+//! use procession::{ChildSpec, Route};
+//!
+//! let plan = Plan::check(
+//!     [ChildSpec::new("a", ["echo", "hi"]), ChildSpec::new("b", ["cat"])],
+//!     [Route::new("a", "b")],
+//!     None,
+//! )
+//! .unwrap();
+//! assert_eq!(plan.children().len(), 2);
+//!
+//! let problems = Plan::check([ChildSpec::new("a", ["true"])], [Route::new("a", "c")], None)
+//!     .unwrap_err();
+//! assert_eq!(
+//!     problems.to_string(),
+//!     "1 problem:\n  - route 1 (a -> c): `c` is not a child"
+//! );
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::director::Route;
+use crate::error::{closest, ConfigError, ConfigErrors, Place};
+use crate::matching::PatternSpec;
+use crate::protocol::machine::Machine;
+use crate::protocol::Protocol;
+use crate::spec::{ChildSpec, Ready};
+
+/// Children, routes and a protocol that were checked together. Build it with
+/// [`Plan::check`]; run it with [`Director::launch_plan`](crate::director::Director::launch_plan)
+/// or [`Director::run_plan`](crate::director::Director::run_plan).
+pub struct Plan {
+    children: Vec<ChildSpec>,
+    routes: Vec<Route>,
+    protocol: Option<(Protocol, Machine)>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("children", &self.children)
+            .field("routes", &self.routes)
+            .field("protocol", &self.protocol())
+            .finish()
+    }
+}
+
+/// What a director already has, for a plan that adds to it.
+#[derive(Debug, Default)]
+pub(crate) struct Existing {
+    /// Each child and its `depends_on`.
+    pub children: BTreeMap<Arc<str>, Vec<Arc<str>>>,
+    /// Names in the order they were added.
+    pub names: Vec<Arc<str>>,
+    /// Routes so far (new ones are numbered after them).
+    pub routes: usize,
+}
+
+impl Plan {
+    /// Checks children, routes and a protocol as a whole, as if nothing
+    /// ran yet. Every problem is reported, each naming its child, route or
+    /// step.
+    pub fn check(
+        children: impl IntoIterator<Item = ChildSpec>,
+        routes: impl IntoIterator<Item = Route>,
+        protocol: Option<Protocol>,
+    ) -> Result<Plan, ConfigErrors> {
+        Plan::check_with(
+            &Existing::default(),
+            children.into_iter().collect(),
+            routes.into_iter().collect(),
+            protocol,
+        )
+    }
+
+    /// Checks a plan that adds to the children a director already has.
+    pub(crate) fn check_with(
+        existing: &Existing,
+        children: Vec<ChildSpec>,
+        routes: Vec<Route>,
+        protocol: Option<Protocol>,
+    ) -> Result<Plan, ConfigErrors> {
+        let mut problems = validate(&children, &existing.children);
+        let mut names = existing.names.clone();
+        names.extend(children.iter().map(|s| s.name.clone()));
+        problems.extend(check_routes(&routes, &names, existing.routes));
+        let protocol = match protocol {
+            None => None,
+            Some(protocol) => match Machine::new(&protocol, &names) {
+                Ok(machine) => Some((protocol, machine)),
+                Err(more) => {
+                    problems.extend(more);
+                    None
+                }
+            },
+        };
+        if problems.is_empty() {
+            Ok(Plan {
+                children,
+                routes,
+                protocol,
+            })
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Checks this plan again, against what a director already has.
+    pub(crate) fn recheck(self, existing: &Existing) -> Result<Plan, ConfigErrors> {
+        let protocol = self.protocol.map(|(p, _)| p);
+        Plan::check_with(existing, self.children, self.routes, protocol)
+    }
+
+    /// The children, in the order given.
+    pub fn children(&self) -> &[ChildSpec] {
+        &self.children
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The protocol, if there is one.
+    pub fn protocol(&self) -> Option<&Protocol> {
+        self.protocol.as_ref().map(|(p, _)| p)
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<ChildSpec>, Vec<Route>, Option<Machine>) {
+        (self.children, self.routes, self.protocol.map(|(_, m)| m))
+    }
+}
+
+/// Checks `routes` against the known child names; `before` routes exist
+/// already, so numbering starts after them.
+fn check_routes(routes: &[Route], names: &[Arc<str>], before: usize) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let index = before + i + 1;
+        for name in [&route.from, &route.to] {
+            if !names.contains(name) {
+                problems.push(ConfigError::UnknownRouteChild {
+                    index,
+                    from: route.from.clone(),
+                    to: route.to.clone(),
+                    name: name.clone(),
+                    suggestion: closest(name, names),
+                });
+            }
+        }
+        if let Some(Err(source)) = route.filter.as_ref().map(PatternSpec::compile) {
+            problems.push(ConfigError::BadRegex {
+                place: Place::Route {
+                    index,
+                    from: route.from.clone(),
+                    to: route.to.clone(),
+                },
+                key: "match",
+                source,
+            });
+        }
+    }
+    problems
+}
+
+/// All problems with adding `new` to the children already known (`existing`:
+/// name -> depends_on), in the order they were found.
+fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    let mut names: HashSet<Arc<str>> = existing.keys().cloned().collect();
+    for spec in new {
+        if !names.insert(spec.name.clone()) {
+            problems.push(ConfigError::DuplicateChild {
+                child: spec.name.clone(),
+            });
+        }
+        if spec.cmd.is_empty() {
+            problems.push(ConfigError::EmptyCommand {
+                child: spec.name.clone(),
+            });
+        }
+        if let Some(Ready::Line(re)) = &spec.ready {
+            if let Err(source) = regex::Regex::new(re) {
+                problems.push(ConfigError::BadRegex {
+                    place: Place::Child(spec.name.clone()),
+                    key: "ready.line",
+                    source,
+                });
+            }
+        }
+    }
+    for spec in new {
+        for dep in &spec.depends_on {
+            if !names.contains(dep) {
+                problems.push(ConfigError::UnknownDependency {
+                    child: spec.name.clone(),
+                    dependency: dep.clone(),
+                    suggestion: closest(dep, &names),
+                });
+            }
+        }
+    }
+    let mut graph: BTreeMap<Arc<str>, Vec<Arc<str>>> = existing.clone();
+    for spec in new {
+        // With duplicates, the first definition counts (the rest are errors).
+        graph
+            .entry(spec.name.clone())
+            .or_insert_with(|| spec.depends_on.clone());
+    }
+    problems.extend(cycles(&graph));
+    problems
+}
+
+/// Every cycle in the graph, each reported once, as a path that ends where
+/// it starts.
+fn cycles(graph: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> Vec<ConfigError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    fn visit(
+        node: &Arc<str>,
+        graph: &BTreeMap<Arc<str>, Vec<Arc<str>>>,
+        marks: &mut HashMap<Arc<str>, Mark>,
+        path: &mut Vec<Arc<str>>,
+        found: &mut Vec<ConfigError>,
+    ) {
+        marks.insert(node.clone(), Mark::Active);
+        path.push(node.clone());
+        for dep in graph.get(node).into_iter().flatten() {
+            match marks.get(dep) {
+                Some(Mark::Active) => {
+                    let start = path.iter().position(|n| n == dep).expect("on the path");
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(dep.clone());
+                    found.push(ConfigError::Cycle { path: cycle });
+                }
+                Some(Mark::Done) => {}
+                None if graph.contains_key(dep) => visit(dep, graph, marks, path, found),
+                None => {} // unknown: reported elsewhere
+            }
+        }
+        path.pop();
+        marks.insert(node.clone(), Mark::Done);
+    }
+    let mut marks = HashMap::new();
+    let mut found = Vec::new();
+    for node in graph.keys() {
+        if !marks.contains_key(node) {
+            visit(node, graph, &mut marks, &mut Vec::new(), &mut found);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, deps: &[&str]) -> ChildSpec {
+        let mut s = ChildSpec::new(name, ["true"]);
+        for d in deps {
+            s = s.depends_on(*d);
+        }
+        s
+    }
+
+    fn messages(problems: &[ConfigError]) -> Vec<String> {
+        problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_good_graph_has_no_problems() {
+        let new = [
+            spec("db", &[]),
+            spec("api", &["db"]),
+            spec("web", &["api", "db"]),
+        ];
+        assert!(validate(&new, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn unknown_names_duplicates_and_cycles_are_all_reported() {
+        let new = [
+            spec("a", &["b"]),
+            spec("b", &["c"]),
+            spec("c", &["a"]),
+            spec("d", &["serer"]),
+            spec("a", &[]),
+        ];
+        let mut existing = BTreeMap::new();
+        existing.insert(Arc::from("server"), vec![]);
+        let got = messages(&validate(&new, &existing));
+        assert!(
+            got.contains(&"child `a` is defined twice".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(
+                &"child `d`: depends_on names `serer`, which is not a child (did you mean `server`?)"
+                    .to_string()
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|m| m.starts_with("dependency cycle: ")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_shown_as_a_closed_path() {
+        let new = [spec("a", &["b"]), spec("b", &["c"]), spec("c", &["b"])];
+        let got = messages(&validate(&new, &BTreeMap::new()));
+        assert_eq!(got, ["dependency cycle: b -> c -> b"]);
+        let selfish = [spec("me", &["me"])];
+        assert_eq!(
+            messages(&validate(&selfish, &BTreeMap::new())),
+            ["dependency cycle: me -> me"]
+        );
+    }
+
+    #[test]
+    fn unknown_children_and_bad_filters_are_named_with_the_route_index() {
+        use crate::matching::PatternSpec;
+        let routes = vec![
+            Route::new("client", "sever"),
+            Route::new("client", "server").filter(PatternSpec::Regex("[".into())),
+        ];
+        let names: Vec<Arc<str>> = vec!["client".into(), "server".into()];
+        assert_eq!(
+            messages(&check_routes(&routes, &names, 2)),
+            [
+                "route 3 (client -> sever): `sever` is not a child (did you mean `server`?)",
+                "route 4 (client -> server): invalid regex in `match`"
+            ],
+            "numbered after the 2 routes there are"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_plan_is_reported_at_once() {
+        use crate::protocol::Step;
+        let problems = Plan::check(
+            [spec("a", &["b"]), spec("b", &["a"])],
+            [Route::new("a", "c")],
+            Some(Protocol {
+                steps: vec![Step::send_line("d", "hi")],
+                ..Protocol::default()
+            }),
+        )
+        .unwrap_err();
+        assert_eq!(
+            messages(&problems.0),
+            [
+                "dependency cycle: a -> b -> a",
+                "route 1 (a -> c): `c` is not a child",
+                "step 1: `to` names `d`, which is not a child",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_ready_regex_and_an_empty_cmd_are_named() {
+        let mut bad = spec("srv", &[]).ready(Ready::Line("(".into()));
+        bad.cmd.clear();
+        let got = messages(&validate(&[bad], &BTreeMap::new()));
+        assert_eq!(
+            got,
+            [
+                "child `srv`: cmd is empty (it needs at least the program)",
+                "child `srv`: invalid regex in `ready.line`"
+            ]
+        );
+    }
+}

@@ -1,19 +1,16 @@
-//! Getting frames to children: routing decisions for one output frame, the
-//! handler for child events, and carrying out the outbox's settlements.
-//! Every write itself goes through the [outbox](super::outbox).
+//! Routing decisions for one output frame: a waiting request's reply, a
+//! late reply, an envelope's child, or the routes' receivers, each guarded
+//! by the protocol. What goes is queued in the [outbox](super::outbox).
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::prelude::*;
 use bytes::BytesMut;
-use tokio::sync::oneshot;
 
-use super::outbox::{self, Ack, BatchToken, Settled};
+use super::outbox::{self, Ack, BatchToken};
 use super::requests::Answer;
 use super::{routing, DirectorActor};
-use crate::child::{ChildEventKind, ChildEvents, StdinSender, Stream};
+use crate::child::Stream;
 use crate::error::DirectorError;
 use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
@@ -34,123 +31,9 @@ impl DirectorActor {
         self.children.get(to).expect("known child").spec.framing
     }
 
-    /// Queues a frame for `to` with its acknowledgement. The caller checked
-    /// `writable`; the write happens at the next [`drive_outbox`](Self::drive_outbox).
-    pub(super) fn queue_frame(
-        &mut self,
-        to: &Arc<str>,
-        frame: &Frame,
-        ack: Ack,
-        within: Option<Duration>,
-    ) {
-        let now = Instant::now();
-        let bytes = frame.to_bytes(self.framing_of(to));
-        let deadline = within.and_then(|w| outbox::deadline(now, w));
-        self.outbox.push(to, &bytes, ack, deadline, now);
-    }
-
-    /// Writes what the outbox holds into the children's stdin queues and
-    /// carries out the settlements (which may queue more: a passed `send`
-    /// step leads to the next). A full queue gets a waiter that flushes
-    /// again when there is room or its earliest deadline passes.
-    pub(super) fn drive_outbox(&mut self, ctx: &mut Context<Self>) {
-        if self.driving {
-            return; // the flush below us picks up what was just queued
-        }
-        self.driving = true;
-        while self.outbox.is_dirty() {
-            let flush = self.outbox.flush(Instant::now());
-            for (to, stdin, deadline) in flush.blocked {
-                self.wait_for_room(to, stdin, deadline, ctx);
-            }
-            for settled in flush.settled {
-                self.settle(settled, ctx);
-            }
-        }
-        self.driving = false;
-    }
-
-    fn wait_for_room(
-        &mut self,
-        to: Arc<str>,
-        stdin: StdinSender,
-        deadline: Option<Instant>,
-        ctx: &mut Context<Self>,
-    ) {
-        if !self.outbox.watch(&to, deadline) {
-            return; // a waiter that fires early enough is armed
-        }
-        let waiter = async move {
-            let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => futures::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = stdin.room() => {}
-                () = timer => {}
-            }
-        };
-        ctx.spawn(
-            fut::wrap_future(waiter).map(move |(), act: &mut Self, ctx| {
-                act.outbox.unwatch(&to);
-                act.drive_outbox(ctx);
-            }),
-        );
-    }
-
-    /// Carries out one settled write: the event, the step, or the caller.
-    fn settle(&mut self, settled: Settled, ctx: &mut Context<Self>) {
-        let Settled { to, ack, result } = settled;
-        match ack {
-            Ack::Routed { from, frames, .. } => match result {
-                Ok(()) => {
-                    for _ in 0..frames {
-                        let kind = EventKind::Routed {
-                            from: from.clone(),
-                            to: to.clone(),
-                        };
-                        self.publish(&from, kind);
-                    }
-                }
-                Err(e) => self.undeliverable(&from, to, e.to_string(), frames),
-            },
-            Ack::Step(step) => {
-                let now = Instant::now();
-                let fx = self.with_machine(|m| match result {
-                    Ok(()) => m.action_done(step, now),
-                    Err(e) => m.action_failed(step, e.to_string(), now),
-                });
-                self.step_fx(fx, ctx);
-            }
-            Ack::Caller(reply) => {
-                let _ = reply.send(result);
-            }
-        }
-    }
-
-    /// Queues a caller's write and returns what resolves once it is queued
-    /// at the child (or fails).
-    pub(super) fn caller_write(
-        &mut self,
-        to: &Arc<str>,
-        frame: Option<&Frame>,
-        within: Option<Duration>,
-        ctx: &mut Context<Self>,
-    ) -> impl std::future::Future<Output = Result<(), DirectorError>> + 'static {
-        let (tx, rx) = oneshot::channel();
-        match frame {
-            Some(frame) => self.queue_frame(to, frame, Ack::Caller(tx), within),
-            None => self.outbox.push_close(to, Ack::Caller(tx), Instant::now()),
-        }
-        self.drive_outbox(ctx);
-        async move { rx.await.unwrap_or(Err(DirectorError::Gone)) }
-    }
-
     /// Routes one output frame: to a waiting request, an envelope's child,
     /// or the routes' receivers. Frames that cannot go are reported at once.
-    fn route(
+    pub(super) fn route(
         &mut self,
         from: &Arc<str>,
         stream: Stream,
@@ -245,86 +128,5 @@ fn encode(frame: &Frame, partial: bool, framing: Framing, out: &mut BytesMut) {
     match (partial, frame) {
         (true, Frame::Line(chunk)) => out.extend_from_slice(chunk.as_bytes()),
         _ => frame.encode(framing, out),
-    }
-}
-
-impl Handler<ChildEvents> for DirectorActor {
-    /// Resolves once the batch's routed frames are queued at their
-    /// receivers (or failed): the child's next batch waits until then.
-    type Result = ResponseActFuture<Self, ()>;
-
-    fn handle(&mut self, batch: ChildEvents, ctx: &mut Context<Self>) -> Self::Result {
-        let name = batch.child;
-        if !self.children.is_live(&name) {
-            return Box::pin(fut::ready(()));
-        }
-        let (done, delivered) = oneshot::channel();
-        let token: BatchToken = Rc::new(done);
-        let mut exited = false;
-        for event in batch.events {
-            match event.kind {
-                ChildEventKind::Spawned { .. } => {
-                    let facts = self.children.on_spawned(&name);
-                    self.apply(facts, ctx);
-                }
-                ChildEventKind::Output {
-                    stream,
-                    frame,
-                    partial,
-                } => {
-                    self.route(&name, stream, &frame, partial, &token);
-                    let becomes_ready = self.children.readies(&name, &frame);
-                    // The frame is published before any step it passes.
-                    let for_protocol = self.protocol_running().then(|| frame.clone());
-                    self.publish(
-                        &name,
-                        EventKind::Output {
-                            stream,
-                            frame,
-                            partial,
-                        },
-                    );
-                    if let Some(frame) = for_protocol {
-                        self.protocol_output(&name, stream, &frame, ctx);
-                    }
-                    if becomes_ready {
-                        let facts = self.children.on_ready(&name);
-                        self.apply(facts, ctx);
-                    }
-                }
-                ChildEventKind::Oversized { stream, limit } => {
-                    self.publish(&name, EventKind::OversizedFrame { stream, limit })
-                }
-                ChildEventKind::DecodeError {
-                    stream,
-                    error,
-                    preview,
-                } => self.publish(
-                    &name,
-                    EventKind::DecodeError {
-                        stream,
-                        error,
-                        preview,
-                    },
-                ),
-                ChildEventKind::Exited(exit) => {
-                    self.on_exited(&name, exit, ctx);
-                    exited = true;
-                }
-            }
-        }
-        self.flush_steps(ctx);
-        self.drive_outbox(ctx);
-        // A run without steps can only end when something exits.
-        if exited {
-            self.check_idle(ctx);
-        }
-        if Rc::strong_count(&token) == 1 {
-            return Box::pin(fut::ready(())); // everything routed is queued
-        }
-        drop(token);
-        Box::pin(fut::wrap_future(async move {
-            let _ = delivered.await; // resolves when the last routed entry is settled
-        }))
     }
 }

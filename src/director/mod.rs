@@ -21,9 +21,9 @@
 //! and backoff, and a director-wide [`Strategy`].
 
 mod children;
-mod control;
 mod delivery;
 mod handle;
+mod handlers;
 mod lifecycle;
 mod messages;
 mod outbox;
@@ -31,6 +31,7 @@ mod requests;
 pub(crate) mod routing;
 mod stepping;
 mod supervision;
+mod writing;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! Handlers for the control messages: one per request a caller can make.
+//! Every message the director takes, one handler each: a child's events,
+//! and one per request a caller can make. Each feeds the pure parts (the
+//! registry, the outbox, the step machine) and carries out what they return.
 
 use std::sync::Arc;
 
@@ -10,8 +12,12 @@ use super::children::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
 use super::DirectorActor;
-use crate::child::{Exit, SendSignal};
+use std::rc::Rc;
+
+use super::outbox::BatchToken;
+use crate::child::{ChildEventKind, ChildEvents, Exit, SendSignal};
 use crate::error::DirectorError;
+use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
 use crate::plan::{Existing, Plan};
 use crate::protocol::ProtocolReport;
@@ -346,5 +352,86 @@ impl Handler<Shutdown> for DirectorActor {
             self.apply(facts, ctx);
         }
         Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+impl Handler<ChildEvents> for DirectorActor {
+    /// Resolves once the batch's routed frames are queued at their
+    /// receivers (or failed): the child's next batch waits until then.
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, batch: ChildEvents, ctx: &mut Context<Self>) -> Self::Result {
+        let name = batch.child;
+        if !self.children.is_live(&name) {
+            return Box::pin(fut::ready(()));
+        }
+        let (done, delivered) = oneshot::channel();
+        let token: BatchToken = Rc::new(done);
+        let mut exited = false;
+        for event in batch.events {
+            match event.kind {
+                ChildEventKind::Spawned { .. } => {
+                    let facts = self.children.on_spawned(&name);
+                    self.apply(facts, ctx);
+                }
+                ChildEventKind::Output {
+                    stream,
+                    frame,
+                    partial,
+                } => {
+                    self.route(&name, stream, &frame, partial, &token);
+                    let becomes_ready = self.children.readies(&name, &frame);
+                    // The frame is published before any step it passes.
+                    let for_protocol = self.protocol_running().then(|| frame.clone());
+                    self.publish(
+                        &name,
+                        EventKind::Output {
+                            stream,
+                            frame,
+                            partial,
+                        },
+                    );
+                    if let Some(frame) = for_protocol {
+                        self.protocol_output(&name, stream, &frame, ctx);
+                    }
+                    if becomes_ready {
+                        let facts = self.children.on_ready(&name);
+                        self.apply(facts, ctx);
+                    }
+                }
+                ChildEventKind::Oversized { stream, limit } => {
+                    self.publish(&name, EventKind::OversizedFrame { stream, limit })
+                }
+                ChildEventKind::DecodeError {
+                    stream,
+                    error,
+                    preview,
+                } => self.publish(
+                    &name,
+                    EventKind::DecodeError {
+                        stream,
+                        error,
+                        preview,
+                    },
+                ),
+                ChildEventKind::Exited(exit) => {
+                    self.on_exited(&name, exit, ctx);
+                    exited = true;
+                }
+            }
+        }
+        self.flush_steps(ctx);
+        self.drive_outbox(ctx);
+        // A run without steps can only end when something exits.
+        if exited {
+            self.check_idle(ctx);
+        }
+        if Rc::strong_count(&token) == 1 {
+            return Box::pin(fut::ready(())); // everything routed is queued
+        }
+        drop(token);
+        Box::pin(fut::wrap_future(async move {
+            let _ = delivered.await; // resolves when the last routed entry is settled
+        }))
     }
 }

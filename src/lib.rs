@@ -9,30 +9,39 @@
 //! A [`DirectorActor`] (driven through the [`Director`] handle) owns a set of
 //! children: it starts them in dependency order once their dependencies are
 //! ready, routes frames between them (routes and JSON envelopes), correlates
-//! requests with replies, publishes [`Event`]s to subscribers, and stops
-//! everything in reverse dependency order.
+//! requests with replies, runs a [`protocol`] of ordered steps,
+//! publishes [`Event`]s to subscribers, and stops everything in reverse
+//! dependency order. A [`Plan`](plan::Plan) is what it runs: children, routes
+//! and a protocol checked together (a [`scenario`] file becomes one).
 //!
 //! ```text
-//!  caller ──Launch/Deliver/Request/StopChild──► DirectorActor ──► subscribers (Event,
-//!                                               │   ▲              bounded, `lagged`)
-//!                      Write (bounded, waits)   │   │ ChildEvents (numbered batches;
-//!                                               ▼   │  the next one after delivery)
-//!                                   ChildActor  ChildActor ...
-//!                                   │stdin ▲stdout/stderr
-//!                                   ▼      │
-//!                                 OS process (own group, parent-death signal)
+//!  caller ──Launch/LaunchPlan/Deliver/Request/StopChild──► DirectorActor ──► subscribers
+//!                                                          │   ▲        (bounded, `lagged`)
+//!     registry (children.rs): one state per child ─────────┤   │ ChildEvents (numbered
+//!     outbox (outbox.rs): one ordered stdin queue per child┘   │  batches; the next one
+//!                                    │ writes, in order        │  after delivery)
+//!                                    ▼                         │
+//!                                  ChildActor   ChildActor ...
+//!                                  │stdin ▲stdout/stderr
+//!                                  ▼      │
+//!                                OS process (own group; the watchdog kills it if we die)
 //! ```
 //!
-//! Data flows one way: spec -> director -> child actor -> OS process; bytes ->
-//! frames -> director -> routes / requests / subscribers. A child actor never
-//! talks to another child actor.
+//! Data flows one way: spec -> plan -> director -> child actor -> OS process;
+//! bytes -> frames -> director -> routes / protocol / subscribers. A child
+//! actor never talks to another child actor. Inside the director, the
+//! decisions are pure code (the registry's transitions, the outbox, the step
+//! machine, restart decisions), and the actor only carries out what they
+//! return.
 //!
 //! Invariants: nothing outlives its actor (the group is killed when the
 //! leader's exit is reported, and when the actor is dropped); no zombies
 //! (tokio reaps, nothing calls `waitpid(-1)`); no lost output (`exited` comes
 //! after both pipes reach EOF, or says the output is incomplete); bounded
 //! memory (frame cap, bounded stdin queues, one batch in flight per child,
-//! bounded subscriber queues).
+//! bytes-bounded `expect` and restart buffers, bounded subscriber queues);
+//! order (what the director decides to write to a child is written in that
+//! order).
 #![warn(missing_docs)]
 
 pub mod batch;

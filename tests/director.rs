@@ -520,7 +520,8 @@ async fn a_reply_after_its_request_timed_out_is_published_late_and_not_routed() 
         .await
         .unwrap();
     let mut seen = until(&mut events, |e| {
-        is(e, "slow", "output") && e.kind.describe().text == "ping"
+        is(e, "slow", "output")
+            && matches!(&e.kind, EventKind::Output { frame, .. } if frame.as_line() == Some("ping"))
     })
     .await;
     director.close_stdin("slow").await.unwrap();

@@ -17,8 +17,8 @@ use crate::Signal;
 
 /// Default cap on one frame: 1 MiB. Longer lines arrive in chunks.
 pub const DEFAULT_FRAME_CAP: usize = 1 << 20;
-/// Default number of chunks that may wait in a child's stdin queue.
-pub const DEFAULT_STDIN_QUEUE: usize = 64;
+/// Default size of a child's stdin queue: 1 MiB (besides what its pipe holds).
+pub const DEFAULT_STDIN_QUEUE: usize = 1 << 20;
 /// Default time to wait for the pipes to close after the child exited.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 
@@ -71,7 +71,9 @@ pub struct ChildSpec {
     /// grows when each bad byte becomes U+FFFD (three bytes).
     #[serde(default = "default_frame_cap")]
     pub frame_cap: usize,
-    /// How many writes may wait in the stdin queue before senders wait.
+    /// How many bytes may wait in the stdin queue (besides what the pipe
+    /// holds) before writers wait. One write larger than that still goes,
+    /// into an empty queue.
     #[serde(default = "default_stdin_queue")]
     pub stdin_queue: usize,
     /// After the child exits and its own output is read, how long to wait
@@ -250,9 +252,9 @@ impl ChildSpec {
         self
     }
 
-    /// Sets how many writes may wait in the stdin queue (at least 1).
-    pub fn stdin_queue(mut self, chunks: usize) -> Self {
-        self.stdin_queue = chunks.max(1);
+    /// Sets how many bytes may wait in the stdin queue (at least 1).
+    pub fn stdin_queue(mut self, bytes: usize) -> Self {
+        self.stdin_queue = bytes.max(1);
         self
     }
 

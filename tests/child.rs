@@ -148,12 +148,12 @@ async fn closing_stdin_makes_the_counter_answer() {
 #[actix_rt::test]
 async fn a_child_that_does_not_read_makes_the_sender_wait() {
     const CHUNK: usize = 64 * 1024;
-    const QUEUE: usize = 4;
+    const QUEUE: usize = 4; // chunks
     let line = [vec![b'x'; 63], vec![b'\n']].concat();
     let chunk = Bytes::from(line.repeat(CHUNK / 64));
 
     let (owner, mut events) = collector();
-    let spec = fixture_spec("sluggard", &["count-after-usr1"]).stdin_queue(QUEUE);
+    let spec = fixture_spec("sluggard", &["count-after-usr1"]).stdin_queue(QUEUE * CHUNK);
     let child = ChildActor::start(spec, owner).unwrap();
     assert_eq!(events.next_line().await, "ready");
     let stdin = child.send(GetStdin).await.unwrap().unwrap();

@@ -1,28 +1,33 @@
-//! The child's stdin: a bounded queue in front of a writer task that owns
-//! the pipe.
+//! The child's stdin: a queue bounded in bytes in front of a writer task
+//! that owns the pipe.
 //!
 //! `actix::io::FramedWrite` neither pushes back (a child that does not read
-//! lets it pile up without bound) nor delivers EOF on close. A bounded
-//! channel does both: senders wait while it is full, and a `Close` marker
-//! ends the writer, which drops the pipe after everything queued before it.
+//! lets it pile up without bound) nor delivers EOF on close. Here each write
+//! first takes as many permits of a semaphore as it has bytes (at most the
+//! whole queue, so one large write can always go into an empty queue), and
+//! the writer gives them back once the bytes are in the pipe: senders wait
+//! while the queue is full. A `Close` marker ends the writer, which drops
+//! the pipe after everything queued before it.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::StdinError;
 use crate::frame::{Frame, Framing};
 
 pub(crate) enum StdinCmd {
-    Data(Bytes),
+    /// Bytes, and the room they take until they are written.
+    Data(Bytes, OwnedSemaphorePermit),
     Close,
 }
 
 /// A handle for writing to one child's stdin. Cheap to clone; all clones
-/// feed the same bounded queue, and writes from one task arrive in order.
+/// feed the same queue, bounded in bytes, and writes from one task arrive
+/// in order.
 ///
 /// # Caveats
 /// `Ok` means queued, not read: if the child exits or closes its stdin, what
@@ -31,23 +36,50 @@ pub(crate) enum StdinCmd {
 pub struct StdinSender {
     child: Arc<str>,
     framing: Framing,
-    tx: mpsc::Sender<StdinCmd>,
+    tx: mpsc::UnboundedSender<StdinCmd>,
+    /// Free bytes in the queue.
+    room: Arc<Semaphore>,
+    /// The queue's size in bytes.
+    capacity: usize,
 }
 
 impl std::fmt::Debug for StdinCmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StdinCmd::Data(b) => write!(f, "Data({} bytes)", b.len()),
+            StdinCmd::Data(b, _) => write!(f, "Data({} bytes)", b.len()),
             StdinCmd::Close => f.write_str("Close"),
         }
     }
 }
 
 impl StdinSender {
+    fn new(
+        child: Arc<str>,
+        framing: Framing,
+        capacity: usize,
+    ) -> (StdinSender, mpsc::UnboundedReceiver<StdinCmd>) {
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = StdinSender {
+            child,
+            framing,
+            tx,
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        };
+        (sender, rx)
+    }
+
     /// A sender for a child without a stdin pipe: every send fails as closed.
     pub(crate) fn without_pipe(child: Arc<str>, framing: Framing) -> StdinSender {
-        let (tx, _) = mpsc::channel(1);
-        StdinSender { child, framing, tx }
+        let (sender, _) = StdinSender::new(child, framing, 1);
+        sender.room.close();
+        sender
+    }
+
+    /// The permits a write of `len` bytes takes.
+    fn permits(&self, len: usize) -> u32 {
+        len.clamp(1, self.capacity) as u32
     }
 
     /// Queues bytes as they are, waiting while the queue is full.
@@ -56,11 +88,9 @@ impl StdinSender {
     /// Cancelling the future before it resolves queues nothing.
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), StdinError> {
         let data = data.into();
-        match self.tx.reserve().await {
-            Ok(permit) => {
-                permit.send(StdinCmd::Data(data));
-                Ok(())
-            }
+        let permits = self.permits(data.len());
+        match self.room.clone().acquire_many_owned(permits).await {
+            Ok(permit) => self.queue(data, permit),
             Err(_) => Err(self.closed(data)),
         }
     }
@@ -68,15 +98,24 @@ impl StdinSender {
     /// Queues bytes if there is room now.
     pub fn try_send(&self, data: impl Into<Bytes>) -> Result<(), StdinError> {
         let data = data.into();
-        match self.tx.try_send(StdinCmd::Data(data)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(StdinCmd::Data(data))) => Err(StdinError::Full {
+        let permits = self.permits(data.len());
+        match self.room.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => self.queue(data, permit),
+            Err(TryAcquireError::NoPermits) => Err(StdinError::Full {
                 child: self.child.clone(),
                 data,
             }),
-            Err(mpsc::error::TrySendError::Closed(StdinCmd::Data(data))) => Err(self.closed(data)),
-            Err(_) => unreachable!("we sent data"),
+            Err(TryAcquireError::Closed) => Err(self.closed(data)),
         }
+    }
+
+    fn queue(&self, data: Bytes, permit: OwnedSemaphorePermit) -> Result<(), StdinError> {
+        self.tx
+            .send(StdinCmd::Data(data, permit))
+            .map_err(|e| match e.0 {
+                StdinCmd::Data(data, _) => self.closed(data),
+                StdinCmd::Close => unreachable!("we sent data"),
+            })
     }
 
     /// Queues a frame encoded for the child's framing (see [`Frame::encode`]).
@@ -87,47 +126,43 @@ impl StdinSender {
     /// Closes stdin after everything queued so far is written. Later sends
     /// fail with [`StdinError::Closed`].
     pub async fn close(&self) {
-        let _ = self.tx.send(StdinCmd::Close).await;
+        self.try_close();
     }
 
-    /// Whether a write would be queued now without waiting. Only meaningful
-    /// for the only writer of a queue (the director's outbox): nobody else
-    /// can take the room between this check and the write.
-    pub(crate) fn has_room(&self) -> bool {
-        self.tx.capacity() > 0 || self.tx.is_closed()
+    /// Queues the end of input after everything queued so far (it takes no
+    /// room, so it never waits).
+    pub(crate) fn try_close(&self) {
+        let _ = self.tx.send(StdinCmd::Close);
     }
 
-    /// Resolves once there is room in the queue (or it is closed).
+    /// Whether a write of `len` bytes would be queued now without waiting
+    /// (or fail at once: the queue is closed). Only meaningful for the only
+    /// writer of a queue (the director's outbox): nobody else can take the
+    /// room between this check and the write.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        self.room.available_permits() >= self.permits(len) as usize || self.is_closed()
+    }
+
+    /// Resolves once a write of `len` bytes would fit (or the queue is closed).
     ///
     /// # Cancel safety
-    /// Cancel safe: it reserves nothing that outlives it.
-    pub(crate) async fn room(&self) {
-        let _ = self.tx.reserve().await;
-    }
-
-    /// Queues the end of input if there is room now (false: the queue is full).
-    pub(crate) fn try_close(&self) -> bool {
-        !matches!(
-            self.tx.try_send(StdinCmd::Close),
-            Err(mpsc::error::TrySendError::Full(_))
-        )
+    /// Cancel safe: it keeps none of the room it waited for.
+    pub(crate) async fn room(&self, len: usize) {
+        let _ = self.room.acquire_many(self.permits(len)).await;
     }
 
     /// A sender and the receiving end of its queue, for tests of writers.
     #[cfg(test)]
-    pub(crate) fn for_test(child: &str, slots: usize) -> (StdinSender, mpsc::Receiver<StdinCmd>) {
-        let (tx, rx) = mpsc::channel(slots);
-        let sender = StdinSender {
-            child: child.into(),
-            framing: Framing::Lines,
-            tx,
-        };
-        (sender, rx)
+    pub(crate) fn for_test(
+        child: &str,
+        capacity: usize,
+    ) -> (StdinSender, mpsc::UnboundedReceiver<StdinCmd>) {
+        StdinSender::new(child.into(), Framing::Lines, capacity)
     }
 
     /// Whether stdin is closed (nothing more can be queued).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.tx.is_closed() || self.room.is_closed()
     }
 
     /// The child's framing, which [`StdinSender::send_frame`] encodes for.
@@ -143,23 +178,31 @@ impl StdinSender {
     }
 }
 
-/// Starts the writer task on the current arbiter and returns its sender.
+/// Starts the writer task on the current arbiter and returns its sender;
+/// its queue holds `capacity` bytes.
 pub(crate) fn start_writer(
     child: Arc<str>,
     framing: Framing,
-    queue: usize,
+    capacity: usize,
     stdin: ChildStdin,
 ) -> StdinSender {
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    actix::spawn(write_loop(child.clone(), stdin, rx));
-    StdinSender { child, framing, tx }
+    let (sender, rx) = StdinSender::new(child.clone(), framing, capacity);
+    actix::spawn(write_loop(child, stdin, rx, sender.room.clone()));
+    sender
 }
 
-async fn write_loop(child: Arc<str>, mut stdin: ChildStdin, mut rx: mpsc::Receiver<StdinCmd>) {
+async fn write_loop(
+    child: Arc<str>,
+    mut stdin: ChildStdin,
+    mut rx: mpsc::UnboundedReceiver<StdinCmd>,
+    room: Arc<Semaphore>,
+) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            StdinCmd::Data(data) => {
-                if let Err(e) = stdin.write_all(&data).await {
+            StdinCmd::Data(data, permit) => {
+                let written = stdin.write_all(&data).await;
+                drop(permit); // the room is free again
+                if let Err(e) = written {
                     tracing::debug!(child = %child, error = %e, "stdin closed by the child");
                     break;
                 }
@@ -169,7 +212,35 @@ async fn write_loop(child: Arc<str>, mut stdin: ChildStdin, mut rx: mpsc::Receiv
     }
     // Refuse further sends before the pipe closes, so that no sender gets Ok
     // for bytes that can never be written.
+    room.close();
     rx.close();
     drop(stdin);
     tracing::trace!(child = %child, "stdin closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the queue counted writes (64 of any size), so 64 writes
+    /// of 1 MiB were queued at a child that did not read.
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_one_big_write_still_fits_when_empty() {
+        let (stdin, mut rx) = StdinSender::for_test("x", 1000);
+        stdin.try_send(vec![b'a'; 600]).unwrap();
+        assert!(matches!(
+            stdin.try_send(vec![b'b'; 600]),
+            Err(StdinError::Full { .. })
+        ));
+        assert!(stdin.try_send(vec![b'c'; 400]).is_ok(), "400 more fit");
+        assert!(!stdin.has_room(1));
+        // The writer takes both: their room is free again.
+        drop((rx.try_recv().unwrap(), rx.try_recv().unwrap()));
+        assert!(stdin.has_room(1000));
+        stdin.try_send(vec![b'd'; 5000]).unwrap();
+        assert!(!stdin.has_room(1), "a write over the size takes it all");
+        stdin.try_close(); // the end of input takes no room
+        assert!(matches!(rx.try_recv(), Ok(StdinCmd::Data(d, _)) if d.len() == 5000));
+        assert!(matches!(rx.try_recv(), Ok(StdinCmd::Close)));
+    }
 }

@@ -97,11 +97,22 @@ struct Queue {
 }
 
 /// What a flush found: the settlements, and the children whose queues are
-/// full, each with the earliest deadline among their waiting entries.
+/// full.
 #[derive(Debug, Default)]
 pub(crate) struct Flush {
     pub settled: Vec<Settled>,
-    pub blocked: Vec<(Arc<str>, StdinSender, Option<Instant>)>,
+    pub blocked: Vec<Blocked>,
+}
+
+/// A child's queue that is full: what the next write needs, and the
+/// earliest deadline among the entries that wait.
+#[derive(Debug)]
+pub(crate) struct Blocked {
+    pub to: Arc<str>,
+    pub stdin: StdinSender,
+    /// Bytes the first waiting write needs.
+    pub needs: usize,
+    pub deadline: Option<Instant>,
 }
 
 /// Every child's queue. See the [module docs](self).
@@ -258,9 +269,14 @@ impl Outbox {
             let Some(queue) = self.queues.get_mut(&to) else {
                 continue;
             };
-            if let Some(stdin) = queue.flush(&to, now, self.keep_limit, &mut out.settled) {
+            if let Some((stdin, needs)) = queue.flush(&to, now, self.keep_limit, &mut out.settled) {
                 let deadline = queue.entries.iter().filter_map(|e| e.deadline).min();
-                out.blocked.push((to.clone(), stdin, deadline));
+                out.blocked.push(Blocked {
+                    to: to.clone(),
+                    stdin,
+                    needs,
+                    deadline,
+                });
             }
         }
         out
@@ -283,15 +299,15 @@ impl Outbox {
 }
 
 impl Queue {
-    /// Flushes one queue; returns its stdin when it is full with entries
-    /// still waiting.
+    /// Flushes one queue; returns its stdin, and the bytes the next write
+    /// needs, when it is full with entries still waiting.
     fn flush(
         &mut self,
         to: &Arc<str>,
         now: Instant,
         keep_limit: usize,
         settled: &mut Vec<Settled>,
-    ) -> Option<StdinSender> {
+    ) -> Option<(StdinSender, usize)> {
         let settle = |settled: &mut Vec<Settled>, ack, result| {
             settled.push(Settled {
                 to: to.clone(),
@@ -349,8 +365,8 @@ impl Queue {
             Sink::Stdin(stdin) => {
                 let stdin = stdin.clone();
                 if !self.kept.is_empty() {
-                    if !stdin.has_room() {
-                        return Some(stdin);
+                    if !stdin.has_room(self.kept.len()) {
+                        return Some((stdin, self.kept.len()));
                     }
                     // Refused only if its stdin is closed: then the entries
                     // below fail the same way.
@@ -363,8 +379,12 @@ impl Queue {
                         settle(settled, entry.ack, Err(error));
                         continue;
                     }
-                    if !stdin.has_room() {
-                        return Some(stdin);
+                    let needs = match &entry.write {
+                        Write::Bytes(bytes) => bytes.len(),
+                        Write::Close => 0, // the end of input takes no room
+                    };
+                    if needs > 0 && !stdin.has_room(needs) {
+                        return Some((stdin, needs));
                     }
                     let closing = matches!(entry.write, Write::Close);
                     let result = match &mut entry.write {
@@ -408,11 +428,12 @@ mod tests {
     use super::*;
     use crate::child::StdinCmd as Cmd;
 
+    /// A stdin whose queue holds `bytes`, and the child's end of it.
     fn stdin_for_test(
         child: &str,
-        slots: usize,
-    ) -> (StdinSender, tokio::sync::mpsc::Receiver<Cmd>) {
-        StdinSender::for_test(child, slots)
+        bytes: usize,
+    ) -> (StdinSender, tokio::sync::mpsc::UnboundedReceiver<Cmd>) {
+        StdinSender::for_test(child, bytes)
     }
 
     fn name(s: &str) -> Arc<str> {
@@ -424,11 +445,12 @@ mod tests {
         (Ack::Caller(tx), rx)
     }
 
-    fn written(rx: &mut tokio::sync::mpsc::Receiver<Cmd>) -> Vec<String> {
+    /// What was queued at the child (receiving it frees its room).
+    fn written(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(cmd) = rx.try_recv() {
             out.push(match cmd {
-                Cmd::Data(b) => String::from_utf8_lossy(&b).into_owned(),
+                Cmd::Data(b, _room) => String::from_utf8_lossy(&b).into_owned(),
                 Cmd::Close => "<close>".into(),
             });
         }
@@ -440,7 +462,7 @@ mod tests {
         let b = name("b");
         let now = Instant::now();
         let mut outbox = Outbox::new(1 << 20);
-        let (stdin, mut rx) = stdin_for_test("b", 8);
+        let (stdin, mut rx) = stdin_for_test("b", 1024);
         outbox.attach(&b, stdin);
         let (tx, mut batch_done) = oneshot::channel();
         let token = Rc::new(tx);
@@ -492,7 +514,11 @@ mod tests {
         let flush = outbox.flush(t0);
         assert_eq!(flush.settled.len(), 1, "only the first fits");
         assert_eq!(flush.blocked.len(), 1);
-        assert_eq!(flush.blocked[0].2, deadline(t0, Duration::from_secs(1)));
+        assert_eq!(
+            flush.blocked[0].deadline,
+            deadline(t0, Duration::from_secs(1))
+        );
+        assert_eq!(flush.blocked[0].needs, 2);
         // Two seconds later, still full: the second fails, the third waits.
         outbox.unwatch(&b);
         let later = t0 + Duration::from_secs(2);
@@ -532,7 +558,7 @@ mod tests {
             "child `b` is not running yet and its buffer of 6 bytes is full"
         );
         assert_eq!(outbox.waiting_bytes("b"), 4);
-        let (stdin, mut rx) = stdin_for_test("b", 4);
+        let (stdin, mut rx) = stdin_for_test("b", 64);
         outbox.attach(&b, stdin);
         outbox.push(&b, b"three\n", Ack::Step(2), None, now);
         let flush = outbox.flush(now);

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::outbox::{self, Ack, Settled};
+use super::outbox::{self, Ack, Blocked, Settled};
 use super::DirectorActor;
-use crate::child::StdinSender;
 use crate::error::DirectorError;
 use crate::event::EventKind;
 use crate::frame::Frame;
@@ -42,8 +41,8 @@ impl DirectorActor {
         self.driving = true;
         while self.outbox.is_dirty() {
             let flush = self.outbox.flush(Instant::now());
-            for (to, stdin, deadline) in flush.blocked {
-                self.wait_for_room(to, stdin, deadline, ctx);
+            for blocked in flush.blocked {
+                self.wait_for_room(blocked, ctx);
             }
             for settled in flush.settled {
                 self.settle(settled, ctx);
@@ -52,13 +51,13 @@ impl DirectorActor {
         self.driving = false;
     }
 
-    fn wait_for_room(
-        &mut self,
-        to: Arc<str>,
-        stdin: StdinSender,
-        deadline: Option<Instant>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn wait_for_room(&mut self, blocked: Blocked, ctx: &mut Context<Self>) {
+        let Blocked {
+            to,
+            stdin,
+            needs,
+            deadline,
+        } = blocked;
         if !self.outbox.watch(&to, deadline) {
             return; // a waiter that fires early enough is armed
         }
@@ -70,7 +69,7 @@ impl DirectorActor {
                 }
             };
             tokio::select! {
-                () = stdin.room() => {}
+                () = stdin.room(needs) => {}
                 () = timer => {}
             }
         };

@@ -119,6 +119,18 @@ impl Plan {
         Plan::check_with(existing, self.children, self.routes, protocol)
     }
 
+    /// This plan, with an empty protocol if it has none (a run without
+    /// steps lasts as long as its children).
+    pub(crate) fn with_protocol(mut self) -> Plan {
+        if self.protocol.is_none() {
+            let names: Vec<Arc<str>> = self.children.iter().map(|c| c.name.clone()).collect();
+            let protocol = Protocol::default();
+            let machine = Machine::new(&protocol, &names).expect("no steps, no problems");
+            self.protocol = Some((protocol, machine));
+        }
+        self
+    }
+
     /// The children, in the order given.
     pub fn children(&self) -> &[ChildSpec] {
         &self.children

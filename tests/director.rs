@@ -534,3 +534,84 @@ async fn a_reply_after_its_request_timed_out_is_published_late_and_not_routed() 
     );
     director.shutdown("test over").await;
 }
+
+fn journal_events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Writes still queued for a child stopped at shutdown are reported
+/// `undeliverable`, and all of it comes before the one `finished`.
+#[actix_rt::test]
+async fn what_a_shutdown_leaves_undelivered_is_reported_before_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let director = Director::with_config(DirectorConfig {
+        journal: Some(procession::event::Journal::create(&path).unwrap()),
+        ..DirectorConfig::default()
+    });
+    let mut events = tap(&director, EventFilter::all()).await;
+    director
+        .launch(
+            [
+                fixture_spec("talker", &["flood", "8"]),
+                fixture_spec("deaf", &["sleep"]).stdin_queue(1),
+            ],
+            [Route::new("talker", "deaf")],
+        )
+        .await
+        .unwrap();
+    // The deaf child's stdin and pipe fill up; then frames wait in its queue.
+    until(&mut events, |e| is(e, "talker", "output")).await;
+    director.shutdown("test over").await;
+    let evs = journal_events(&path);
+    let last = evs.last().unwrap();
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(evs.iter().filter(|e| e["event"] == "finished").count(), 1);
+    let undelivered = evs.iter().filter(|e| e["event"] == "undeliverable").count();
+    assert!(undelivered > 0, "frames were still waiting at the shutdown");
+}
+
+/// Review: a significant child that could not be spawned ended the run
+/// before its protocol started: `finished` said passed, then the step failed.
+#[actix_rt::test]
+async fn a_significant_child_that_cannot_spawn_fails_the_run_and_finished_comes_last() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    let report = director
+        .run(
+            [
+                procession::ChildSpec::new("ghost", ["/nonexistent/procession-test-ghost"])
+                    .significant(),
+                fixture_spec("bystander", &["sleep"]),
+            ],
+            [],
+            procession::protocol::Protocol {
+                steps: vec![procession::protocol::Step::wait(Duration::from_secs(30))],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!report.passed, "{report:#?}");
+    let seen = until(&mut events, |e| {
+        matches!(e.kind, EventKind::Finished { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            seen.last().unwrap().kind,
+            EventKind::Finished { passed: false }
+        ),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count(&seen, "bystander", "spawned"),
+        0,
+        "never spawned: {seen:#?}"
+    );
+    director.shutdown("test over").await;
+}

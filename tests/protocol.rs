@@ -453,16 +453,23 @@ async fn a_send_to_a_child_that_never_reads_fails_after_its_within() {
     let big = "x".repeat(4 << 20);
     let send = || Step::send_line("deaf", big.as_str()).within(Duration::from_millis(300));
     let run = director.run(
-        [fixture_spec("deaf", &["sleep", "--quiet"]).stdin_queue(1)],
+        [fixture_spec("deaf", &["sleep"]).stdin_queue(1)],
         [],
-        protocol(vec![send(), send(), send(), send(), send()]),
+        protocol(vec![
+            Step::expect_line("deaf", "^ready$"), // it runs (and never reads)
+            send(),
+            send(),
+            send(),
+            send(),
+            send(),
+        ]),
     );
     let report = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("the run ends instead of blocking")
         .unwrap();
     let (step, reason) = failure(&report);
-    assert!(step > 1, "the first sends fit: {report:#?}");
+    assert!(step > 2, "the first sends fit: {report:#?}");
     assert!(
         reason.starts_with("child `deaf` did not read its stdin: its queue stayed full for"),
         "{reason}"

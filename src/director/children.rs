@@ -30,6 +30,7 @@ use super::messages::{ChildInfo, ChildState};
 use super::supervision::{self, Decision, History, RestartGroup, Strategy};
 use crate::child::Exit;
 use crate::event::EventKind;
+use crate::frame::Framing;
 use crate::matching::{Pattern, PatternSpec};
 use crate::spec::{ChildSpec, Ready, RestartPolicy};
 
@@ -150,6 +151,17 @@ pub(crate) enum Tell {
     EndIdle,
 }
 
+/// Whether a child takes input now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// No child has this name.
+    Unknown,
+    /// It is down for good (until a `start`).
+    Refused,
+    /// It runs or will: bytes are encoded for this framing.
+    Open(Framing),
+}
+
 /// What a `start` step finds.
 #[derive(Debug)]
 pub(crate) enum Start {
@@ -232,16 +244,25 @@ impl<H: Clone> Children<H> {
         self.handle(name).is_some()
     }
 
-    /// Whether input for it is taken now: it runs, or will (pending,
-    /// spawning, restarting).
-    pub fn takes_input(&self, name: &str) -> bool {
-        self.children.get(name).is_some_and(|c| {
-            self.is_live(name)
-                || matches!(
-                    c.state,
-                    State::Pending | State::Spawning | State::Restarting { .. }
-                )
-        })
+    /// Whether input for it is taken now (it runs, or will: pending,
+    /// spawning, restarting), with one lookup: this runs once per routed frame.
+    pub fn input(&self, name: &str) -> Input {
+        let Some(child) = self.children.get(name) else {
+            return Input::Unknown;
+        };
+        match child.state {
+            State::Pending
+            | State::Spawning
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Stopping { .. }
+            | State::Restarting { .. } => Input::Open(child.spec.framing),
+            State::Exited(_)
+            | State::Stopped(_)
+            | State::GaveUp { .. }
+            | State::SpawnFailed(_)
+            | State::NotStarted(_) => Input::Refused,
+        }
     }
 
     /// Whether `frame` makes the child ready (it is not yet, and its spec
@@ -319,7 +340,15 @@ impl<H: Clone> Children<H> {
     // --- Transitions ---
 
     /// Adds checked specs and starts what can start.
+    #[cfg(test)]
     pub fn add(&mut self, specs: Vec<ChildSpec>) -> Vec<Fact> {
+        let names = self.register(specs);
+        self.start_new(&names)
+    }
+
+    /// Adds checked specs as pending, starting none: input for them is kept
+    /// until they run. Returns their names.
+    pub fn register(&mut self, specs: Vec<ChildSpec>) -> Vec<Arc<str>> {
         let mut names = Vec::with_capacity(specs.len());
         for spec in specs {
             let ready_on = match &spec.ready {
@@ -346,9 +375,23 @@ impl<H: Clone> Children<H> {
             };
             self.children.insert(name, child);
         }
+        names
+    }
+
+    /// Starts registered children whose dependencies are ready.
+    pub fn start_new(&mut self, names: &[Arc<str>]) -> Vec<Fact> {
         let mut facts = Vec::new();
         for name in names {
-            self.try_start(&name, &mut facts);
+            self.try_start(name, &mut facts);
+        }
+        facts
+    }
+
+    /// A spawn asked for before a shutdown began is not carried out.
+    pub fn spawn_called_off(&mut self, name: &Arc<str>) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        if matches!(self.child(name).state, State::Spawning) {
+            self.not_started(name, "the director is shutting down".into(), &mut facts);
         }
         facts
     }
@@ -389,11 +432,19 @@ impl<H: Clone> Children<H> {
     pub fn on_spawned(&mut self, name: &Arc<str>) -> Vec<Fact> {
         let mut facts = Vec::new();
         let child = self.child(name);
-        let (handle, pid) = match &child.state {
-            State::Starting { handle, pid } => (handle.clone(), *pid),
+        let pid = match &child.state {
+            State::Starting { handle, pid } => {
+                let pid = *pid;
+                child.state = State::Running {
+                    handle: handle.clone(),
+                    pid,
+                };
+                pid
+            }
+            // Asked to stop before its first event: it still started.
+            State::Stopping { pid, .. } => *pid,
             _ => return facts,
         };
-        child.state = State::Running { handle, pid };
         let attempt = child.spawns;
         let ready = child.spec.ready.clone();
         facts.push(Fact::Publish(
@@ -444,8 +495,12 @@ impl<H: Clone> Children<H> {
         facts.push(Fact::Publish(name.clone(), EventKind::exited(&exit)));
         facts.push(Fact::AnswerExit(name.clone(), Some(exit.clone())));
         match reason {
-            Some(StopReason::Restart(group)) => self.sibling_exited(group, name, exit, &mut facts),
-            Some(StopReason::Asked | StopReason::Shutdown) => self.stopped(name, exit, &mut facts),
+            // A shutdown calls restarts off, also those whose siblings were
+            // already being stopped for them.
+            Some(StopReason::Restart(group)) if !self.shutting_down() => {
+                self.sibling_exited(group, name, exit, &mut facts)
+            }
+            Some(_) => self.stopped(name, exit, &mut facts),
             None if self.shutting_down() => self.stopped(name, exit, &mut facts),
             None => self.decide(name, exit, now, &mut facts),
         }
@@ -465,15 +520,25 @@ impl<H: Clone> Children<H> {
     /// Asks a running child to stop; `Err` if it does not run (or is
     /// already stopping for another reason than being asked).
     pub fn stop(&mut self, name: &Arc<str>, grace: Option<Duration>) -> Result<Vec<Fact>, ()> {
-        match &self.child(name).state {
+        let mut facts = Vec::new();
+        match &mut self.child(name).state {
             State::Starting { .. } | State::Running { .. } => {
-                let mut facts = Vec::new();
                 self.stop_with(name, grace, StopReason::Asked, &mut facts);
-                Ok(facts)
             }
-            State::Stopping { .. } => Ok(Vec::new()),
-            _ => Err(()),
+            // Stopped to be restarted with a sibling: asked now, it stays
+            // down, and its group goes on without it.
+            State::Stopping { reason, .. } => {
+                if let StopReason::Restart(group) = *reason {
+                    *reason = StopReason::Asked;
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.exited(name, false);
+                    }
+                    self.respawn_group(group, &mut facts);
+                }
+            }
+            _ => return Err(()),
         }
+        Ok(facts)
     }
 
     /// A restart that has not happened yet is called off (a stop, a
@@ -485,11 +550,13 @@ impl<H: Clone> Children<H> {
         };
         let last = last.clone();
         child.state = State::Stopped(last.clone());
-        let facts = vec![
+        let mut facts = vec![
             Fact::CloseInput(name.clone()),
             Fact::Publish(name.clone(), EventKind::Stopped),
             Fact::AnswerExit(name.clone(), Some(last.clone())),
         ];
+        // Restarting means not ready: waiting dependents learn it stays down.
+        self.resolve_dependents(name, &mut facts);
         Some((last, facts))
     }
 
@@ -672,6 +739,9 @@ impl<H: Clone> Children<H> {
                 for_good: true,
             }),
         ]);
+        if !self.children[name].ready {
+            self.resolve_dependents(name, facts); // they will not see it ready
+        }
         self.check_shutdown(facts);
     }
 
@@ -877,7 +947,12 @@ impl<H: Clone> Children<H> {
         let mut to_stop = Vec::new();
         for name in &self.order {
             match &self.children[name].state {
-                State::Spawning | State::Stopping { .. } => running = true,
+                // Not over while anything may still run (a shutdown turns
+                // pending and restarting children into ended ones).
+                State::Pending
+                | State::Spawning
+                | State::Restarting { .. }
+                | State::Stopping { .. } => running = true,
                 State::Starting { .. } | State::Running { .. } => {
                     running = true;
                     let dependents_done = self
@@ -1211,5 +1286,130 @@ mod tests {
             ),
             "{facts:?}"
         );
+    }
+
+    /// Review: a shutdown while a sibling was being stopped for a group
+    /// restart never finished (the sibling was restarted instead).
+    #[test]
+    fn a_shutdown_during_a_group_restart_finishes() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![
+                ChildSpec::new("a", ["x"]).restart(RestartSpec::policy(RestartPolicy::OnFailure)),
+                ChildSpec::new("b", ["x"]).restart(RestartSpec::policy(RestartPolicy::OnFailure)),
+            ],
+            Strategy::OneForAll,
+        );
+        let facts = words(&reg.on_exit(&n("b"), exit(1), t));
+        assert!(facts.contains(&"stop a".to_string()), "{facts:?}");
+        reg.begin_shutdown("bye".into(), ShutdownCause::Requested);
+        let facts = words(&reg.on_exit(&n("a"), exit(143), t));
+        assert!(facts.contains(&"a:stopped".to_string()), "{facts:?}");
+        assert_eq!(facts.last().unwrap(), "finished");
+        assert!(matches!(reg.public_state("a"), ChildState::Stopped(_)));
+    }
+
+    /// Review: a spawn asked for just before a shutdown began was carried
+    /// out, and nothing stopped that child.
+    #[test]
+    fn a_spawn_asked_for_before_a_shutdown_is_called_off() {
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        let facts = reg.add(vec![
+            ChildSpec::new("sig", ["missing"]).significant(),
+            ChildSpec::new("b", ["x"]),
+        ]);
+        assert_eq!(words(&facts), ["spawn sig", "spawn b"]);
+        let facts = words(&reg.spawn_failed(&n("sig"), "not found".into()));
+        assert!(facts.contains(&"run:shutdown".to_string()), "{facts:?}");
+        assert!(
+            !facts.contains(&"finished".to_string()),
+            "b's spawn is pending"
+        );
+        let facts = words(&reg.spawn_called_off(&n("b")));
+        assert!(facts.contains(&"b:not_started".to_string()), "{facts:?}");
+        assert_eq!(facts.last().unwrap(), "finished");
+    }
+
+    /// Review: `finished` came in the middle of a shutdown, before the
+    /// `not_started` of a later pending child.
+    #[test]
+    fn finished_comes_after_every_pending_child_is_told() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![ChildSpec::new("db", ["x"])
+                .ready(Ready::Line("^never$".into()))
+                .restart(RestartSpec::policy(RestartPolicy::OnFailure))],
+            Strategy::OneForOne,
+        );
+        reg.register(vec![
+            ChildSpec::new("api", ["x"]).depends_on("db"),
+            ChildSpec::new("web", ["x"]).depends_on("db"),
+        ]);
+        reg.on_exit(&n("db"), exit(1), t);
+        let facts = words(&reg.begin_shutdown("bye".into(), ShutdownCause::Requested));
+        let at = |w: &str| {
+            facts
+                .iter()
+                .position(|f| f == w)
+                .unwrap_or_else(|| panic!("{w}: {facts:?}"))
+        };
+        assert!(at("web:not_started") < at("finished"));
+        assert!(at("api:not_started") < at("finished"));
+        assert_eq!(facts.iter().filter(|f| *f == "finished").count(), 1);
+    }
+
+    /// Review: a `stop` of a sibling already being stopped for a group
+    /// restart passed, and the sibling was restarted anyway.
+    #[test]
+    fn a_stop_asked_during_a_group_restart_keeps_the_child_down() {
+        let t = Instant::now();
+        let mut reg = running(
+            vec![
+                ChildSpec::new("a", ["x"]).restart(RestartSpec::policy(RestartPolicy::Always)),
+                ChildSpec::new("b", ["x"]).restart(RestartSpec::policy(RestartPolicy::Always)),
+            ],
+            Strategy::OneForAll,
+        );
+        reg.on_exit(&n("a"), exit(1), t); // b is stopped for the restart
+        assert!(reg.stop(&n("b"), None).is_ok());
+        reg.restart_delay_over(1);
+        let facts = words(&reg.on_exit(&n("b"), exit(143), t));
+        assert!(facts.contains(&"b:stopped".to_string()), "{facts:?}");
+        assert!(!facts.contains(&"spawn b".to_string()), "{facts:?}");
+        assert!(matches!(reg.public_state("b"), ChildState::Stopped(_)));
+        let Start::Later(_) = reg.start(&n("a")) else {
+            panic!("a is respawning")
+        };
+    }
+
+    /// Review: a child asked to stop before its first event lost its
+    /// `spawned` event.
+    #[test]
+    fn a_child_stopped_before_its_first_event_still_reports_spawned() {
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        reg.add(vec![ChildSpec::new("a", ["x"])]);
+        reg.spawned(&n("a"), 1, 1);
+        assert_eq!(words(&reg.stop(&n("a"), None).unwrap()), ["stop a"]);
+        let facts = words(&reg.on_spawned(&n("a")));
+        assert_eq!(facts[..2], ["a:spawned", "tell spawned a"]);
+        assert!(matches!(reg.public_state("a"), ChildState::Stopping { .. }));
+    }
+
+    /// Review: dependents waiting on a child that was stopped before it
+    /// was ready waited forever.
+    #[test]
+    fn dependents_of_a_child_stopped_before_it_was_ready_are_not_started() {
+        let t = Instant::now();
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        reg.add(vec![
+            ChildSpec::new("db", ["x"]).ready(Ready::Line("^up$".into())),
+            ChildSpec::new("api", ["x"]).depends_on("db"),
+        ]);
+        reg.spawned(&n("db"), 1, 1);
+        reg.on_spawned(&n("db"));
+        reg.stop(&n("db"), None).unwrap();
+        let facts = words(&reg.on_exit(&n("db"), exit(143), t));
+        assert!(facts.contains(&"api:not_started".to_string()), "{facts:?}");
+        assert!(reg.all_down());
     }
 }

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::outbox::{self, Ack, BatchToken};
+use super::children::Input;
+use super::outbox::{self, BatchToken};
 use super::requests::Answer;
 use super::{routing, DirectorActor};
 use crate::child::Stream;
@@ -19,10 +20,10 @@ impl DirectorActor {
     /// Whether bytes for `to` can be queued now (it runs, or waits to start
     /// or restart), or why not.
     pub(super) fn writable(&self, to: &Arc<str>) -> Result<(), DirectorError> {
-        self.known(to)?;
-        match self.children.takes_input(to) {
-            true => Ok(()),
-            false => Err(self.not_running(to)),
+        match self.children.input(to) {
+            Input::Open(_) => Ok(()),
+            Input::Refused => Err(self.not_running(to)),
+            Input::Unknown => Err(self.unknown(to)),
         }
     }
 
@@ -39,7 +40,7 @@ impl DirectorActor {
         stream: Stream,
         frame: &Frame,
         partial: bool,
-        batch: &BatchToken,
+        batch: &RouteBatch,
     ) {
         if stream == Stream::Stdout && !partial && self.requests.waiting_on(from) {
             match self.requests.answer(from, frame) {
@@ -69,34 +70,28 @@ impl DirectorActor {
                     .map(|to| (to.clone(), None)),
             ),
         }
-        let now = Instant::now();
-        let deadline = outbox::deadline(now, self.config.delivery_timeout);
-        let mut bytes = BytesMut::new();
         for (to, framed) in targets.drain(..) {
             let frame = framed.as_ref().unwrap_or(frame);
             if !self.guard_route(from, &to, frame) {
                 continue; // held or refused by the protocol (its effects say so)
             }
-            match self.writable(&to) {
-                Ok(()) => {}
-                Err(DirectorError::UnknownChild { .. }) => {
+            let framing = match self.children.input(&to) {
+                Input::Open(framing) => framing,
+                Input::Unknown => {
                     self.undeliverable(from, to, "no child has this name".into(), 1);
                     continue;
                 }
-                Err(_) => {
+                Input::Refused => {
                     let reason = format!("not running ({})", self.children.public_state(&to));
                     self.undeliverable(from, to, reason, 1);
                     continue;
                 }
-            }
-            bytes.clear();
-            encode(frame, partial, self.framing_of(&to), &mut bytes);
-            let ack = Ack::Routed {
-                from: from.clone(),
-                frames: 1,
-                batch: Some(batch.clone()),
             };
-            self.outbox.push(&to, &bytes, ack, deadline, now);
+            // Encoded straight into the batch's write for this receiver.
+            let out = self
+                .outbox
+                .routed(&to, from, &batch.token, batch.deadline, batch.now);
+            encode(frame, partial, framing, out);
         }
         self.route_targets = targets;
     }
@@ -118,6 +113,25 @@ impl DirectorActor {
                     reason: reason.clone(),
                 },
             );
+        }
+    }
+}
+
+/// The output batch a frame is routed in: its token (see
+/// [`BatchToken`]), when it arrived, and the deadline of its writes.
+pub(super) struct RouteBatch {
+    pub token: BatchToken,
+    pub now: Instant,
+    pub deadline: Option<Instant>,
+}
+
+impl RouteBatch {
+    pub fn new(token: BatchToken, within: std::time::Duration) -> RouteBatch {
+        let now = Instant::now();
+        RouteBatch {
+            token,
+            now,
+            deadline: outbox::deadline(now, within),
         }
     }
 }

@@ -95,13 +95,12 @@ impl Director {
         routes: impl IntoIterator<Item = Route>,
         protocol: Protocol,
     ) -> Result<ProtocolReport, DirectorError> {
-        self.ask(Launch {
+        self.ask(Run(Launch {
             children: children.into_iter().collect(),
             routes: routes.into_iter().collect(),
             protocol: Some(protocol),
-        })
-        .await??;
-        self.ask(WaitProtocol).await?.ok_or(DirectorError::Gone)
+        }))
+        .await?
     }
 
     /// Adds a plan checked beforehand (see [`Plan::check`]).
@@ -113,8 +112,7 @@ impl Director {
     /// if it has none: the run lasts as long as its children); returns the
     /// report once it has finished.
     pub async fn run_plan(&self, plan: Plan) -> Result<ProtocolReport, DirectorError> {
-        self.ask(LaunchPlan(plan)).await??;
-        self.ask(WaitProtocol).await?.ok_or(DirectorError::Gone)
+        self.ask(RunPlan(plan)).await?
     }
 
     /// Adds one child; it starts once its dependencies are ready.

@@ -14,7 +14,7 @@ use super::messages::*;
 use super::DirectorActor;
 use std::rc::Rc;
 
-use super::outbox::BatchToken;
+use super::delivery::RouteBatch;
 use crate::child::{ChildEventKind, ChildEvents, Exit, SendSignal};
 use crate::error::DirectorError;
 use crate::event::EventKind;
@@ -46,7 +46,52 @@ impl Handler<LaunchPlan> for DirectorActor {
     }
 }
 
+impl Handler<Run> for DirectorActor {
+    type Result = ResponseFuture<Result<ProtocolReport, DirectorError>>;
+
+    fn handle(&mut self, Run(msg): Run, ctx: &mut Context<Self>) -> Self::Result {
+        let protocol = Some(msg.protocol.unwrap_or_default());
+        let plan = Plan::check_with(&self.existing(), msg.children, msg.routes, protocol);
+        match plan {
+            Ok(plan) => self.run(plan, ctx),
+            Err(e) => Box::pin(async move { Err(e.into()) }),
+        }
+    }
+}
+
+impl Handler<RunPlan> for DirectorActor {
+    type Result = ResponseFuture<Result<ProtocolReport, DirectorError>>;
+
+    fn handle(&mut self, RunPlan(plan): RunPlan, ctx: &mut Context<Self>) -> Self::Result {
+        let plan = match self.children.names().is_empty() && self.routes.len() == 0 {
+            true => Ok(plan.with_protocol()),
+            false => plan.with_protocol().recheck(&self.existing()),
+        };
+        match plan {
+            Ok(plan) => self.run(plan, ctx),
+            Err(e) => Box::pin(async move { Err(e.into()) }),
+        }
+    }
+}
+
 impl DirectorActor {
+    /// Launches a plan with a protocol; resolves with its report. The
+    /// waiter is registered before anything can end the run.
+    fn run(
+        &mut self,
+        plan: Plan,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<ProtocolReport, DirectorError>> {
+        if self.protocol_running() {
+            return Box::pin(async { Err(DirectorError::ProtocolRunning) });
+        }
+        if let Err(e) = self.launch(plan, ctx) {
+            return Box::pin(async move { Err(e) });
+        }
+        let report = self.protocol_report();
+        Box::pin(async move { report.await.ok_or(DirectorError::Gone) })
+    }
+
     /// What a new plan adds to.
     fn existing(&self) -> Existing {
         let children = self
@@ -82,27 +127,16 @@ impl DirectorActor {
             return Err(DirectorError::ProtocolRunning);
         }
         self.routes.add(routes);
-        let launched = self.children.names().len();
-        let facts = self.children.add(children);
-        self.apply(facts, ctx);
-        // Still before the director sees any output of the new children:
-        // that arrives through the mailbox, after this handler.
+        // The children are known (pending) before the protocol starts, and
+        // the protocol runs before any of them is spawned: what its first
+        // steps send is kept for them, and a spawn that fails fails the run.
+        // Their output arrives through the mailbox, after this handler.
+        let names = self.children.register(children);
         if let Some(machine) = machine {
             self.start_protocol(machine.keep(self.config.expect_buffer), ctx);
-            // A child of this launch that failed to spawn did so before the
-            // run began, when there was no run to fail: fail it now.
-            let failed = self.children.names()[launched..].iter().find_map(|name| {
-                match self.children.public_state(name) {
-                    ChildState::SpawnFailed { error } => {
-                        Some(format!("child `{name}` could not be spawned: {error}"))
-                    }
-                    _ => None,
-                }
-            });
-            if let Some(reason) = failed {
-                self.abort_protocol(reason, ctx);
-            }
         }
+        let facts = self.children.start_new(&names);
+        self.apply(facts, ctx);
         self.check_idle(ctx);
         self.drive_outbox(ctx);
         Ok(())
@@ -366,7 +400,7 @@ impl Handler<ChildEvents> for DirectorActor {
             return Box::pin(fut::ready(()));
         }
         let (done, delivered) = oneshot::channel();
-        let token: BatchToken = Rc::new(done);
+        let batch_of = RouteBatch::new(Rc::new(done), self.config.delivery_timeout);
         let mut exited = false;
         for event in batch.events {
             match event.kind {
@@ -379,7 +413,7 @@ impl Handler<ChildEvents> for DirectorActor {
                     frame,
                     partial,
                 } => {
-                    self.route(&name, stream, &frame, partial, &token);
+                    self.route(&name, stream, &frame, partial, &batch_of);
                     let becomes_ready = self.children.readies(&name, &frame);
                     // The frame is published before any step it passes.
                     let for_protocol = self.protocol_running().then(|| frame.clone());
@@ -391,6 +425,9 @@ impl Handler<ChildEvents> for DirectorActor {
                             partial,
                         },
                     );
+                    // What the order guard decided while routing it (a step
+                    // passed, a message released) goes before the next frame.
+                    self.flush_steps(ctx);
                     if let Some(frame) = for_protocol {
                         self.protocol_output(&name, stream, &frame, ctx);
                     }
@@ -426,10 +463,10 @@ impl Handler<ChildEvents> for DirectorActor {
         if exited {
             self.check_idle(ctx);
         }
-        if Rc::strong_count(&token) == 1 {
+        if Rc::strong_count(&batch_of.token) == 1 {
             return Box::pin(fut::ready(())); // everything routed is queued
         }
-        drop(token);
+        drop(batch_of);
         Box::pin(fut::wrap_future(async move {
             let _ = delivered.await; // resolves when the last routed entry is settled
         }))

@@ -64,7 +64,16 @@ impl DirectorActor {
                 });
             }
             Fact::Tell(tell) => self.tell(tell, ctx),
-            Fact::KeepInput(child) => self.outbox.keep(&child),
+            Fact::KeepInput(child) => {
+                // What waited for the instance that ended fails; what comes
+                // now is kept for the next one.
+                let state = self.children.public_state(&child).to_string();
+                let name = child.clone();
+                self.outbox.keep(&child, || DirectorError::NotRunning {
+                    child: name.clone(),
+                    state: format!("it ended before reading it; {state}"),
+                });
+            }
             Fact::CloseInput(child) => {
                 let state = self.children.public_state(&child).to_string();
                 let name = child.clone();
@@ -81,6 +90,10 @@ impl DirectorActor {
 
     /// Spawns the child's actor and reports the outcome to the registry.
     fn spawn(&mut self, name: &Arc<str>, ctx: &mut Context<Self>) -> Vec<Fact> {
+        if self.children.shutting_down() {
+            // Asked for before a shutdown that began since: not carried out.
+            return self.children.spawn_called_off(name);
+        }
         let spec = self.children.get(name).expect("known child").spec.clone();
         // The watchdog covers the child and its grandchildren; without one,
         // the child at least gets a parent-death signal.
@@ -157,9 +170,16 @@ impl DirectorActor {
         }
     }
 
-    /// Nothing runs after a shutdown: `finished` (the last event, once),
-    /// every shutdown caller answered, and the director stops.
+    /// Nothing runs after a shutdown: once what is still settling in the
+    /// outbox is published, `finished` (the last event, once), every
+    /// shutdown caller answered, and the director stops.
     fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.finishing = true;
+        self.drive_outbox(ctx); // publishes `finished` at its end
+    }
+
+    /// The end of [`finish`](Self::finish), after the outbox's last settlements.
+    pub(super) fn finished(&mut self, ctx: &mut Context<Self>) {
         let passed = self.protocol_passed().unwrap_or(true);
         self.bus.publish(None, EventKind::Finished { passed });
         let list = self.children.list();

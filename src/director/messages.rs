@@ -41,6 +41,20 @@ pub struct Launch {
 #[rtype(result = "Result<(), DirectorError>")]
 pub struct LaunchPlan(pub Plan);
 
+/// Launches children, routes and a protocol (see [`Launch`]) and resolves
+/// with the protocol's report once it has finished (an empty protocol if
+/// none is given: it lasts as long as the children). Unlike `Launch` then
+/// [`WaitProtocol`], it answers even when the run ends during the launch
+/// (a significant child that cannot be spawned).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ProtocolReport, DirectorError>")]
+pub struct Run(pub Launch);
+
+/// [`Run`] for a [`Plan`] checked beforehand (see [`LaunchPlan`]).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ProtocolReport, DirectorError>")]
+pub struct RunPlan(pub Plan);
+
 /// Resolves with the report of the protocol once it has finished (`None`
 /// when no protocol was started).
 #[derive(Debug, Clone, Copy, Message)]

@@ -43,8 +43,8 @@ use tokio::sync::oneshot;
 pub use handle::Director;
 pub use messages::{
     ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren, Request,
-    Shutdown, SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe, WaitChild,
-    WaitProtocol,
+    Run, RunPlan, Shutdown, SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe,
+    WaitChild, WaitProtocol,
 };
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};
@@ -104,6 +104,8 @@ pub struct DirectorActor {
     outbox: Outbox,
     /// The outbox is being flushed (a flush does not start another).
     driving: bool,
+    /// The run is over: `finished` follows the outbox's last settlements.
+    finishing: bool,
     /// Scratch space for routing one frame (see `delivery::route`).
     route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
     routes: RouteTable,
@@ -130,6 +132,7 @@ impl DirectorActor {
             children: Children::new(config.strategy),
             config,
             driving: false,
+            finishing: false,
             route_targets: Vec::new(),
             routes: RouteTable::default(),
             requests: Requests::default(),

@@ -149,8 +149,7 @@ impl Outbox {
         })
     }
 
-    /// Queues bytes for `to`. Frames of one output batch from one sender
-    /// (same `Ack::Routed` sender and token) are joined into one write.
+    /// Queues bytes for `to`, with their acknowledgement.
     pub fn push(
         &mut self,
         to: &Arc<str>,
@@ -159,39 +158,59 @@ impl Outbox {
         deadline: Option<Instant>,
         now: Instant,
     ) {
-        let queue = self.queue(to);
-        if let (
-            Some(Entry {
-                write: Write::Bytes(buf),
-                ack:
-                    Ack::Routed {
-                        from: f,
-                        frames,
-                        batch: Some(b),
-                    },
-                ..
-            }),
-            Ack::Routed {
-                from,
-                batch: Some(batch),
-                frames: more,
-            },
-        ) = (queue.entries.back_mut(), &ack)
-        {
-            if f == from && Rc::ptr_eq(b, batch) {
-                buf.extend_from_slice(bytes);
-                *frames += more;
-                self.dirty.insert(to.clone());
-                return;
-            }
-        }
-        queue.entries.push_back(Entry {
+        self.queue(to).entries.push_back(Entry {
             write: Write::Bytes(BytesMut::from(bytes)),
             ack,
             deadline,
             since: now,
         });
         self.dirty.insert(to.clone());
+    }
+
+    /// The write that a frame routed from `from` in the output batch
+    /// `batch` is encoded into: the batch's last write to `to` if nothing
+    /// came between, else a new one. Counts the frame.
+    pub fn routed(
+        &mut self,
+        to: &Arc<str>,
+        from: &Arc<str>,
+        batch: &BatchToken,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> &mut BytesMut {
+        if !self.queues.contains_key(to) {
+            self.queue(to);
+        }
+        let queue = self.queues.get_mut(to).expect("just made");
+        let same_batch = matches!(
+            queue.entries.back(),
+            Some(Entry {
+                write: Write::Bytes(_),
+                ack: Ack::Routed { from: f, batch: Some(b), .. },
+                ..
+            }) if Rc::ptr_eq(b, batch) && (Arc::ptr_eq(f, from) || f == from)
+        );
+        if !same_batch {
+            queue.entries.push_back(Entry {
+                write: Write::Bytes(BytesMut::new()),
+                ack: Ack::Routed {
+                    from: from.clone(),
+                    frames: 0,
+                    batch: Some(batch.clone()),
+                },
+                deadline,
+                since: now,
+            });
+            self.dirty.insert(to.clone());
+        }
+        let entry = queue.entries.back_mut().expect("just pushed");
+        if let Ack::Routed { frames, .. } = &mut entry.ack {
+            *frames += 1;
+        }
+        match &mut entry.write {
+            Write::Bytes(bytes) => bytes,
+            Write::Close => unreachable!("matched or pushed as bytes"),
+        }
     }
 
     /// Queues the end of `to`'s input, after everything queued before it.
@@ -207,15 +226,25 @@ impl Outbox {
 
     /// A new instance of `to` runs: what was kept goes first, then the rest.
     pub fn attach(&mut self, to: &Arc<str>, stdin: StdinSender) {
+        self.watched.remove(to); // a waiter on the last instance's stdin says nothing of this one
         self.queue(to).sink = Sink::Stdin(stdin);
         self.dirty.insert(to.clone());
     }
 
-    /// `to`'s instance ended and another may follow: what still waits is
-    /// kept for it (within the restart buffer).
-    pub fn keep(&mut self, to: &Arc<str>) {
-        self.queue(to).sink = Sink::Keep;
-        self.dirty.insert(to.clone());
+    /// `to`'s instance ended and another may follow: what still waited
+    /// for the one that ended fails with `why` (settled at the next flush);
+    /// what comes from now on is kept for the next instance (within the
+    /// restart buffer).
+    pub fn keep(&mut self, to: &Arc<str>, why: impl Fn() -> DirectorError) {
+        self.watched.remove(to);
+        let queue = self.queue(to);
+        queue.sink = Sink::Keep;
+        let waited: Vec<Entry> = queue.entries.drain(..).collect();
+        self.failed.extend(waited.into_iter().map(|e| Settled {
+            to: to.clone(),
+            ack: e.ack,
+            result: Err(why()),
+        }));
     }
 
     /// `to` is gone for good: everything waiting fails with `why` (settled
@@ -223,6 +252,7 @@ impl Outbox {
     /// forgotten (a later `start` makes a new one).
     pub fn fail_all(&mut self, to: &Arc<str>, why: impl Fn() -> DirectorError) {
         self.dirty.remove(to);
+        self.watched.remove(to);
         let Some(queue) = self.queues.remove(to) else {
             return;
         };
@@ -340,7 +370,11 @@ impl Queue {
             Sink::Keep => {
                 while let Some(entry) = self.entries.pop_front() {
                     let result = match entry.write {
-                        Write::Bytes(bytes) if self.kept.len() + bytes.len() <= keep_limit => {
+                        // One write larger than the buffer still fits an empty one.
+                        Write::Bytes(bytes)
+                            if self.kept.is_empty()
+                                || self.kept.len() + bytes.len() <= keep_limit =>
+                        {
                             self.kept.extend_from_slice(&bytes);
                             Ok(())
                         }
@@ -357,8 +391,12 @@ impl Queue {
             }
             Sink::Closed => {
                 for entry in self.entries.drain(..) {
-                    let error = DirectorError::StdinClosed { child: to.clone() };
-                    settle(settled, entry.ack, Err(error));
+                    let result = match entry.write {
+                        // Closing a closed stdin: done already.
+                        Write::Close => Ok(()),
+                        Write::Bytes(_) => Err(DirectorError::StdinClosed { child: to.clone() }),
+                    };
+                    settle(settled, entry.ack, result);
                 }
                 None
             }
@@ -374,10 +412,10 @@ impl Queue {
                 }
                 while let Some(entry) = self.entries.front_mut() {
                     if stdin.is_closed() {
-                        let entry = self.entries.pop_front().expect("front");
-                        let error = DirectorError::StdinClosed { child: to.clone() };
-                        settle(settled, entry.ack, Err(error));
-                        continue;
+                        // The child closed it (or the writer ended): the
+                        // rest fails as after a `close`.
+                        self.sink = Sink::Closed;
+                        return self.flush(to, now, keep_limit, settled);
                     }
                     let needs = match &entry.write {
                         Write::Bytes(bytes) => bytes.len(),
@@ -466,15 +504,16 @@ mod tests {
         outbox.attach(&b, stdin);
         let (tx, mut batch_done) = oneshot::channel();
         let token = Rc::new(tx);
-        let routed = |n| Ack::Routed {
-            from: name("a"),
-            frames: n,
-            batch: Some(token.clone()),
+        let a = name("a");
+        let route = |outbox: &mut Outbox, text: &[u8]| {
+            outbox
+                .routed(&b, &a, &token, None, now)
+                .extend_from_slice(text)
         };
-        outbox.push(&b, b"x1\n", routed(1), None, now);
-        outbox.push(&b, b"x2\n", routed(1), None, now);
+        route(&mut outbox, b"x1\n");
+        route(&mut outbox, b"x2\n");
         outbox.push(&b, b"y\n", Ack::Step(1), None, now);
-        outbox.push(&b, b"x3\n", routed(1), None, now);
+        route(&mut outbox, b"x3\n");
         outbox.push_close(&b, Ack::Step(2), now);
         drop(token);
         let flush = outbox.flush(now);
@@ -614,5 +653,69 @@ mod tests {
         outbox.push(&b, b"never\n", ack, None, now);
         assert!(outbox.flush(now).settled.is_empty());
         assert!(written(&mut rx).is_empty());
+    }
+
+    /// Review: entries that waited for an instance that ended were replayed
+    /// to the next one (and a `close` among them was dropped); they fail now,
+    /// and what comes while it restarts is kept.
+    #[test]
+    fn an_instance_that_ends_fails_what_waited_for_it_and_keeps_what_follows() {
+        let b = name("b");
+        let now = Instant::now();
+        let mut outbox = Outbox::new(1 << 20);
+        let (stdin, _rx) = stdin_for_test("b", 1);
+        outbox.attach(&b, stdin);
+        outbox.push(&b, b"1\n", Ack::Step(0), None, now);
+        outbox.push(&b, b"2\n", Ack::Step(1), None, now);
+        outbox.push_close(&b, Ack::Step(2), now);
+        assert_eq!(outbox.flush(now).blocked.len(), 1);
+        assert!(outbox.watch(&b, None));
+        outbox.keep(&b, || DirectorError::NotRunning {
+            child: b.clone(),
+            state: "it ended before reading it".into(),
+        });
+        outbox.push(&b, b"3\n", Ack::Step(3), None, now);
+        let results: Vec<(String, bool)> = outbox
+            .flush(now)
+            .settled
+            .iter()
+            .map(|s| (format!("{:?}", s.ack), s.result.is_ok()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("Step(1)".to_string(), false),
+                ("Step(2)".to_string(), false),
+                ("Step(3)".to_string(), true)
+            ]
+        );
+        // The next instance gets `3` first, and a waiter can be armed for it.
+        assert!(
+            outbox.watch(&b, None),
+            "the ended instance's waiter is forgotten"
+        );
+        let (stdin, mut rx) = stdin_for_test("b", 64);
+        outbox.attach(&b, stdin);
+        assert!(outbox.flush(now).settled.is_empty());
+        assert_eq!(written(&mut rx), ["3\n"]);
+    }
+
+    #[test]
+    fn closing_a_closed_stdin_is_done_and_one_big_write_fits_an_empty_buffer() {
+        let b = name("b");
+        let now = Instant::now();
+        let mut outbox = Outbox::new(4);
+        outbox.push(&b, b"far more than four bytes\n", Ack::Step(0), None, now);
+        assert!(
+            outbox.flush(now).settled[0].result.is_ok(),
+            "an empty buffer takes it"
+        );
+        let (stdin, mut rx) = stdin_for_test("b", 64);
+        outbox.attach(&b, stdin);
+        outbox.push_close(&b, Ack::Step(1), now);
+        outbox.push_close(&b, Ack::Step(2), now);
+        let flush = outbox.flush(now);
+        assert!(flush.settled.iter().all(|s| s.result.is_ok()), "{flush:?}");
+        assert_eq!(written(&mut rx), ["far more than four bytes\n", "<close>"]);
     }
 }

@@ -69,7 +69,8 @@ impl Requests {
     pub fn waiting_on(&self, child: &Arc<str>) -> bool {
         !self.by_id.is_empty()
             || !self.late.is_empty()
-            || self.in_order.get(child).is_some_and(|q| !q.is_empty())
+            || (!self.in_order.is_empty()
+                && self.in_order.get(child).is_some_and(|q| !q.is_empty()))
     }
 
     /// What `frame` from `child` answers, if anything.

@@ -169,6 +169,9 @@ impl DirectorActor {
     /// Carries out effects (and the effects those lead to) in order, then
     /// writes what they queued.
     pub(super) fn step_fx(&mut self, fx: Vec<Effect>, ctx: &mut Context<Self>) {
+        if fx.is_empty() {
+            return; // the common case: a frame that passes nothing
+        }
         let mut queue: VecDeque<Effect> = fx.into();
         while let Some(effect) = queue.pop_front() {
             let more = self.step_effect(effect, ctx);
@@ -204,6 +207,17 @@ impl DirectorActor {
                 }
             }
             Effect::Start { step, child } => self.start_step(step, child, ctx),
+            Effect::Stop { step, child }
+                if self.children.get(&child).is_some_and(|c| {
+                    matches!(c.state, super::children::State::Restarting { .. })
+                }) =>
+            {
+                // Its restart is called off: it stays down, as stopped.
+                if let Some((_, facts)) = self.children.call_off_restart(&child) {
+                    self.apply(facts, ctx);
+                }
+                self.with_machine(|m| m.action_done(step, now))
+            }
             Effect::Stop { step, child } => match self.children.stop(&child, None) {
                 Ok(facts) => {
                     if let Some(run) = &mut self.protocol {

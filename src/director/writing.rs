@@ -49,6 +49,9 @@ impl DirectorActor {
             }
         }
         self.driving = false;
+        if std::mem::take(&mut self.finishing) {
+            self.finished(ctx);
+        }
     }
 
     fn wait_for_room(&mut self, blocked: Blocked, ctx: &mut Context<Self>) {

@@ -834,9 +834,15 @@ impl Kept {
     }
 }
 
-/// About how many bytes a frame holds (its text; JSON estimated from its
-/// strings and a few bytes a value, without serializing it).
+/// About how many bytes a frame holds: its text (JSON estimated from its
+/// strings and a few bytes a value, without serializing it) and what
+/// keeping it costs, so that empty frames count too.
 fn frame_size(frame: &Frame) -> usize {
+    const KEEPING: usize = 48;
+    KEEPING + text_size(frame)
+}
+
+fn text_size(frame: &Frame) -> usize {
     fn json(v: &serde_json::Value) -> usize {
         use serde_json::Value;
         match v {

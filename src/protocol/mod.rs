@@ -397,10 +397,37 @@ mod tests {
         );
     }
 
+    /// Review: empty frames counted nothing, so blank lines grew the kept
+    /// frames without bound.
+    #[test]
+    fn empty_frames_count_against_the_bound_too() {
+        let a: Arc<str> = Arc::from("a");
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_line("a", "^first$"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("first"), t);
+        for _ in 0..100_000 {
+            m.on_output(&a, Stream::Stdout, &Frame::line(""), t);
+        }
+        assert_eq!(
+            kinds(&m.on_timeout(0, t)),
+            ["passed 0", "timer 1"],
+            "`first` was dropped"
+        );
+    }
+
     #[test]
     fn held_messages_are_bounded_in_bytes_and_refused_past_it() {
         let (b, c): (Arc<str>, Arc<str>) = ("b".into(), "c".into());
-        let mut m = three_party(Order::Hold).keep(1000);
+        let mut m = three_party(Order::Hold).keep(1100);
         m.start(Instant::now());
         let ack = |pad: &str| Frame::Json(json!({"type": "ack", "pad": pad}));
         let (verdict, fx) = m.on_routed(&b, &c, &ack(&"p".repeat(600)), Instant::now());

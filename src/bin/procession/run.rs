@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use procession::director::{ChildInfo, ChildState, Director, LaunchPlan, Shutdown, WaitProtocol};
+use procession::director::{ChildInfo, ChildState, Director, RunPlan, Shutdown};
 use procession::event::Journal;
 use procession::protocol::{ProtocolReport, StepOutcome};
 use procession::{format_duration, scenario, DirectorConfig, EventFilter, ExitStatus, Signal};
@@ -65,15 +65,9 @@ pub fn run(args: RunArgs) -> u8 {
         let timeline = Timeline::new(colour, detail, &names, timeline_done).start();
         let _ = director.subscribe(timeline.recipient(), EventFilter::all()).await;
         let steps = scenario.protocol().steps.len();
-        let launched = director.addr().send(LaunchPlan(scenario.plan)).await;
-        if let Ok(Err(e)) | Err(e) = launched.map_err(|_| procession::DirectorError::Gone) {
-            eprintln!("{}: {e}", args.scenario.display());
-            director.shutdown("invalid scenario").await;
-            return 2;
-        }
-
-        // Wait for the protocol to end: by itself, by a signal, or by the timeout.
-        let mut report_fut = Box::pin(director.addr().send(WaitProtocol));
+        // Launch, then wait for the protocol to end: by itself, by a signal,
+        // or by the timeout.
+        let mut report_fut = Box::pin(director.addr().send(RunPlan(scenario.plan)));
         let timeout = async {
             match args.timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -93,7 +87,15 @@ pub fn run(args: RunArgs) -> u8 {
                 report_fut.await
             }
         };
-        let report = report.ok().flatten();
+        let report = match report {
+            Ok(Ok(report)) => Some(report),
+            Ok(Err(e @ procession::DirectorError::Invalid(_))) => {
+                eprintln!("{}: {e}", args.scenario.display());
+                director.shutdown("invalid scenario").await;
+                return 2;
+            }
+            _ => None,
+        };
         let finals = director.shutdown("the scenario is over").await;
         if interrupted.is_none() {
             interrupted = signals.try_recv().ok();

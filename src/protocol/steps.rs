@@ -641,11 +641,13 @@ mod tests {
             start = { child = "x" }
             [[steps]]
             kill = { child = "x" }
+            [[steps]]
+            send = { to = "bc", line = "2+3", within = "250ms" }
             "#,
         )
         .unwrap();
         let s = &file.steps;
-        assert_eq!(s.len(), 11);
+        assert_eq!(s.len(), 12);
         assert_eq!(
             s[0],
             Step::send_json("server", json!({"type": "hello"})).label("greet")
@@ -663,6 +665,11 @@ mod tests {
         );
         assert_eq!(s[7], Step::wait(Duration::from_secs(3)));
         assert_eq!(s[10], Step::kill("x", Signal::Kill));
+        assert_eq!(
+            s[11],
+            Step::send_line("bc", "2+3").within(Duration::from_millis(250))
+        );
+        assert_eq!(s[11].action.to_string(), "send to bc: 2+3 within 250ms");
         // And back: serializing gives the same steps.
         let again: File =
             toml::from_str(&toml::to_string(&serde_json::json!({"steps": s})).unwrap()).unwrap();

@@ -50,6 +50,13 @@ pub(crate) enum Ack {
     Step(usize),
     /// A caller waiting for the write (`deliver`, `request`, `close_stdin`).
     Caller(oneshot::Sender<Result<(), DirectorError>>),
+    /// Frames kept for a next instance that never came (settled as kept
+    /// already: now they are reported `undeliverable`). `from`: the sender
+    /// of routed frames; `None` for a step's or a caller's write.
+    Dropped {
+        from: Option<Arc<str>>,
+        frames: usize,
+    },
 }
 
 /// One settled entry: its acknowledgement and how it went.
@@ -93,6 +100,9 @@ struct Queue {
     sink: Sink,
     /// Bytes kept for the next instance (already settled); written first.
     kept: BytesMut,
+    /// Who the kept bytes came from, and how many frames each: what is
+    /// reported if they are dropped.
+    kept_from: Vec<(Option<Arc<str>>, usize)>,
     entries: VecDeque<Entry>,
 }
 
@@ -145,6 +155,7 @@ impl Outbox {
         self.queues.entry(to.clone()).or_insert_with(|| Queue {
             sink: Sink::Keep,
             kept: BytesMut::new(),
+            kept_from: Vec::new(),
             entries: VecDeque::new(),
         })
     }
@@ -247,19 +258,25 @@ impl Outbox {
         }));
     }
 
-    /// `to` is gone for good: everything waiting fails with `why` (settled
-    /// at the next flush), and what was kept is dropped. The queue is
-    /// forgotten (a later `start` makes a new one).
+    /// `to` is gone for good: everything waiting fails with `why`, and what
+    /// was kept for its next instance is reported dropped (all settled at
+    /// the next flush). The queue is forgotten (a later `start` makes a new
+    /// one).
     pub fn fail_all(&mut self, to: &Arc<str>, why: impl Fn() -> DirectorError) {
         self.dirty.remove(to);
         self.watched.remove(to);
         let Some(queue) = self.queues.remove(to) else {
             return;
         };
+        let dropped = queue
+            .kept_from
+            .into_iter()
+            .map(|(from, frames)| Ack::Dropped { from, frames });
+        let waiting = queue.entries.into_iter().map(|e| e.ack);
         self.failed
-            .extend(queue.entries.into_iter().map(|e| Settled {
+            .extend(dropped.chain(waiting).map(|ack| Settled {
                 to: to.clone(),
-                ack: e.ack,
+                ack,
                 result: Err(why()),
             }));
     }
@@ -376,6 +393,14 @@ impl Queue {
                                 || self.kept.len() + bytes.len() <= keep_limit =>
                         {
                             self.kept.extend_from_slice(&bytes);
+                            let from = match &entry.ack {
+                                Ack::Routed { from, frames, .. } => (Some(from.clone()), *frames),
+                                _ => (None, 1),
+                            };
+                            match self.kept_from.last_mut() {
+                                Some((f, n)) if *f == from.0 => *n += from.1,
+                                _ => self.kept_from.push(from),
+                            }
                             Ok(())
                         }
                         Write::Bytes(_) => Err(DirectorError::BufferFull {
@@ -409,6 +434,7 @@ impl Queue {
                     // Refused only if its stdin is closed: then the entries
                     // below fail the same way.
                     let _ = stdin.try_send(self.kept.split().freeze());
+                    self.kept_from.clear();
                 }
                 while let Some(entry) = self.entries.front_mut() {
                     if stdin.is_closed() {
@@ -526,6 +552,7 @@ mod tests {
                 Ack::Routed { frames, .. } => format!("routed {frames}"),
                 Ack::Step(i) => format!("step {i}"),
                 Ack::Caller(_) => "caller".into(),
+                Ack::Dropped { .. } => "dropped".into(),
             })
             .collect();
         assert_eq!(kinds, ["routed 2", "step 1", "routed 1", "step 2"]);
@@ -639,6 +666,41 @@ mod tests {
             "child `c` is not running (exited)"
         );
         assert_eq!(outbox.waiting_bytes("c"), 0);
+    }
+
+    #[test]
+    fn what_was_kept_for_an_instance_that_never_comes_is_reported_dropped() {
+        let b = name("b");
+        let now = Instant::now();
+        let mut outbox = Outbox::new(1 << 20);
+        let (tx, _rx) = oneshot::channel();
+        let token = Rc::new(tx);
+        outbox
+            .routed(&b, &name("a"), &token, None, now)
+            .extend_from_slice(b"1\n2\n");
+        outbox.routed(&b, &name("a"), &token, None, now);
+        outbox.push(&b, b"3\n", Ack::Step(4), None, now);
+        assert!(
+            outbox.flush(now).settled.iter().all(|s| s.result.is_ok()),
+            "kept"
+        );
+        outbox.fail_all(&b, || DirectorError::NotRunning {
+            child: b.clone(),
+            state: "not started".into(),
+        });
+        let dropped: Vec<String> = outbox
+            .flush(now)
+            .settled
+            .iter()
+            .map(|s| format!("{:?} {}", s.ack, s.result.is_err()))
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                "Dropped { from: Some(\"a\"), frames: 2 } true",
+                "Dropped { from: None, frames: 1 } true"
+            ]
+        );
     }
 
     #[test]

@@ -111,6 +111,25 @@ impl DirectorActor {
             Ack::Caller(reply) => {
                 let _ = reply.send(result);
             }
+            Ack::Dropped { from, frames } => {
+                let reason = match &result {
+                    Err(e) => format!("kept for its next instance, which never came: {e}"),
+                    Ok(()) => "kept for its next instance, which never came".into(),
+                };
+                match from {
+                    Some(from) => self.undeliverable(&from, to, reason, frames),
+                    None => {
+                        for _ in 0..frames {
+                            let kind = EventKind::Undeliverable {
+                                from: None,
+                                to: to.clone(),
+                                reason: reason.clone(),
+                            };
+                            self.publish(&to, kind);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -543,10 +543,11 @@ fn journal_events(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-/// Writes still queued for a child stopped at shutdown are reported
-/// `undeliverable`, and all of it comes before the one `finished`.
+/// Frames kept for a child that never starts are reported `undeliverable`
+/// when the run ends (they were dropped silently), and all of it comes
+/// before the one `finished`.
 #[actix_rt::test]
-async fn what_a_shutdown_leaves_undelivered_is_reported_before_finished() {
+async fn frames_kept_for_a_child_that_never_starts_are_reported_before_finished() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let director = Director::with_config(DirectorConfig {
@@ -557,22 +558,26 @@ async fn what_a_shutdown_leaves_undelivered_is_reported_before_finished() {
     director
         .launch(
             [
-                fixture_spec("talker", &["flood", "8"]),
-                fixture_spec("deaf", &["sleep"]).stdin_queue(1),
+                fixture_spec("gate", &["sleep", "--quiet"]).ready(Ready::Line("^never$".into())),
+                fixture_spec("waiter", &["echo"]).depends_on("gate"),
+                fixture_spec("talker", &["lines", "50"]),
             ],
-            [Route::new("talker", "deaf")],
+            [Route::new("talker", "waiter")],
         )
         .await
         .unwrap();
-    // The deaf child's stdin and pipe fill up; then frames wait in its queue.
-    until(&mut events, |e| is(e, "talker", "output")).await;
+    let seen = until(&mut events, |e| is(e, "talker", "exited")).await;
+    assert_eq!(count(&seen, "talker", "routed"), 50, "kept for waiter");
     director.shutdown("test over").await;
     let evs = journal_events(&path);
     let last = evs.last().unwrap();
     assert_eq!(last["event"], "finished", "{last}");
     assert_eq!(evs.iter().filter(|e| e["event"] == "finished").count(), 1);
-    let undelivered = evs.iter().filter(|e| e["event"] == "undeliverable").count();
-    assert!(undelivered > 0, "frames were still waiting at the shutdown");
+    let dropped = evs
+        .iter()
+        .filter(|e| e["event"] == "undeliverable" && e["to"] == "waiter")
+        .count();
+    assert_eq!(dropped, 50, "each kept frame is reported");
 }
 
 /// Review: a significant child that could not be spawned ended the run

@@ -160,7 +160,8 @@ impl Outbox {
         })
     }
 
-    /// Queues bytes for `to`, with their acknowledgement.
+    /// Queues a copy of `bytes` for `to`, with their acknowledgement.
+    #[cfg(test)]
     pub fn push(
         &mut self,
         to: &Arc<str>,
@@ -169,8 +170,20 @@ impl Outbox {
         deadline: Option<Instant>,
         now: Instant,
     ) {
+        self.push_bytes(to, BytesMut::from(bytes), ack, deadline, now)
+    }
+
+    /// Queues bytes for `to`, with their acknowledgement.
+    pub fn push_bytes(
+        &mut self,
+        to: &Arc<str>,
+        bytes: BytesMut,
+        ack: Ack,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) {
         self.queue(to).entries.push_back(Entry {
-            write: Write::Bytes(BytesMut::from(bytes)),
+            write: Write::Bytes(bytes),
             ack,
             deadline,
             since: now,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Ack, Blocked, Settled};
@@ -25,9 +26,10 @@ impl DirectorActor {
         within: Option<Duration>,
     ) {
         let now = Instant::now();
-        let bytes = frame.to_bytes(self.framing_of(to));
+        let mut bytes = BytesMut::new();
+        frame.encode(self.framing_of(to), &mut bytes);
         let deadline = within.and_then(|w| outbox::deadline(now, w));
-        self.outbox.push(to, &bytes, ack, deadline, now);
+        self.outbox.push_bytes(to, bytes, ack, deadline, now);
     }
 
     /// Writes what the outbox holds into the children's stdin queues and

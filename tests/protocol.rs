@@ -476,3 +476,27 @@ async fn a_send_to_a_child_that_never_reads_fails_after_its_within() {
     );
     director.shutdown("test over").await;
 }
+
+/// Review: with the protocol started before its children were spawned, a
+/// `close` among the first steps found nothing to close and passed, so a
+/// program that answers at end of input never answered.
+#[actix_rt::test]
+async fn the_first_steps_send_to_and_close_a_running_child() {
+    let director = Director::start();
+    let report = director
+        .run(
+            [fixture_spec("counter", &["count"])],
+            [],
+            protocol(vec![
+                Step::send_line("counter", "a"),
+                Step::send_line("counter", "b"),
+                Step::close("counter"),
+                Step::expect_line("counter", "^count 2$").within(Duration::from_secs(5)),
+                Step::expect_exit_code("counter", 0),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(report.passed, "{report:#?}");
+    director.shutdown("test over").await;
+}

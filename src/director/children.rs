@@ -529,11 +529,12 @@ impl<H: Clone> Children<H> {
             // down, and its group goes on without it.
             State::Stopping { reason, .. } => {
                 if let StopReason::Restart(group) = *reason {
+                    // The group still waits for its exit (all down before
+                    // any comes back), then goes on without it.
                     *reason = StopReason::Asked;
                     if let Some(g) = self.groups.get_mut(&group) {
-                        g.exited(name, false);
+                        g.leave(name);
                     }
-                    self.respawn_group(group, &mut facts);
                 }
             }
             _ => return Err(()),
@@ -742,6 +743,18 @@ impl<H: Clone> Children<H> {
         if !self.children[name].ready {
             self.resolve_dependents(name, facts); // they will not see it ready
         }
+        // A restart group that waited for it to exit (it was asked to stop
+        // while being stopped for the group) goes on.
+        let waiting: Vec<u64> = (self.groups.iter())
+            .filter(|(_, g)| g.waits_for(name))
+            .map(|(id, _)| *id)
+            .collect();
+        for group in waiting {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.exited(name, false);
+            }
+            self.respawn_group(group, facts);
+        }
         self.check_shutdown(facts);
     }
 
@@ -884,6 +897,9 @@ impl<H: Clone> Children<H> {
                 }),
                 Fact::Publish(name.clone(), EventKind::Stopped),
             ]);
+        }
+        if !restarts && !self.children[name].ready {
+            self.resolve_dependents(name, facts); // it stays down, never ready
         }
         if let Some(g) = self.groups.get_mut(&group) {
             g.exited(name, restarts);
@@ -1371,10 +1387,14 @@ mod tests {
             Strategy::OneForAll,
         );
         reg.on_exit(&n("a"), exit(1), t); // b is stopped for the restart
-        assert!(reg.stop(&n("b"), None).is_ok());
-        reg.restart_delay_over(1);
+        assert!(reg.stop(&n("b"), None).unwrap().is_empty());
+        assert!(
+            reg.restart_delay_over(1).is_empty(),
+            "all down before any comes back: the group waits for b's exit"
+        );
         let facts = words(&reg.on_exit(&n("b"), exit(143), t));
         assert!(facts.contains(&"b:stopped".to_string()), "{facts:?}");
+        assert!(facts.contains(&"spawn a".to_string()), "{facts:?}");
         assert!(!facts.contains(&"spawn b".to_string()), "{facts:?}");
         assert!(matches!(reg.public_state("b"), ChildState::Stopped(_)));
         let Start::Later(_) = reg.start(&n("a")) else {

@@ -127,16 +127,21 @@ impl DirectorActor {
             return Err(DirectorError::ProtocolRunning);
         }
         self.routes.add(routes);
-        // The children are known (pending) before the protocol starts, and
-        // the protocol runs before any of them is spawned: what its first
-        // steps send is kept for them, and a spawn that fails fails the run.
-        // Their output arrives through the mailbox, after this handler.
+        // The protocol is installed before the children are spawned, so a
+        // spawn that fails fails the run; its first steps run once they are
+        // spawned, so that they send to, close, stop or kill running
+        // children. Their output arrives through the mailbox, after this
+        // handler, so the first `expect` sees all of it.
         let names = self.children.register(children);
+        let protocol = machine.is_some();
         if let Some(machine) = machine {
-            self.start_protocol(machine.keep(self.config.expect_buffer), ctx);
+            self.install_protocol(machine.keep(self.config.expect_buffer));
         }
         let facts = self.children.start_new(&names);
         self.apply(facts, ctx);
+        if protocol {
+            self.begin_protocol(ctx);
+        }
         self.check_idle(ctx);
         self.drive_outbox(ctx);
         Ok(())
@@ -300,6 +305,7 @@ impl Handler<StopChild> for DirectorActor {
             Ok(facts) => {
                 let result = self.exit_of(child);
                 self.apply(facts, ctx);
+                self.drive_outbox(ctx);
                 result
             }
             Err(()) => {

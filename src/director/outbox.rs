@@ -446,7 +446,13 @@ impl Queue {
                     }
                     // Refused only if its stdin is closed: then the entries
                     // below fail the same way.
-                    let _ = stdin.try_send(self.kept.split().freeze());
+                    if stdin.try_send(self.kept.split().freeze()).is_err() {
+                        // Its stdin is closed already: what was kept is lost.
+                        for (from, frames) in self.kept_from.drain(..) {
+                            let error = DirectorError::StdinClosed { child: to.clone() };
+                            settle(settled, Ack::Dropped { from, frames }, Err(error));
+                        }
+                    }
                     self.kept_from.clear();
                 }
                 while let Some(entry) = self.entries.front_mut() {

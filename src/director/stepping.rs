@@ -31,7 +31,9 @@ pub(crate) struct ProtocolRun {
 }
 
 impl DirectorActor {
-    pub(super) fn start_protocol(&mut self, machine: Machine, ctx: &mut Context<Self>) {
+    /// Installs a protocol: from now on it hears of spawns, failures and
+    /// exits. Its first step runs at [`begin_protocol`](Self::begin_protocol).
+    pub(super) fn install_protocol(&mut self, machine: Machine) {
         self.protocol = Some(ProtocolRun {
             machine,
             waiters: Vec::new(),
@@ -40,6 +42,11 @@ impl DirectorActor {
             stopping: HashMap::new(),
             deferred: Vec::new(),
         });
+    }
+
+    /// Runs the installed protocol's first steps (unless it failed already,
+    /// a child of its launch could not be spawned, say).
+    pub(super) fn begin_protocol(&mut self, ctx: &mut Context<Self>) {
         let fx = self.with_machine(|m| m.start(Instant::now()));
         self.step_fx(fx, ctx);
     }

@@ -158,6 +158,17 @@ impl<N: PartialEq + Clone> RestartGroup<N> {
         }
     }
 
+    /// A member leaves the group: it will not come back with it, but the
+    /// group still waits for its exit if it is being stopped.
+    pub fn leave(&mut self, member: &N) {
+        self.members.retain(|m| m != member);
+    }
+
+    /// Whether the group waits for `member` to exit.
+    pub fn waits_for(&self, member: &N) -> bool {
+        self.exiting.contains(member)
+    }
+
     /// The backoff delay has passed.
     pub fn delay_over(&mut self) {
         self.delay_over = true;

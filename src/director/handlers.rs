@@ -8,15 +8,15 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use std::rc::Rc;
+
 use super::children::ShutdownCause;
+use super::delivery::RouteBatch;
 use super::messages::Request;
 use super::messages::*;
 use super::DirectorActor;
-use std::rc::Rc;
-
-use super::delivery::RouteBatch;
 use crate::child::{ChildEventKind, ChildEvents, Exit, SendSignal};
-use crate::error::DirectorError;
+use crate::error::{ConfigErrors, DirectorError};
 use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
 use crate::plan::{Existing, Plan};
@@ -36,12 +36,7 @@ impl Handler<LaunchPlan> for DirectorActor {
     type Result = Result<(), DirectorError>;
 
     fn handle(&mut self, LaunchPlan(plan): LaunchPlan, ctx: &mut Context<Self>) -> Self::Result {
-        // A plan was checked on its own: only what this director already
-        // has can make it wrong.
-        let plan = match self.children.names().is_empty() && self.routes.len() == 0 {
-            true => plan,
-            false => plan.recheck(&self.existing())?,
-        };
+        let plan = self.adopt(plan)?;
         self.launch(plan, ctx)
     }
 }
@@ -63,11 +58,7 @@ impl Handler<RunPlan> for DirectorActor {
     type Result = ResponseFuture<Result<ProtocolReport, DirectorError>>;
 
     fn handle(&mut self, RunPlan(plan): RunPlan, ctx: &mut Context<Self>) -> Self::Result {
-        let plan = match self.children.names().is_empty() && self.routes.len() == 0 {
-            true => Ok(plan.with_protocol()),
-            false => plan.with_protocol().recheck(&self.existing()),
-        };
-        match plan {
+        match self.adopt(plan.with_protocol()) {
             Ok(plan) => self.run(plan, ctx),
             Err(e) => Box::pin(async move { Err(e.into()) }),
         }
@@ -82,14 +73,20 @@ impl DirectorActor {
         plan: Plan,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<ProtocolReport, DirectorError>> {
-        if self.protocol_running() {
-            return Box::pin(async { Err(DirectorError::ProtocolRunning) });
-        }
         if let Err(e) = self.launch(plan, ctx) {
             return Box::pin(async move { Err(e) });
         }
         let report = self.protocol_report();
         Box::pin(async move { report.await.ok_or(DirectorError::Gone) })
+    }
+
+    /// A plan checked on its own, checked again only if this director has
+    /// children or routes already (only they can make it wrong).
+    fn adopt(&self, plan: Plan) -> Result<Plan, ConfigErrors> {
+        match self.children.names().is_empty() && self.routes.len() == 0 {
+            true => Ok(plan),
+            false => plan.recheck(&self.existing()),
+        }
     }
 
     /// What a new plan adds to.

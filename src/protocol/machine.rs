@@ -143,6 +143,9 @@ pub(crate) struct Machine {
     /// The bound of each child's `unconsumed` and of `held`, in bytes.
     keep: usize,
     exits: HashMap<Arc<str>, Exit>,
+    /// Children that ended for good (no restart coming): an `expect` on
+    /// one of them can only match what it printed already.
+    gone: std::collections::HashSet<Arc<str>>,
     outcomes: Vec<StepOutcome>,
     passed: Option<bool>,
     failure: Option<String>,
@@ -274,6 +277,7 @@ impl Machine {
             held_bytes: 0,
             keep: DEFAULT_KEEP,
             exits: HashMap::new(),
+            gone: std::collections::HashSet::new(),
             passed: None,
             failure: None,
         })
@@ -371,6 +375,7 @@ impl Machine {
     /// A child (re)started: what it did before no longer answers `expect_exit`.
     pub fn on_spawned(&mut self, child: &Arc<str>) {
         self.exits.remove(child);
+        self.gone.remove(child);
     }
 
     /// Decides a frame routed from `from` to `to`.
@@ -477,9 +482,18 @@ impl Machine {
             return fx;
         }
         self.exits.insert(child.clone(), exit.clone());
+        if for_good {
+            self.gone.insert(child.clone());
+        }
         match self.steps.get(self.current) {
             Some((_, _, Compiled::ExpectExit { child: c, .. })) if c == child => {
                 self.check_exit(now, &mut fx);
+            }
+            // Its output is all in (it comes before the exit) and nothing
+            // matched: nothing more can come.
+            Some((_, _, Compiled::Expect { from, spec, to, .. })) if for_good && from == child => {
+                let reason = ended_reason(from, to.as_ref(), spec, exit);
+                self.fail(reason, now, &mut fx);
             }
             Some((_, _, Compiled::Stop(c))) if c == child => {}
             _ => {
@@ -630,8 +644,8 @@ impl Machine {
                 from,
                 to: None,
                 pattern,
+                spec,
                 within,
-                ..
             } => {
                 // Like expect(1): the earliest unconsumed frame that matches,
                 // consuming everything up to it.
@@ -643,6 +657,10 @@ impl Machine {
                     Some(p) => {
                         kept.consume_through(p);
                         self.pass(now, fx);
+                    }
+                    None if self.gone.contains(from) => {
+                        let reason = ended_reason(from, None, spec, &self.exits[from]);
+                        self.fail(reason, now, fx);
                     }
                     None => fx.push(Effect::Timer {
                         step: i,
@@ -857,6 +875,18 @@ fn text_size(frame: &Frame) -> usize {
         Frame::Bytes(b) => b.len(),
         Frame::Json(v) => json(v),
     }
+}
+
+/// Why an `expect` on a child that ended for good fails at once.
+fn ended_reason(from: &str, to: Option<&Arc<str>>, spec: &PatternSpec, exit: &Exit) -> String {
+    let what = match to {
+        None => format!("{} from `{from}`", describe(spec)),
+        Some(to) => format!("a message from `{from}` to `{to}` with {}", describe(spec)),
+    };
+    format!(
+        "expected {what}, but `{from}` exited with {} and will not run again",
+        exit.status
+    )
 }
 
 fn describe(spec: &PatternSpec) -> String {

@@ -440,6 +440,57 @@ mod tests {
         assert!(reason.contains("cannot be held"), "{reason}");
     }
 
+    /// Regression (issue 15, item 4): an `expect` on a child that had
+    /// ended for good waited its whole `within`; it fails at once, naming
+    /// how the child ended, when it ends and when the step comes later.
+    #[test]
+    fn an_expect_on_a_child_that_ended_for_good_fails_at_once() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let mut m = machine(
+            vec![Step::expect_line("a", "^never$")],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        m.start(t);
+        assert!(
+            m.on_exit(&a, &exit(0), false, t).is_empty(),
+            "a restart is coming: it waits"
+        );
+        m.on_spawned(&a);
+        let fx = m.on_exit(&a, &exit(0), true, t);
+        let Effect::Failed { reason, .. } = &fx[0] else {
+            panic!("{fx:?}")
+        };
+        assert!(
+            reason.starts_with(
+                "expected a line matching `^never$` from `a`, but `a` exited with exit code 0 \
+                 and will not run again"
+            ),
+            "{reason}"
+        );
+
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_line("a", "^left$"),
+                Step::expect_line("a", "^never$"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        m.start(t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("left"), t);
+        m.on_exit(&a, &exit(0), true, t);
+        // What it printed still counts; then the next expect fails at once.
+        assert_eq!(
+            kinds(&m.on_timeout(0, t)),
+            ["passed 0", "passed 1", "failed 2", "done false"]
+        );
+    }
+
     #[test]
     fn unlisted_messages_pass_or_are_rejected() {
         let (a, c): (Arc<str>, Arc<str>) = ("a".into(), "c".into());

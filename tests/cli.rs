@@ -274,6 +274,17 @@ fn sigterm_does_the_same_and_exits_143() {
     );
 }
 
+/// Regression (issue 15, item 3): SIGHUP (a closed terminal, a dropped
+/// ssh) ended procession at once with 129 and no graceful stop.
+#[test]
+fn sighup_stops_every_child_gracefully_and_exits_129() {
+    interrupted_run(
+        nix::sys::signal::Signal::SIGHUP,
+        129,
+        "INTERRUPTED (SIGHUP)",
+    );
+}
+
 fn interrupted_run(signal: nix::sys::signal::Signal, status: i32, headline: &str) {
     let s = TempScenario::new(
         "sleepy.toml",

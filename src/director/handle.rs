@@ -273,22 +273,24 @@ impl Director {
         .unwrap_or_default()
     }
 
-    /// Turns SIGINT and SIGTERM of this process into a shutdown: the first
-    /// one stops every child with its grace, a second one kills them at
-    /// once. The receiver gets the first signal (to choose an exit status:
-    /// 130 for INT, 143 for TERM).
+    /// Turns SIGINT, SIGTERM and SIGHUP of this process into a shutdown:
+    /// the first one stops every child with its grace, a second one kills
+    /// them at once. The receiver gets the first signal (to choose an exit
+    /// status: 130 for INT, 143 for TERM, 129 for HUP).
     ///
     /// Call it once, inside the actix system.
     pub fn shutdown_on_signals(&self) -> std::io::Result<oneshot::Receiver<Signal>> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let (tx, rx) = oneshot::channel();
         let addr = self.addr.clone();
         actix::spawn(async move {
             let first = tokio::select! {
                 _ = int.recv() => Signal::Int,
                 _ = term.recv() => Signal::Term,
+                _ = hup.recv() => Signal::Hup,
             };
             let _ = tx.send(first);
             addr.do_send(Shutdown {
@@ -298,6 +300,7 @@ impl Director {
             tokio::select! {
                 _ = int.recv() => {},
                 _ = term.recv() => {},
+                _ = hup.recv() => {},
             }
             addr.do_send(Shutdown {
                 reason: "received a second signal: killing".into(),

@@ -109,6 +109,7 @@ pub fn run(args: RunArgs) -> u8 {
         match interrupted {
             Some(Signal::Int) => 130,
             Some(Signal::Term) => 143,
+            Some(Signal::Hup) => 129,
             Some(_) | None if passed => 0,
             _ => 1,
         }

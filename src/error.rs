@@ -181,7 +181,7 @@ pub enum ConfigError {
         suggestion: Option<Arc<str>>,
     },
     /// A regex does not compile.
-    #[error("{place}: invalid regex in `{key}`")]
+    #[error("{place}: invalid regex in `{key}`: {}", regex_reason(source))]
     BadRegex {
         /// Where.
         place: Place,
@@ -229,6 +229,26 @@ pub enum ConfigError {
         /// The child.
         child: Arc<str>,
     },
+}
+
+/// What is wrong with a regex, in one line: the regex crate's own words
+/// (its syntax errors point at the place in a multi-line drawing; the last
+/// line says what is wrong).
+fn regex_reason(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => {
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            last.trim().trim_start_matches("error: ").to_string()
+        }
+        regex::Error::CompiledTooBig(limit) => {
+            format!("it would compile to more than {limit} bytes (simplify it)")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The key a [`ConfigError`] is about, so that a scenario file can point at

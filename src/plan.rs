@@ -353,7 +353,7 @@ mod tests {
             messages(&check_routes(&routes, &names, 2)),
             [
                 "route 3 (client -> sever): `sever` is not a child (did you mean `server`?)",
-                "route 4 (client -> server): invalid regex in `match`"
+                "route 4 (client -> server): invalid regex in `match`: unclosed character class"
             ],
             "numbered after the 2 routes there are"
         );
@@ -390,7 +390,7 @@ mod tests {
             got,
             [
                 "child `srv`: cmd is empty (it needs at least the program)",
-                "child `srv`: invalid regex in `ready.line`"
+                "child `srv`: invalid regex in `ready.line`: unclosed group"
             ]
         );
     }

@@ -315,7 +315,7 @@ mod tests {
             [
                 "step 1: `to` names `sever`, which is not a child (did you mean `server`?)",
                 "step 1: `${nope}` is not captured by any earlier step",
-                "step 2: invalid regex in `expect.line`",
+                "step 2: invalid regex in `expect.line`: unclosed group",
             ]
         );
     }
@@ -488,6 +488,28 @@ mod tests {
         assert_eq!(
             kinds(&m.on_timeout(0, t)),
             ["passed 0", "passed 1", "failed 2", "done false"]
+        );
+    }
+
+    /// Regression (issue 15, item 6): a regex error said only "invalid
+    /// regex", without the regex crate's reason.
+    #[test]
+    fn a_regex_that_is_too_big_says_so() {
+        let problems = Machine::new(
+            &Protocol {
+                steps: vec![Step::expect_line("a", "a{100000}{100000}")],
+                ..Protocol::default()
+            },
+            &names(&["a"]),
+        )
+        .err()
+        .unwrap();
+        let text = problems[0].to_string();
+        assert!(
+            text.starts_with(
+                "step 1: invalid regex in `expect.line`: it would compile to more than"
+            ),
+            "{text}"
         );
     }
 

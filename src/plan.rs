@@ -155,10 +155,11 @@ impl Plan {
 /// already, so numbering starts after them.
 fn check_routes(routes: &[Route], names: &[Arc<str>], before: usize) -> Vec<ConfigError> {
     let mut problems = Vec::new();
+    let known: HashSet<&Arc<str>> = names.iter().collect();
     for (i, route) in routes.iter().enumerate() {
         let index = before + i + 1;
         for name in [&route.from, &route.to] {
-            if !names.contains(name) {
+            if !known.contains(name) {
                 problems.push(ConfigError::UnknownRouteChild {
                     index,
                     from: route.from.clone(),

@@ -156,12 +156,13 @@ impl Machine {
     /// problem is reported, each naming its step.
     pub fn new(protocol: &Protocol, children: &[Arc<str>]) -> Result<Machine, Vec<ConfigError>> {
         let mut problems = Vec::new();
+        let known: std::collections::HashSet<&Arc<str>> = children.iter().collect();
         let mut defined: Vec<String> = Vec::new();
         let mut steps = Vec::new();
         for (i, step) in protocol.steps.iter().enumerate() {
             let n = i + 1;
             let mut known = |key: &'static str, name: &Arc<str>| {
-                if !children.contains(name) {
+                if !known.contains(name) {
                     problems.push(ConfigError::UnknownStepChild {
                         step: n,
                         key,

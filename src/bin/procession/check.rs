@@ -91,21 +91,44 @@ fn serde_plain<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Children in the order they start: file order, each after its dependencies.
+/// Children in the order they start: each after its dependencies, and
+/// otherwise in file order (the first child whose dependencies are all
+/// placed comes next). Kahn's algorithm with the ready children in a heap
+/// by file position: O(n log n + edges). It was quadratic in the children
+/// times the edges (issue 15, item 19: 8,000 children took over a minute).
 fn start_order(children: &[ChildSpec]) -> Vec<&ChildSpec> {
-    let mut placed: Vec<&ChildSpec> = Vec::with_capacity(children.len());
-    while placed.len() < children.len() {
-        let next = children.iter().find(|c| {
-            !placed.iter().any(|p| p.name == c.name)
-                && c.depends_on
-                    .iter()
-                    .all(|d| placed.iter().any(|p| &p.name == d))
-        });
-        match next {
-            Some(c) => placed.push(c),
-            None => break, // a cycle: impossible after validation
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    let index: HashMap<&str, usize> = children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&*c.name, i))
+        .collect();
+    let mut waiting_on = vec![0usize; children.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); children.len()];
+    for (i, c) in children.iter().enumerate() {
+        for d in &c.depends_on {
+            if let Some(&j) = index.get(&**d) {
+                waiting_on[i] += 1;
+                dependents[j].push(i);
+            }
         }
     }
-    placed
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..children.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut placed = Vec::with_capacity(children.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        placed.push(&children[i]);
+        for &k in &dependents[i] {
+            waiting_on[k] -= 1;
+            if waiting_on[k] == 0 {
+                ready.push(Reverse(k));
+            }
+        }
+    }
+    placed // a cycle leaves some out: impossible after validation
 }
 
 fn describe_child(c: &ChildSpec) -> String {
@@ -156,4 +179,45 @@ fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(children: &[&ChildSpec]) -> Vec<String> {
+        children.iter().map(|c| c.name.to_string()).collect()
+    }
+
+    #[test]
+    fn children_start_after_their_dependencies_and_otherwise_in_file_order() {
+        let specs = vec![
+            ChildSpec::new("web", ["x"]).depends_on("api"),
+            ChildSpec::new("db", ["x"]),
+            ChildSpec::new("api", ["x"]).depends_on("db"),
+            ChildSpec::new("cache", ["x"]),
+        ];
+        assert_eq!(names(&start_order(&specs)), ["db", "api", "web", "cache"]);
+    }
+
+    #[test]
+    fn ten_thousand_children_in_a_chain_are_ordered() {
+        // Each depends on the next one in the file: the worst case of the
+        // old quadratic search, now one pass.
+        let n = 10_000;
+        let specs: Vec<ChildSpec> = (0..n)
+            .map(|i| {
+                let c = ChildSpec::new(format!("c{i}"), ["x"]);
+                if i + 1 < n {
+                    c.depends_on(format!("c{}", i + 1))
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let order = start_order(&specs);
+        assert_eq!(order.len(), n);
+        assert_eq!(&*order[0].name, "c9999");
+        assert_eq!(&*order[n - 1].name, "c0");
+    }
 }

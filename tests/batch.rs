@@ -187,3 +187,27 @@ async fn a_job_that_reads_stdin_sees_end_of_file() {
     assert!(r.success(), "{r:?}");
     assert_eq!(r.stdout.bytes().unwrap(), b"count 0\n");
 }
+
+/// Regression (issue 15, item 10): a job that exits 0 when the timeout's
+/// SIGTERM reaches it was a success (`timed_out: true`, `exit_code: 0`,
+/// batch exit status 0); a timed-out job is a failure.
+#[actix_rt::test]
+async fn a_job_stopped_by_its_timeout_failed_even_if_it_exited_0() {
+    let script = "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut batch = Batch::start(
+        vec![procession::batch::Job::new(
+            "polite",
+            vec!["sh".into(), "-c".into(), script.into()],
+        )],
+        BatchOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let r = batch.next().await.unwrap();
+    assert!(r.timed_out);
+    assert_eq!(r.status, Some(ExitStatus::Code(0)), "it exited 0 on TERM");
+    assert!(!r.success(), "timed out: a failure");
+    assert!(batch.next().await.is_none());
+}

@@ -27,6 +27,32 @@ fn error(source_name: &str, place: String, message: impl Into<String>) -> JobsEr
     }
 }
 
+/// A JSON object's entries in file order, duplicates kept.
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object mapping key -> argv array")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// Jobs from a file: `.json` is JSON, anything else TOML. Keys keep their
 /// file order.
 pub fn from_file(path: &Path) -> Result<Vec<Job>, Vec<JobsError>> {
@@ -39,8 +65,27 @@ pub fn from_file(path: &Path) -> Result<Vec<Job>, Vec<JobsError>> {
         )]
     })?;
     let map: Vec<(String, serde_json::Value)> = if path.extension().is_some_and(|e| e == "json") {
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
-            Ok(m) => m.into_iter().collect(),
+        match serde_json::from_str::<Entries>(&text) {
+            Ok(Entries(entries)) => {
+                // A JSON object may repeat a key (serde keeps the last one
+                // silently); a jobs file may not, as in TOML.
+                let mut seen = std::collections::HashSet::new();
+                let dups: Vec<JobsError> = entries
+                    .iter()
+                    .filter(|(k, _)| !seen.insert(k.clone()))
+                    .map(|(k, _)| {
+                        error(
+                            &name,
+                            format!("key `{k}`: "),
+                            "duplicate key: each job needs its own key",
+                        )
+                    })
+                    .collect();
+                if !dups.is_empty() {
+                    return Err(dups);
+                }
+                entries
+            }
             Err(e) => {
                 return Err(vec![error(
                     &name,
@@ -188,5 +233,22 @@ mod tests {
         assert_eq!(text.len(), 2);
         assert!(text[0].ends_with("key `b`: expected a non-empty array of strings (program and arguments), got \"echo hi\""), "{}", text[0]);
         assert!(text[1].contains("key `c`"));
+    }
+
+    /// Regression (issue 15, item 9): a JSON jobs file with a duplicate key
+    /// silently ran one job (serde keeps the last value); TOML rejects it.
+    #[test]
+    fn a_duplicate_key_in_a_json_jobs_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("jobs.json");
+        std::fs::write(&json, r#"{"a": ["true"], "b": ["true"], "a": ["false"]}"#).unwrap();
+        let errs = from_file(&json).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(
+            text[0].ends_with("key `a`: duplicate key: each job needs its own key"),
+            "{}",
+            text[0]
+        );
     }
 }

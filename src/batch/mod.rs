@@ -118,9 +118,11 @@ impl JobResult {
         }
     }
 
-    /// It exited with code 0.
+    /// It exited with code 0, in time: a job stopped for running past the
+    /// timeout failed, whatever its exit status (a program that exits 0 on
+    /// SIGTERM).
     pub fn success(&self) -> bool {
-        self.exit_code() == Some(0)
+        self.exit_code() == Some(0) && !self.timed_out
     }
 
     /// How long it ran.

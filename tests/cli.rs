@@ -791,3 +791,19 @@ fn check_orders_ten_thousand_children_in_a_chain() {
     );
     assert!(stdout.contains(&format!("  {n}. c0 ")), "the last to start");
 }
+
+/// Regression (issue 15, item 17): log lines were coloured even when
+/// stderr was a file or a pipe.
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    let out = Command::new(BIN)
+        .args(["run", "examples/pipeline.toml", "-v"])
+        .current_dir(ROOT)
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("INFO"), "-v logs at info: {err}");
+    assert!(!err.contains('\x1b'), "no escape codes in a pipe: {err:?}");
+}

@@ -6,10 +6,23 @@ use serde::{Deserialize, Deserializer, Serializer};
 
 /// A duration that could not be read; says what it got and what it expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration `{input}`: expected a number with a unit (us, ms, s, m, h), e.g. `200ms` or `1.5s`")]
+#[error("invalid duration `{input}`: {reason}")]
 pub struct DurationError {
     /// The text that was given.
     pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// The longest duration a scenario may give: 100 years. Anything longer is
+/// a typo, and adding it to an instant would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600 + 25 * 24 * 3600);
+
+/// `now + d`, or a time about 30 years on if that overflows: instants never
+/// overflow, whatever a duration says.
+pub(crate) fn later(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(d.min(FAR)).unwrap_or(now)
 }
 
 /// Parses `"200ms"`, `"2s"`, `"1.5s"`, `"3m"`, `"1h"`, `"250us"`, or `"0"`.
@@ -22,6 +35,7 @@ pub struct DurationError {
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = || DurationError {
         input: input.to_string(),
+        reason: "expected a number with a unit (us, ms, s, m, h), e.g. `200ms` or `1.5s`",
     };
     let s = input.trim();
     if s == "0" {
@@ -40,7 +54,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         "h" => 3600.0,
         _ => return Err(err()),
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| err())
+    let d = Duration::try_from_secs_f64(value * scale).map_err(|_| err())?;
+    if d > MAX_DURATION {
+        return Err(DurationError {
+            input: input.to_string(),
+            reason: "it is over 100 years, the longest allowed",
+        });
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way [`parse_duration`] reads it back.

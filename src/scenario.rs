@@ -629,6 +629,24 @@ send = { to = "a", line = "${nope}" }
         );
     }
 
+    /// Regression (issue 15, item 1): a duration that `check` accepted
+    /// overflowed an instant at run time (a panic, then a hang).
+    #[test]
+    fn a_duration_over_100_years_is_an_error_at_its_key() {
+        let got = errors(
+            "[children.a]\ncmd = [\"a\"]\nstop = { signal = \"TERM\", grace = \"5000000000000000h\" }\n",
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("s.toml:3:"), "{}", got[0]);
+        assert!(got[0].contains("children.a.stop"), "{}", got[0]);
+        assert!(got[0].contains("over 100 years"), "{}", got[0]);
+        let hundred_years = "[children.a]\ncmd = [\"a\"]\ndrain = \"876000h\"\n";
+        assert!(
+            parse(hundred_years, Path::new("s.toml")).is_ok(),
+            "100 years pass"
+        );
+    }
+
     #[test]
     fn a_syntax_error_has_a_position_too() {
         let got = errors("[children.a]\ncmd = [\"a\"\n");

@@ -393,3 +393,25 @@ async fn environment_is_set_and_can_be_cleared() {
     assert!(exit.status.success());
     assert_eq!(lines(&all, Stream::Stdout), ["ONLY=this"]);
 }
+
+/// Regression (issue 15, item 1): a grace or drain too long to add to an
+/// instant (Rust lets `Duration::MAX` through; a scenario up to 100 years)
+/// panicked the actor, and the run then hung. Instants saturate now.
+#[actix_rt::test]
+async fn an_endless_grace_and_drain_do_not_overflow_the_clock() {
+    let (owner, mut events) = collector();
+    let spec = fixture_spec("forever", &["sleep"])
+        .grace(Duration::MAX)
+        .drain(Duration::MAX);
+    let child = ChildActor::start(spec, owner).unwrap();
+    assert_eq!(events.next_line().await, "ready");
+    let stop = child.send(Stop::default());
+    let exit = tokio::time::timeout(PATIENCE, stop)
+        .await
+        .expect("the stop resolves")
+        .expect("the actor is alive")
+        .unwrap();
+    assert_eq!(exit.status, ExitStatus::Signal(Signal::Term));
+    let (_, reported) = events.until_exit().await;
+    assert_eq!(reported, exit);
+}

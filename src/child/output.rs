@@ -182,7 +182,8 @@ pub(crate) async fn pump(
                     () = drain.wake.notified() => continue,
                 },
                 Some(wait) if drain.own_output_read() => {
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + wait);
+                    let deadline = *deadline
+                        .get_or_insert_with(|| crate::duration::later(Instant::now(), wait));
                     tokio::select! {
                         next = frames.next() => next,
                         () = tokio::time::sleep_until(deadline) => return false,

@@ -73,7 +73,7 @@ fn send(group: &impl Group, sig: Signal) {
 /// Polling starts at 1 ms and backs off to 20 ms: most children leave within
 /// a few milliseconds of TERM, and there is no event for "group empty".
 async fn wait_empty(group: &impl Group, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
+    let deadline = crate::duration::later(Instant::now(), within);
     let mut pause = Duration::from_millis(1);
     loop {
         if !group.alive() {

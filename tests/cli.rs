@@ -807,3 +807,44 @@ fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
     assert!(err.contains("INFO"), "-v logs at info: {err}");
     assert!(!err.contains('\x1b'), "no escape codes in a pipe: {err:?}");
 }
+
+/// Regression (issue 15, item 2): the summary printed to a closed stderr
+/// (`2>&1 | head -2`) panicked and exited 101; `check >/dev/full` panicked.
+/// A closed or full stdout or stderr changes nothing.
+#[test]
+fn a_closed_or_full_stdout_or_stderr_changes_no_exit_status() {
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let check = Command::new(BIN)
+        .args(["check", "examples/pipeline.toml"])
+        .current_dir(ROOT)
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+
+    let run = Command::new(BIN)
+        .args(["run", "examples/pipeline.toml"])
+        .current_dir(ROOT)
+        .env("NO_COLOR", "1")
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(run.code(), Some(0), "stderr full");
+
+    // A pipe whose reader is gone before the run writes its timeline.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let run = Command::new(BIN)
+        .args(["run", "examples/pipeline.toml"])
+        .current_dir(ROOT)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::from(writer))
+        .status()
+        .unwrap();
+    assert_eq!(run.code(), Some(0), "stderr closed");
+}

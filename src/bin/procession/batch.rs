@@ -37,7 +37,7 @@ pub fn batch(args: BatchArgs) -> u8 {
     let loaded = if args.jobs == "-" {
         let mut text = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("stdin: cannot read the jobs: {e}");
+            errln!("stdin: cannot read the jobs: {e}");
             return 2;
         }
         jobs::from_lines(&text, "stdin")
@@ -48,7 +48,7 @@ pub fn batch(args: BatchArgs) -> u8 {
         Ok(jobs) => jobs,
         Err(errors) => {
             for e in errors {
-                eprintln!("{e}");
+                errln!("{e}");
             }
             return 2;
         }
@@ -57,7 +57,7 @@ pub fn batch(args: BatchArgs) -> u8 {
         Some(path) => match std::fs::File::create(path) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(e) => {
-                eprintln!("cannot create the results file {}: {e}", path.display());
+                errln!("cannot create the results file {}: {e}", path.display());
                 return 2;
             }
         },
@@ -90,12 +90,12 @@ pub fn batch(args: BatchArgs) -> u8 {
         let mut batch = match Batch::start(jobs, options) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{e}");
+                errln!("{e}");
                 return 2;
             }
         };
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-            eprintln!("cannot listen for signals");
+            errln!("cannot listen for signals");
             return 2;
         };
         let mut failed = 0u64;
@@ -112,7 +112,7 @@ pub fn batch(args: BatchArgs) -> u8 {
             }
             let written = result.write_json_line(&mut out).and_then(|()| out.flush());
             if let Err(e) = written {
-                eprintln!("cannot write the results: {e}");
+                errln!("cannot write the results: {e}");
                 batch.cancel();
                 return 2;
             }

@@ -9,7 +9,7 @@ use procession::{format_duration, ChildSpec};
 pub fn check(path: &Path) -> u8 {
     match scenario::load(path) {
         Ok(s) => {
-            print!("{}", plan(&s));
+            out!("{}", plan(&s));
             0
         }
         Err(errors) => {
@@ -21,10 +21,10 @@ pub fn check(path: &Path) -> u8 {
 
 /// Prints every problem and a count, on stderr.
 pub fn report_invalid(errors: &scenario::ScenarioErrors) {
-    eprintln!("{errors}");
+    errln!("{errors}");
     let n = errors.0.len();
     if let Some(first) = errors.0.first() {
-        eprintln!(
+        errln!(
             "{} is invalid: {n} problem{}",
             first.file.display(),
             if n == 1 { "" } else { "s" }

@@ -10,6 +10,28 @@
 //! | 130 | interrupted by SIGINT (Ctrl-C), after every child was stopped |
 //! | 143 | terminated by SIGTERM, after every child was stopped |
 
+/// Like `print!`, `eprint!` and `eprintln!`, but a closed or full stdout or
+/// stderr (`| head`, `2>/dev/full`) is not a panic: the write is dropped and
+/// the exit status stays what the run decided (DESIGN.md "Command line").
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod batch;
 mod check;
 mod run;

@@ -29,7 +29,7 @@ pub fn run(args: RunArgs) -> u8 {
         Some(path) => match Journal::create(path) {
             Ok(j) => Some(j),
             Err(e) => {
-                eprintln!("cannot create the events file {}: {e}", path.display());
+                errln!("cannot create the events file {}: {e}", path.display());
                 return 2;
             }
         },
@@ -51,7 +51,7 @@ pub fn run(args: RunArgs) -> u8 {
         let mut signals = match director.shutdown_on_signals() {
             Ok(rx) => rx,
             Err(e) => {
-                eprintln!("cannot listen for signals: {e}");
+                errln!("cannot listen for signals: {e}");
                 return 2;
             }
         };
@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> u8 {
         let report = match report {
             Ok(Ok(report)) => Some(report),
             Ok(Err(e @ procession::DirectorError::Invalid(_))) => {
-                eprintln!("{}: {e}", args.scenario.display());
+                errln!("{}: {e}", args.scenario.display());
                 director.shutdown("invalid scenario").await;
                 return 2;
             }
@@ -105,7 +105,7 @@ pub fn run(args: RunArgs) -> u8 {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), timeline_stopped).await;
 
         let passed = report.as_ref().is_some_and(|r| r.passed);
-        eprint!("{}", summary(report.as_ref(), steps, &finals, started, interrupted, colour));
+        err!("{}", summary(report.as_ref(), steps, &finals, started, interrupted, colour));
         match interrupted {
             Some(Signal::Int) => 130,
             Some(Signal::Term) => 143,

@@ -487,16 +487,27 @@ impl EventFilter {
 /// A file that receives every event as one JSON line, written by the
 /// director itself as it publishes (so, unlike a subscriber, it never lags
 /// and never misses one), and flushed line by line.
+///
+/// A write that fails (a full disk, `/dev/full`) is logged once; the run
+/// goes on, and [`Journal::error`] says what went wrong, so that the caller
+/// can fail the run: an events file that could not be written is not one.
 #[derive(Clone)]
-pub struct Journal(Arc<std::sync::Mutex<std::io::LineWriter<std::fs::File>>>);
+pub struct Journal(Arc<std::sync::Mutex<JournalFile>>);
+
+struct JournalFile {
+    out: std::io::LineWriter<std::fs::File>,
+    /// The first failed write, and how many failed.
+    failed: Option<(std::io::Error, u64)>,
+}
 
 impl Journal {
     /// Creates (or truncates) the file.
     pub fn create(path: &std::path::Path) -> std::io::Result<Journal> {
         let file = std::fs::File::create(path)?;
-        Ok(Journal(Arc::new(std::sync::Mutex::new(
-            std::io::LineWriter::new(file),
-        ))))
+        Ok(Journal(Arc::new(std::sync::Mutex::new(JournalFile {
+            out: std::io::LineWriter::new(file),
+            failed: None,
+        }))))
     }
 
     fn write(&self, event: &Event) {
@@ -504,9 +515,26 @@ impl Journal {
         let mut line = serde_json::to_vec(event).expect("events always serialize");
         line.push(b'\n');
         let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&line) {
-            tracing::error!(error = %e, "cannot write the events file");
+        if let Err(e) = file.out.write_all(&line) {
+            match &mut file.failed {
+                Some((_, n)) => *n += 1,
+                None => {
+                    tracing::debug!(error = %e, "cannot write the events file");
+                    file.failed = Some((e, 1));
+                }
+            }
         }
+    }
+
+    /// Why events could not be written, and how many, if any could not.
+    pub fn error(&self) -> Option<String> {
+        let file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        file.failed.as_ref().map(|(e, n)| {
+            format!(
+                "{e} ({n} event{} not written)",
+                if *n == 1 { "" } else { "s" }
+            )
+        })
     }
 }
 

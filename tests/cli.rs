@@ -848,3 +848,18 @@ fn a_closed_or_full_stdout_or_stderr_changes_no_exit_status() {
         .unwrap();
     assert_eq!(run.code(), Some(0), "stderr closed");
 }
+
+/// Regression (issue 15, item 18): `--events /dev/full` logged an error
+/// for every event and exited 0. It is reported once, and the run fails.
+#[test]
+fn an_events_file_that_cannot_be_written_is_reported_once_and_fails_the_run() {
+    let out = procession(&["run", "examples/pipeline.toml", "--events", "/dev/full"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(
+        err.matches("cannot write the events file").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("events not written"), "{err}");
+}

@@ -45,7 +45,7 @@ pub fn run(args: RunArgs) -> u8 {
         let started = Instant::now();
         let director = Director::with_config(DirectorConfig {
             strategy: scenario.strategy,
-            journal,
+            journal: journal.clone(),
             ..DirectorConfig::default()
         });
         let mut signals = match director.shutdown_on_signals() {
@@ -106,11 +106,16 @@ pub fn run(args: RunArgs) -> u8 {
 
         let passed = report.as_ref().is_some_and(|r| r.passed);
         err!("{}", summary(report.as_ref(), steps, &finals, started, interrupted, colour));
+        // An events file that could not be written is a failed run.
+        let events_lost = journal.as_ref().and_then(Journal::error);
+        if let (Some(e), Some(path)) = (&events_lost, &args.events) {
+            errln!("cannot write the events file {}: {e}", path.display());
+        }
         match interrupted {
             Some(Signal::Int) => 130,
             Some(Signal::Term) => 143,
             Some(Signal::Hup) => 129,
-            Some(_) | None if passed => 0,
+            Some(_) | None if passed && events_lost.is_none() => 0,
             _ => 1,
         }
     })

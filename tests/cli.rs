@@ -863,3 +863,22 @@ fn an_events_file_that_cannot_be_written_is_reported_once_and_fails_the_run() {
     );
     assert!(err.contains("events not written"), "{err}");
 }
+
+/// Regression (issue 15, item 16): a child's output reached the terminal
+/// raw, so `printf '\033]0;PWNED\007\033[2J'` set the title and cleared the
+/// screen. Control characters are shown escaped.
+#[test]
+fn control_characters_in_child_output_are_shown_escaped() {
+    let s = TempScenario::new(
+        "hostile.toml",
+        r#"
+[children.hostile]
+cmd = ["printf", "\\033]0;PWNED\\007\\033[2Jafter\n"]
+"#,
+    );
+    let out = procession(&["run", s.path()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains(r"\e]0;PWNED\x07\e[2Jafter"), "{err}");
+}

@@ -63,7 +63,7 @@ impl Timeline {
     }
 
     fn who(&self, child: &str) -> String {
-        let padded = format!("{child:<w$}", w = self.width);
+        let padded = format!("{:<w$}", escape_controls(child), w = self.width);
         match self.colours.get(child) {
             Some(&i) => self.paint(PALETTE[i], &padded),
             None => padded,
@@ -72,6 +72,10 @@ impl Timeline {
 
     fn line(&self, event: &Event) -> Option<String> {
         let Description { text, tone, shown } = event.kind.describe();
+        // What children print reaches the terminal as text, never as
+        // commands to it (a title, a cleared screen): control characters
+        // are shown escaped. Newlines stay (a failure's diagnostic lines).
+        let text = escape_controls(&text);
         let wanted = match self.detail {
             Detail::Quiet => Shown::Always,
             Detail::Normal => Shown::Normal,
@@ -146,5 +150,34 @@ impl Handler<Event> for Timeline {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{line}");
         }
+    }
+}
+
+/// `s` with control characters shown instead of sent: ESC as `\e`, other
+/// C0 and C1 controls and DEL as `\xNN`; newlines and tabs kept.
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(
+            escape_controls("\x1b]0;PWNED\x07\x1b[2J ok\tdone\u{9b}"),
+            "\\e]0;PWNED\\x07\\e[2J ok\tdone\\x9b"
+        );
+        assert_eq!(escape_controls("two\nlines"), "two\nlines");
     }
 }

@@ -211,3 +211,50 @@ async fn a_job_stopped_by_its_timeout_failed_even_if_it_exited_0() {
     assert!(!r.success(), "timed out: a failure");
     assert!(batch.next().await.is_none());
 }
+
+/// Regression (issue 15, item 13): a grandchild holding a pipe open left no
+/// trace in the result; it now says `output_complete: false`.
+#[actix_rt::test]
+async fn a_grandchild_holding_the_pipe_is_told_in_the_result() {
+    let mut batch = Batch::start(
+        vec![job("leaky", &["fork", "1", "--exit"])],
+        BatchOptions::default(),
+    )
+    .unwrap();
+    let r = batch.next().await.unwrap();
+    let out = String::from_utf8(r.stdout.bytes().unwrap()).unwrap();
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    let pids = grandchild_pids(&lines);
+    let _reaper = Reaper(pids.clone());
+    assert!(!r.output_complete, "{out}");
+    // Killed with the group once the drain time was over (SIGKILL is sent;
+    // its death is the kernel's next step).
+    eventually("the grandchild is gone", || pids.iter().all(|&p| !alive(p))).await;
+    let mut json = Vec::new();
+    r.write_json_line(&mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["output_complete"], false);
+    assert!(batch.next().await.is_none());
+}
+
+/// Regression (issue 15, item 14): the stop grace of a timed-out job was a
+/// fixed 5 s; `BatchOptions::grace` (`--grace`) sets it. A job that ignores
+/// TERM is killed once its 100 ms grace is over, well before 5 s.
+#[actix_rt::test]
+async fn a_timed_out_job_is_killed_after_the_grace_given() {
+    let mut batch = Batch::start(
+        vec![job("stubborn", &["ignore-term"])],
+        BatchOptions {
+            timeout: Some(Duration::from_millis(200)),
+            grace: Duration::from_millis(100),
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(4), batch.next())
+        .await
+        .expect("killed after its 100 ms grace, not after 5 s")
+        .unwrap();
+    assert!(r.timed_out);
+    assert_eq!(r.status, Some(ExitStatus::Signal(Signal::Kill)));
+}

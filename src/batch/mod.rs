@@ -64,6 +64,9 @@ pub struct BatchOptions {
     /// Write outputs to `DIR/KEY.stdout` and `DIR/KEY.stderr` instead
     /// (created if missing).
     pub output_dir: Option<PathBuf>,
+    /// How long a job stopped for its timeout (or a cancel) has, after its
+    /// stop signal, before its group is killed. Default 5s.
+    pub grace: Duration,
 }
 
 impl Default for BatchOptions {
@@ -74,6 +77,7 @@ impl Default for BatchOptions {
             retries: 0,
             spill_threshold: 1 << 20,
             output_dir: None,
+            grace: Duration::from_secs(5),
         }
     }
 }
@@ -99,6 +103,9 @@ pub struct JobResult {
     pub timed_out: bool,
     /// Runs, retries included.
     pub attempts: u32,
+    /// All its output was read (false: a grandchild held a pipe open past
+    /// the drain time after it exited, and was killed with its group).
+    pub output_complete: bool,
 }
 
 impl JobResult {
@@ -133,7 +140,8 @@ impl JobResult {
     /// Writes the result as one JSON line: `key`, `exit_code`, `signal`,
     /// `stdout`, `stderr` (exact text), `duration_ms`; with an output
     /// directory `stdout_path` / `stderr_path` instead of the texts; plus
-    /// `timed_out`, `error` and `attempts` when they say something. Large
+    /// `timed_out`, `error`, `attempts` and `output_complete: false` when
+    /// they say something. Large
     /// outputs are streamed from their spill files, not loaded.
     pub fn write_json_line(&self, out: &mut impl Write) -> io::Result<()> {
         let key = serde_json::to_string(&self.key)?;
@@ -165,6 +173,9 @@ impl JobResult {
         }
         if self.attempts > 1 {
             write!(out, ",\"attempts\":{}", self.attempts)?;
+        }
+        if !self.output_complete {
+            out.write_all(b",\"output_complete\":false")?;
         }
         out.write_all(b"}\n")
     }

@@ -93,6 +93,7 @@ impl BatchActor {
         spec.framing = Framing::Bytes;
         spec.stderr = StderrMode::Events;
         spec.frame_cap = 64 * 1024;
+        spec.stop.grace = self.options.grace;
         let (stdout, stderr) = match self.captures(&job.key) {
             Ok(c) => c,
             Err(e) => {
@@ -174,6 +175,7 @@ impl BatchActor {
             ended: self.clock.elapsed(),
             timed_out: false,
             attempts: attempt,
+            output_complete: true,
         };
         let _ = self.results.send(result);
     }
@@ -245,6 +247,7 @@ impl Handler<ChildEvents> for BatchActor {
                         ended: self.clock.elapsed(),
                         timed_out: r.timed_out,
                         attempts: r.attempt,
+                        output_complete: exit.output_complete,
                     };
                     let _ = self.results.send(result);
                 }

@@ -31,6 +31,10 @@ pub struct BatchArgs {
     /// Run a failed job again, up to N more times.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
+    /// How long a timed-out job has after SIGTERM before its group is
+    /// killed, e.g. 500ms.
+    #[arg(long, value_name = "DUR", value_parser = crate::parse_duration, default_value = "5s")]
+    pub grace: Duration,
 }
 
 pub fn batch(args: BatchArgs) -> u8 {
@@ -65,6 +69,7 @@ pub fn batch(args: BatchArgs) -> u8 {
     };
     let mut options = BatchOptions {
         timeout: args.timeout,
+        grace: args.grace,
         retries: args.retries,
         output_dir: args.output_dir,
         ..BatchOptions::default()

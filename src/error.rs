@@ -50,8 +50,23 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
-    /// Any other failure of the spawn itself (out of processes, descriptors...).
-    #[error("child `{child}`: cannot start `{program}`")]
+    /// The program is there, but the interpreter its `#!` line names is not
+    /// (the OS says "not found" for both).
+    #[error("child `{child}`: program `{program}` is a script whose interpreter{} was not found", interpreter.as_ref().map(|i| format!(" `{i}`")).unwrap_or_default())]
+    BadInterpreter {
+        /// The child's name.
+        child: Arc<str>,
+        /// The program as written in `cmd`.
+        program: String,
+        /// What its `#!` line names, if it could be read.
+        interpreter: Option<String>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other failure of the spawn itself: too long an argument list
+    /// (E2BIG), out of descriptors (EMFILE), a NUL byte in `cmd` or `env`...
+    #[error("child `{child}`: cannot start `{program}`: {source}")]
     Os {
         /// The child's name.
         child: Arc<str>,
@@ -70,6 +85,7 @@ impl SpawnError {
             SpawnError::EmptyCommand { child }
             | SpawnError::NotFound { child, .. }
             | SpawnError::NotExecutable { child, .. }
+            | SpawnError::BadInterpreter { child, .. }
             | SpawnError::BadCwd { child, .. }
             | SpawnError::Os { child, .. } => child,
         }
@@ -229,6 +245,25 @@ pub enum ConfigError {
         /// The child.
         child: Arc<str>,
     },
+    /// An argument in `cmd` holds a NUL byte (no program can receive it).
+    #[error("child `{child}`: cmd argument {index} holds a NUL byte")]
+    NulInCommand {
+        /// The child.
+        child: Arc<str>,
+        /// Which argument, from 1 (the program is 1).
+        index: usize,
+    },
+    /// An `env` name is empty or holds `=` or a NUL byte, or its value
+    /// holds a NUL byte.
+    #[error("child `{child}`: env `{name}`: {why}")]
+    BadEnv {
+        /// The child.
+        child: Arc<str>,
+        /// The name as given.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
 }
 
 /// What is wrong with a regex, in one line: the regex crate's own words
@@ -303,6 +338,8 @@ impl ConfigError {
                 element: Some(dependency.clone()),
             },
             ConfigError::Cycle { path } => child(&path[0], "depends_on"),
+            ConfigError::NulInCommand { child: c, .. } => child(c, "cmd"),
+            ConfigError::BadEnv { child: c, .. } => child(c, "env"),
             ConfigError::UnknownRouteChild {
                 index, from, name, ..
             } => Location::Route {

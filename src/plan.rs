@@ -200,6 +200,30 @@ fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> 
                 child: spec.name.clone(),
             });
         }
+        if let Some(i) = spec.cmd.iter().position(|a| a.contains('\0')) {
+            problems.push(ConfigError::NulInCommand {
+                child: spec.name.clone(),
+                index: i + 1,
+            });
+        }
+        for (name, value) in &spec.env {
+            let why = if name.is_empty() {
+                Some("the name is empty")
+            } else if name.contains('=') {
+                Some("a name cannot hold `=`")
+            } else if name.contains('\0') || value.contains('\0') {
+                Some("it holds a NUL byte")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                problems.push(ConfigError::BadEnv {
+                    child: spec.name.clone(),
+                    name: name.clone(),
+                    why,
+                });
+            }
+        }
         if let Some(Ready::Line(re)) = &spec.ready {
             if let Err(source) = regex::Regex::new(re) {
                 problems.push(ConfigError::BadRegex {

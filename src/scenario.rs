@@ -647,6 +647,33 @@ send = { to = "a", line = "${nope}" }
         );
     }
 
+    /// Regression (issue 15, item 5): a NUL byte in `cmd` or `env`, and `=`
+    /// in an env name, passed `check` and failed only at spawn.
+    #[test]
+    fn nul_bytes_and_bad_env_names_are_errors_at_their_keys() {
+        let got = errors(
+            "[children.a]\ncmd = [\"echo\", \"a\\u0000b\"]\nenv = { \"A=B\" = \"x\", OK = \"y\\u0000\" }\n",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("s.toml:2:"), "{}", got[0]);
+        assert!(
+            got[0].ends_with("child `a`: cmd argument 2 holds a NUL byte"),
+            "{}",
+            got[0]
+        );
+        assert!(got[1].starts_with("s.toml:3:"), "{}", got[1]);
+        assert!(
+            got[1].ends_with("child `a`: env `A=B`: a name cannot hold `=`"),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].ends_with("child `a`: env `OK`: it holds a NUL byte"),
+            "{}",
+            got[2]
+        );
+    }
+
     #[test]
     fn a_syntax_error_has_a_position_too() {
         let got = errors("[children.a]\ncmd = [\"a\"\n");

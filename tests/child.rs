@@ -415,3 +415,36 @@ async fn an_endless_grace_and_drain_do_not_overflow_the_clock() {
     let (_, reported) = events.until_exit().await;
     assert_eq!(reported, exit);
 }
+
+/// Regression (issue 15, item 5): spawn errors lost their cause. E2BIG and
+/// a NUL byte printed only ``cannot start `echo` ``, and a script whose `#!`
+/// interpreter is missing was reported as "program not found".
+#[actix_rt::test]
+async fn spawn_errors_say_the_os_reason() {
+    let (owner, _events) = collector();
+    let huge = "x".repeat(200 * 1024);
+    let err = ChildActor::start(
+        ChildSpec::new("big", ["echo", huge.as_str()]),
+        owner.clone(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SpawnError::Os { .. }), "{err:?}");
+    assert!(err.to_string().contains("Argument list too long"), "{err}");
+
+    let err =
+        ChildActor::start(ChildSpec::new("nul", ["echo", "a\0b"]), owner.clone()).unwrap_err();
+    assert!(err.to_string().contains("nul byte"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("orphan.sh");
+    std::fs::write(&script, "#!/no/such/interpreter -x\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err =
+        ChildActor::start(ChildSpec::new("orphan", [script.to_str().unwrap()]), owner).unwrap_err();
+    assert!(matches!(err, SpawnError::BadInterpreter { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with("is a script whose interpreter `/no/such/interpreter` was not found"),
+        "{err}"
+    );
+}

@@ -124,10 +124,19 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     }
 
     let mut child = cmd.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => SpawnError::NotFound {
-            child: spec.name.clone(),
-            program: program.clone(),
-            source,
+        // ENOENT for a program that exists: its `#!` interpreter is missing.
+        io::ErrorKind::NotFound => match locate(&program, spec) {
+            Some(path) => SpawnError::BadInterpreter {
+                child: spec.name.clone(),
+                program: program.clone(),
+                interpreter: shebang(&path),
+                source,
+            },
+            None => SpawnError::NotFound {
+                child: spec.name.clone(),
+                program: program.clone(),
+                source,
+            },
         },
         io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
             child: spec.name.clone(),
@@ -190,4 +199,36 @@ fn stderr_framing(stdout: Framing) -> Framing {
         Framing::Bytes => Framing::Bytes,
         _ => Framing::Lines,
     }
+}
+
+/// Where `program` is, as the spawn would look for it: a path as given
+/// (from the child's `cwd`), or the first match on `PATH`.
+fn locate(program: &str, spec: &ChildSpec) -> Option<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if program.contains('/') {
+        let path = match &spec.cwd {
+            Some(cwd) if !Path::new(program).is_absolute() => cwd.join(program),
+            _ => PathBuf::from(program),
+        };
+        return path.is_file().then_some(path);
+    }
+    let search = spec
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The interpreter a script's `#!` line names, if it has one.
+fn shebang(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }

@@ -245,6 +245,19 @@ pub enum ConfigError {
         /// The child.
         child: Arc<str>,
     },
+    /// A child's name is empty.
+    #[error("a child needs a name (found an empty one)")]
+    EmptyName,
+    /// `frame_cap` is too small to hold one character.
+    #[error(
+        "child `{child}`: frame_cap is {cap}; it must be at least 4 bytes (one UTF-8 character)"
+    )]
+    FrameCapTooSmall {
+        /// The child.
+        child: Arc<str>,
+        /// The cap given.
+        cap: usize,
+    },
     /// An argument in `cmd` holds a NUL byte (no program can receive it).
     #[error("child `{child}`: cmd argument {index} holds a NUL byte")]
     NulInCommand {
@@ -339,6 +352,8 @@ impl ConfigError {
             },
             ConfigError::Cycle { path } => child(&path[0], "depends_on"),
             ConfigError::NulInCommand { child: c, .. } => child(c, "cmd"),
+            ConfigError::EmptyName => child(&Arc::from(""), "cmd"),
+            ConfigError::FrameCapTooSmall { child: c, .. } => child(c, "frame_cap"),
             ConfigError::BadEnv { child: c, .. } => child(c, "env"),
             ConfigError::UnknownRouteChild {
                 index, from, name, ..

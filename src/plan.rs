@@ -195,6 +195,15 @@ fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> 
                 child: spec.name.clone(),
             });
         }
+        if spec.name.is_empty() {
+            problems.push(ConfigError::EmptyName);
+        }
+        if spec.frame_cap < 4 {
+            problems.push(ConfigError::FrameCapTooSmall {
+                child: spec.name.clone(),
+                cap: spec.frame_cap,
+            });
+        }
         if spec.cmd.is_empty() {
             problems.push(ConfigError::EmptyCommand {
                 child: spec.name.clone(),

@@ -674,6 +674,25 @@ send = { to = "a", line = "${nope}" }
         );
     }
 
+    /// Regression (issue 15, item 7): `frame_cap = 0` silently became 4,
+    /// and a child named `""` was accepted.
+    #[test]
+    fn a_tiny_frame_cap_and_an_empty_name_are_errors() {
+        let got = errors("[children.a]\ncmd = [\"a\"]\nframe_cap = 0\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("s.toml:3:"), "{}", got[0]);
+        assert!(
+            got[0].ends_with(
+                "child `a`: frame_cap is 0; it must be at least 4 bytes (one UTF-8 character)"
+            ),
+            "{}",
+            got[0]
+        );
+        let got = errors("[children.\"\"]\ncmd = [\"a\"]\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("a child needs a name"), "{}", got[0]);
+    }
+
     #[test]
     fn a_syntax_error_has_a_position_too() {
         let got = errors("[children.a]\ncmd = [\"a\"\n");

@@ -258,3 +258,27 @@ async fn a_timed_out_job_is_killed_after_the_grace_given() {
     assert!(r.timed_out);
     assert_eq!(r.status, Some(ExitStatus::Signal(Signal::Kill)));
 }
+
+/// Regression (issue 15, item 12): `--output-dir` followed an existing
+/// symlink `DIR/KEY.stdout` and overwrote the file outside it points at.
+#[actix_rt::test]
+async fn an_output_file_that_is_a_symlink_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, dir.path().join("j.stdout")).unwrap();
+    let mut batch = Batch::start(
+        vec![job("j", &["say", "overwritten?"])],
+        BatchOptions {
+            output_dir: Some(dir.path().to_path_buf()),
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let r = batch.next().await.unwrap();
+    let error = r.error.clone().expect("refused");
+    assert!(error.contains("symbolic link"), "{error}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(batch.next().await.is_none());
+}

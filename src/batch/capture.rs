@@ -146,8 +146,32 @@ impl Capture {
         }
     }
 
+    /// Writes into `path`, created or truncated. Never through a symlink
+    /// (`O_NOFOLLOW`: an existing `DIR/KEY.stdout` link pointing outside the
+    /// directory is an error, not a way to overwrite what it points at), and
+    /// only into a regular file.
     pub fn to_file(path: PathBuf) -> io::Result<Capture> {
-        let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ELOOP) => io::Error::other(format!(
+                    "{} is a symbolic link: refusing to write through it",
+                    path.display()
+                )),
+                _ => e,
+            })?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        file.set_len(0)?; // truncated only once it is known to be ours
+        let file = BufWriter::with_capacity(256 * 1024, file);
         Ok(Capture::ToFile { file, path, len: 0 })
     }
 

@@ -282,3 +282,37 @@ async fn an_output_file_that_is_a_symlink_is_refused_not_followed() {
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
     assert!(batch.next().await.is_none());
 }
+
+/// Regression (issue 15, item 8): output that is not UTF-8 came back lossy
+/// in `stdout` (U+FFFD, no flag); it is given as `stdout_base64`, exact.
+#[actix_rt::test]
+async fn output_that_is_not_utf8_is_given_exactly_as_base64() {
+    use base64::Engine as _;
+    for spill_threshold in [1 << 20, 8] {
+        let mut batch = Batch::start(
+            vec![job("raw", &["bad-utf8"]), job("text", &["say", "plain"])],
+            BatchOptions {
+                spill_threshold,
+                ..BatchOptions::default()
+            },
+        )
+        .unwrap();
+        let mut lines = std::collections::BTreeMap::new();
+        while let Some(r) = batch.next().await {
+            let mut json = Vec::new();
+            r.write_json_line(&mut json).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            lines.insert(r.key.clone(), (v, r.stdout.bytes().unwrap()));
+        }
+        let (raw, bytes) = &lines["raw"];
+        assert!(raw.get("stdout").is_none(), "{raw}");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(raw["stdout_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&decoded, bytes, "exact bytes (spill at {spill_threshold})");
+        assert!(std::str::from_utf8(bytes).is_err());
+        let (text, _) = &lines["text"];
+        assert_eq!(text["stdout"], "plain\n", "text stays text");
+        assert!(text.get("stdout_base64").is_none());
+    }
+}

@@ -72,6 +72,52 @@ impl Output {
     }
 }
 
+impl Output {
+    /// Whether it is valid UTF-8 (read through once if it is in a file).
+    pub fn is_utf8(&self) -> io::Result<bool> {
+        let mut file = match self {
+            Output::Memory(v) => return Ok(std::str::from_utf8(v).is_ok()),
+            Output::Spilled { file, .. } => File::open(file)?,
+            Output::File { path, .. } => File::open(path)?,
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(carry.is_empty()); // a character cut off at the end is not UTF-8
+            }
+            carry.extend_from_slice(&buf[..n]);
+            match std::str::from_utf8(&carry) {
+                Ok(_) => carry.clear(),
+                Err(e) if e.error_len().is_some() => return Ok(false),
+                // An incomplete character at the end: keep it for the next read.
+                Err(e) => {
+                    carry.drain(..e.valid_up_to());
+                }
+            }
+        }
+    }
+
+    /// Writes it base64-encoded (standard alphabet, padded) as the
+    /// contents of a JSON string, streaming from its file if it has one.
+    pub fn write_base64_contents(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut encoder =
+            base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
+        match self {
+            Output::Memory(v) => encoder.write_all(v)?,
+            Output::Spilled { file, .. } => {
+                io::copy(&mut File::open(file)?, &mut encoder)?;
+            }
+            Output::File { path, .. } => {
+                io::copy(&mut File::open(path)?, &mut encoder)?;
+            }
+        }
+        encoder.finish()?;
+        Ok(())
+    }
+}
+
 fn stream_escaped(mut file: File, out: &mut impl Write) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut carry: Vec<u8> = Vec::new();

@@ -138,7 +138,8 @@ impl JobResult {
     }
 
     /// Writes the result as one JSON line: `key`, `exit_code`, `signal`,
-    /// `stdout`, `stderr` (exact text), `duration_ms`; with an output
+    /// `stdout`, `stderr` (exact text; `stdout_base64` / `stderr_base64`
+    /// for output that is not UTF-8), `duration_ms`; with an output
     /// directory `stdout_path` / `stderr_path` instead of the texts; plus
     /// `timed_out`, `error`, `attempts` and `output_complete: false` when
     /// they say something. Large
@@ -157,9 +158,16 @@ impl JobResult {
                     let path = serde_json::to_string(&path.display().to_string())?;
                     write!(out, ",\"{name}_path\":{path}")?;
                 }
-                _ => {
+                // The exact text; output that is not UTF-8 is given as
+                // base64 instead, so that no byte is lost.
+                _ if output.is_utf8()? => {
                     write!(out, ",\"{name}\":\"")?;
                     output.write_json_contents(out)?;
+                    out.write_all(b"\"")?;
+                }
+                _ => {
+                    write!(out, ",\"{name}_base64\":\"")?;
+                    output.write_base64_contents(out)?;
                     out.write_all(b"\"")?;
                 }
             }

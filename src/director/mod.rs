@@ -3,19 +3,30 @@
 //! supervision, and the order in which children start and stop.
 //!
 //! ```text
-//!  Rust caller ──Launch/Deliver/Request/StopChild──► DirectorActor ──► Event subscribers
-//!                                                    │  ▲     (bounded, lagged)
-//!                       Write (bounded, pushes back) │  │ ChildEvents (numbered batches)
-//!                                                    ▼  │
+//!  Rust caller ──Launch/Run/Deliver/Request/StopChild──► handlers.rs ──► Event subscribers
+//!                                                          │   ▲   (bounded, lagged)
+//!        children.rs: one state per child, transitions ─► facts (lifecycle.rs carries them out)
+//!        protocol machine: steps ─► effects (stepping.rs carries them out)
+//!        outbox.rs: one ordered stdin queue per child (writing.rs flushes it)
+//!                                                          │   │ ChildEvents (numbered batches)
+//!                                                          ▼   │
 //!                                ChildActor  ChildActor  ChildActor ──► OS processes
 //!                                                    watchdog (sh) ──► kills the groups if we die
 //! ```
 //!
+//! The decisions are pure code, tested without processes: the registry's
+//! transitions (`children.rs`), restart decisions (`supervision.rs`), the
+//! outbox (`outbox.rs`), routing (`routing.rs`), request correlation
+//! (`requests.rs`) and the step machine ([`crate::protocol`]). The actor's
+//! handlers feed them and carry out what they return.
+//!
 //! A child actor never talks to another: a frame from A reaches B because the
-//! director routed it (a route or an envelope). The director handles A's next
-//! batch of output only after it delivered this one, so a slow B slows A
-//! through the pipes instead of filling memory; a B whose queue stays full
-//! for the delivery timeout gets the frames reported `undeliverable`.
+//! director routed it (a route or an envelope). Everything written to B's
+//! stdin goes through B's one outbox queue, in the order the director decided
+//! it. The director handles A's next batch of output only after this one is
+//! queued at its receivers, so a slow B slows A through the pipes instead of
+//! filling memory; a B whose queue stays full for the delivery timeout gets
+//! the frames reported `undeliverable`.
 //!
 //! Restarts follow [`supervision`](RestartSpec): per-child policy, intensity
 //! and backoff, and a director-wide [`Strategy`].

@@ -50,8 +50,11 @@ pub mod director;
 mod duration;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fault;
 pub mod frame;
 pub mod matching;
+mod panics;
 pub mod plan;
 pub mod protocol;
 pub mod scenario;

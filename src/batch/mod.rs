@@ -25,6 +25,7 @@ mod runner;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -220,6 +221,7 @@ pub enum BatchError {
 pub struct Batch {
     results: mpsc::UnboundedReceiver<JobResult>,
     addr: Addr<runner::BatchActor>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Batch {
@@ -250,8 +252,23 @@ impl Batch {
             })?;
         }
         let (tx, results) = mpsc::unbounded_channel();
-        let addr = runner::BatchActor::new(jobs, options, tx).start();
-        Ok(Batch { results, addr })
+        let failure = Arc::default();
+        let addr = runner::BatchActor::new(jobs, options, tx, Arc::clone(&failure)).start();
+        Ok(Batch {
+            results,
+            addr,
+            failure,
+        })
+    }
+
+    /// Why the batch failed as a whole, if it did: one of its actors
+    /// panicked (a bug), so every job was stopped and the results end early.
+    /// Ask once [`Batch::next`] has returned `None`.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The next result to finish; `None` once every job is done.

@@ -2,7 +2,7 @@
 //! their output captured, results sent as they finish.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -41,6 +41,10 @@ pub(super) struct BatchActor {
     cancelled: bool,
     /// Kills every job's process group if our process dies.
     watchdog: Option<Watchdog>,
+    /// Why the batch failed as a whole (an actor panicked: a bug).
+    failure: Arc<Mutex<Option<String>>>,
+    /// The thread's panic count when we started (see `crate::panics`).
+    panics_before: u64,
 }
 
 impl BatchActor {
@@ -48,6 +52,7 @@ impl BatchActor {
         jobs: Vec<Job>,
         options: BatchOptions,
         results: mpsc::UnboundedSender<JobResult>,
+        failure: Arc<Mutex<Option<String>>>,
     ) -> BatchActor {
         BatchActor {
             queue: jobs.into_iter().map(|j| (j, 1)).collect(),
@@ -57,6 +62,8 @@ impl BatchActor {
             clock: Instant::now(),
             cancelled: false,
             watchdog: None,
+            failure,
+            panics_before: 0,
         }
     }
 
@@ -185,6 +192,12 @@ impl Actor for BatchActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A panic in one of our actors fails the batch (see `crate::panics`).
+        let panics = crate::panics::watch();
+        self.panics_before = crate::panics::count();
+        ctx.add_stream(futures::stream::unfold(panics, |mut rx| async move {
+            rx.recv().await.map(|text| (Panicked(text), rx))
+        }));
         match Watchdog::start() {
             Ok(watchdog) => self.watchdog = Some(watchdog),
             Err(e) => tracing::warn!(error = %e,
@@ -192,6 +205,41 @@ impl Actor for BatchActor {
         }
         self.fill(ctx);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Also a panic whose report had not reached us before the end.
+        if std::thread::panicking() || crate::panics::count() > self.panics_before {
+            let why = crate::panics::last();
+            self.fail(why.as_deref().unwrap_or("the batch panicked"));
+        }
+        // What still runs is stopped (and the watchdog, whose pipe closes
+        // with us, kills what is left).
+        for r in self.running.values() {
+            r.addr.do_send(Stop::default());
+        }
+    }
+}
+
+impl BatchActor {
+    fn fail(&mut self, panic: &str) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert_with(|| crate::panics::reason(panic));
+    }
+}
+
+/// A panic on the batch's thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Panicked(Arc<str>);
+
+impl StreamHandler<Panicked> for BatchActor {
+    fn handle(&mut self, Panicked(text): Panicked, ctx: &mut Context<Self>) {
+        tracing::error!(panic = %text, "the batch fails");
+        self.fail(&text);
+        self.cancel(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<ChildEvents> for BatchActor {
@@ -262,6 +310,12 @@ impl Handler<Cancel> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
+        self.cancel(ctx);
+    }
+}
+
+impl BatchActor {
+    fn cancel(&mut self, ctx: &mut Context<Self>) {
         self.cancelled = true;
         self.queue.clear();
         for r in self.running.values() {

@@ -290,10 +290,27 @@ impl Actor for ChildActor {
 
 impl Drop for ChildActor {
     fn drop(&mut self) {
-        // Reached without `finish` only when the actor is torn down early
-        // (its system stopped): take the whole group down with it.
+        // Reached without `finish` only when the actor is torn down early:
+        // its system stopped, or it panicked (a bug). Take the whole group
+        // down with it, and tell the owner, so that nobody waits for an exit
+        // that no actor is left to report. (tokio reaps the process.)
         if self.exit.is_none() {
             let _ = sys::signal_group(self.pid, Signal::Kill);
+            let n = self.seq.get();
+            self.seq.set(n + 1);
+            let exit = Exit {
+                status: ExitStatus::Unknown,
+                requested: false,
+                output_complete: false,
+                runtime: self.started.elapsed(),
+            };
+            self.owner.do_send(ChildEvents {
+                child: self.spec.name.clone(),
+                events: vec![ChildEvent {
+                    seq: n,
+                    kind: ChildEventKind::Exited(exit),
+                }],
+            });
         }
     }
 }
@@ -302,6 +319,7 @@ impl Handler<Stop> for ChildActor {
     type Result = ResponseFuture<Result<Exit, ChildError>>;
 
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        crate::fault::hit(crate::fault::Point::ChildStop);
         if self.life.begin_stop() {
             let grace = msg.grace.unwrap_or(self.spec.stop.grace);
             let signal = self.spec.stop.signal;

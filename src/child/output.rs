@@ -209,6 +209,7 @@ pub(crate) async fn pump(
             child: child.clone(),
             events,
         };
+        crate::fault::hit(crate::fault::Point::ChildOutput);
         if owner.send(batch).await.is_err() {
             tracing::debug!(child = %child, "owner is gone; output is read and dropped");
             owner_gone = true;

@@ -416,6 +416,7 @@ impl Handler<ChildEvents> for DirectorActor {
                     frame,
                     partial,
                 } => {
+                    crate::fault::hit(crate::fault::Point::Director);
                     self.route(&name, stream, &frame, partial, &batch_of);
                     let becomes_ready = self.children.readies(&name, &frame);
                     // The frame is published before any step it passes.

@@ -180,7 +180,14 @@ impl DirectorActor {
 
     /// The end of [`finish`](Self::finish), after the outbox's last settlements.
     pub(super) fn finished(&mut self, ctx: &mut Context<Self>) {
-        let passed = self.protocol_passed().unwrap_or(true);
+        // A panic whose report is still on its way fails the run as well,
+        // and the events say why before they end.
+        let heard = self.internal_error.is_some();
+        if let Some(reason) = self.internal_error().filter(|_| !heard) {
+            let reason = reason.to_string();
+            self.bus.publish(None, EventKind::Shutdown { reason });
+        }
+        let passed = self.protocol_passed().unwrap_or(true) && self.internal_error.is_none();
         self.bus.publish(None, EventKind::Finished { passed });
         let list = self.children.list();
         for waiter in self.shutdown_waiters.drain(..) {

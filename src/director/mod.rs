@@ -64,7 +64,7 @@ use crate::child::{ChildActor, Exit};
 use crate::error::{closest, DirectorError};
 use crate::event::{Bus, EventKind, Journal};
 use crate::sys::Watchdog;
-use children::Children;
+use children::{Children, ShutdownCause};
 use outbox::Outbox;
 use requests::Requests;
 use routing::RouteTable;
@@ -131,6 +131,10 @@ pub struct DirectorActor {
     shutdown_waiters: Vec<oneshot::Sender<Vec<ChildInfo>>>,
     /// Every child's final state, once the run has finished.
     finals: Option<Vec<ChildInfo>>,
+    /// Why the run failed if one of its actors panicked (a bug).
+    internal_error: Option<String>,
+    /// The thread's panic count when we started (see `crate::panics`).
+    panics_before: u64,
 }
 
 impl DirectorActor {
@@ -154,6 +158,8 @@ impl DirectorActor {
             protocol: None,
             shutdown_waiters: Vec::new(),
             finals: None,
+            internal_error: None,
+            panics_before: 0,
         }
     }
 
@@ -185,6 +191,41 @@ impl DirectorActor {
     }
 }
 
+/// A panic on the director's thread (see `crate::panics`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Panicked(Arc<str>);
+
+impl DirectorActor {
+    /// Why the run failed if an actor on our thread panicked since we
+    /// started, whether or not its report reached us yet.
+    fn internal_error(&mut self) -> Option<&str> {
+        if self.internal_error.is_none() && crate::panics::count() > self.panics_before {
+            let last = crate::panics::last();
+            self.internal_error = Some(crate::panics::reason(
+                last.as_deref().unwrap_or("an actor panicked"),
+            ));
+        }
+        self.internal_error.as_deref()
+    }
+}
+
+impl StreamHandler<Panicked> for DirectorActor {
+    fn handle(&mut self, Panicked(text): Panicked, ctx: &mut Context<Self>) {
+        if self.finals.is_some() || self.internal_error.is_some() {
+            return; // over already, or failing already
+        }
+        let reason = crate::panics::reason(&text);
+        tracing::error!(%reason, "the run fails");
+        self.internal_error = Some(reason.clone());
+        self.begin_shutdown(reason, ShutdownCause::Requested, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The watch never ends while we live; nothing to do if it did.
+    }
+}
+
 impl Default for DirectorActor {
     fn default() -> Self {
         DirectorActor::new(DirectorConfig::default())
@@ -194,7 +235,13 @@ impl Default for DirectorActor {
 impl Actor for DirectorActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A panic in one of our actors (or in us) fails the run.
+        let panics = crate::panics::watch();
+        self.panics_before = crate::panics::count();
+        ctx.add_stream(futures::stream::unfold(panics, |mut rx| async move {
+            rx.recv().await.map(|text| (Panicked(text), rx))
+        }));
         if self.config.watchdog {
             match Watchdog::start() {
                 Ok(watchdog) => self.watchdog = Some(watchdog),
@@ -205,13 +252,29 @@ impl Actor for DirectorActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // Stopped without a shutdown (its system is going down): nothing may
-        // outlive the director, so every running child is stopped. (The
-        // watchdog's pipe closes with us, and it kills what is still listed.)
+        // Stopped without a shutdown (its system is going down, or we
+        // panicked): nothing may outlive the director, so every running
+        // child is stopped. (The watchdog's pipe closes with us, and it
+        // kills what is still listed.)
         for name in self.children.names() {
             if let Some(addr) = self.children.handle(name) {
                 addr.do_send(crate::child::Stop { grace: None });
             }
+        }
+        if self.finals.is_none() {
+            // The run ends here all the same: its last events say so.
+            let reason = match (std::thread::panicking(), &self.internal_error) {
+                (true, Some(why)) => why.clone(),
+                (true, None) => crate::panics::reason(
+                    crate::panics::last()
+                        .as_deref()
+                        .unwrap_or("the director panicked"),
+                ),
+                (false, _) => "the director was stopped before its run ended".to_string(),
+            };
+            self.bus.publish(None, EventKind::Shutdown { reason });
+            self.bus
+                .publish(None, EventKind::Finished { passed: false });
         }
         // Subscriptions are not aborted: each forwarder delivers what is
         // still queued for it and ends when the bus closes with us.

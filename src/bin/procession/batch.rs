@@ -129,6 +129,10 @@ pub fn batch(args: BatchArgs) -> u8 {
         if let Some(bar) = &progress {
             bar.finish();
         }
+        if let Some(failure) = batch.failure() {
+            errln!("the batch failed: {failure}");
+            return 1;
+        }
         match interrupted {
             Some(Signal::Int) => 130,
             Some(_) => 143,

@@ -17,14 +17,23 @@
 //! its queue behind loses the oldest events and then receives a `lagged`
 //! event with the number it missed (counted before its filter). It never
 //! slows the director or the children.
+//!
+//! A subscriber can instead say which kinds it can afford to lose
+//! ([`EventFilter::drop_only`]): then only those are dropped when it falls
+//! behind (counted in its next `lagged`), and every other event it takes
+//! reaches it, in order. That is how the command line's timeline never
+//! loses a step result under a flood of output. Keep the kinds not dropped
+//! to those the run bounds (steps, lifecycle): they are queued however far
+//! behind the subscriber is.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Message, Recipient};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::child::{Exit, ExitStatus, Stream};
 use crate::frame::Frame;
@@ -437,6 +446,8 @@ impl EventKind {
 pub struct EventFilter {
     children: Option<HashSet<Arc<str>>>,
     kinds: Option<HashSet<String>>,
+    without: Option<HashSet<String>>,
+    drop_only: Option<HashSet<String>>,
 }
 
 impl EventFilter {
@@ -467,6 +478,28 @@ impl EventFilter {
         self
     }
 
+    /// No events of these kinds (`lagged` is always delivered).
+    pub fn without_kinds<I, S>(mut self, kinds: I) -> EventFilter
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.without = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// When the subscriber falls behind, drop only events of these kinds
+    /// (`"output"`, `"routed"`, ...) and deliver every other one it takes,
+    /// however far behind (see the [module docs](self)).
+    pub fn drop_only<I, S>(mut self, kinds: I) -> EventFilter
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.drop_only = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Whether the filter lets `event` through.
     pub fn accepts(&self, event: &Event) -> bool {
         if matches!(event.kind, EventKind::Lagged { .. }) {
@@ -479,7 +512,11 @@ impl EventFilter {
         let kind_ok = self
             .kinds
             .as_ref()
-            .is_none_or(|kinds| kinds.contains(event.kind.name()));
+            .is_none_or(|kinds| kinds.contains(event.kind.name()))
+            && self
+                .without
+                .as_ref()
+                .is_none_or(|kinds| !kinds.contains(event.kind.name()));
         child_ok && kind_ok
     }
 }
@@ -548,9 +585,57 @@ impl std::fmt::Debug for Journal {
 /// forwards them to subscribers (see the module docs for the guarantees).
 pub(crate) struct Bus {
     tx: broadcast::Sender<Event>,
+    queue: usize,
     started: Instant,
     seqs: rustc_hash::FxHashMap<Arc<str>, u64>,
     journal: Option<Journal>,
+    /// Subscribers with [`EventFilter::drop_only`].
+    keepers: Vec<Keeper>,
+}
+
+/// A subscriber that loses only the kinds it said it can lose.
+struct Keeper {
+    tx: mpsc::UnboundedSender<Event>,
+    filter: EventFilter,
+    /// Events sent and not yet handled by the subscriber.
+    queued: Arc<AtomicUsize>,
+    /// Events dropped since the last `lagged`.
+    missed: u64,
+}
+
+impl Keeper {
+    /// Queues `event` (or drops it, if behind and allowed); false once the
+    /// subscriber is gone.
+    fn offer(&mut self, event: &Event, queue: usize, t_ms: u64) -> bool {
+        if !self.filter.accepts(event) {
+            return true;
+        }
+        let droppable = self
+            .filter
+            .drop_only
+            .as_ref()
+            .is_some_and(|kinds| kinds.contains(event.kind.name()));
+        if droppable && self.queued.load(Ordering::Relaxed) >= queue {
+            self.missed += 1;
+            return true;
+        }
+        if self.missed > 0 {
+            let lagged = Event {
+                t_ms,
+                child: None,
+                seq: None,
+                kind: EventKind::Lagged {
+                    missed: std::mem::take(&mut self.missed),
+                },
+            };
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if self.tx.send(lagged).is_err() {
+                return false;
+            }
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(event.clone()).is_ok()
+    }
 }
 
 impl Bus {
@@ -558,15 +643,17 @@ impl Bus {
         let (tx, _) = broadcast::channel(queue.max(1));
         Bus {
             tx,
+            queue: queue.max(1),
             started: Instant::now(),
             seqs: Default::default(),
             journal,
+            keepers: Vec::new(),
         }
     }
 
     /// Whether anyone listens (so callers can skip building costly events).
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.receiver_count() > 0 || !self.keepers.is_empty()
     }
 
     pub fn t_ms(&self) -> u64 {
@@ -599,18 +686,67 @@ impl Bus {
         if let Some(journal) = &self.journal {
             journal.write(&event);
         }
+        if !self.keepers.is_empty() {
+            let (queue, t_ms) = (self.queue, event.t_ms);
+            self.keepers.retain_mut(|k| k.offer(&event, queue, t_ms));
+        }
         let _ = self.tx.send(event);
     }
 
     /// Starts forwarding to `to`; aborting the returned task unsubscribes.
     pub fn subscribe(
-        &self,
+        &mut self,
         to: Recipient<Event>,
         filter: EventFilter,
     ) -> tokio::task::JoinHandle<()> {
-        actix::spawn(forward(self.tx.subscribe(), to, filter, self.started))
+        if filter.drop_only.is_none() {
+            return actix::spawn(forward(self.tx.subscribe(), to, filter, self.started));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.keepers.push(Keeper {
+            tx,
+            filter,
+            queued: queued.clone(),
+            missed: 0,
+        });
+        actix::spawn(forward_kept(rx, queued, to))
     }
 }
+
+async fn forward_kept(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    queued: Arc<AtomicUsize>,
+    to: Recipient<Event>,
+) {
+    // What is queued goes in chunks: all but the last without waiting, the
+    // last awaited, which (the mailbox being in order) means the subscriber
+    // handled them all. One round trip a chunk, not one an event: on one
+    // thread, a busy director would otherwise starve the subscriber.
+    let mut chunk = Vec::with_capacity(KEPT_CHUNK);
+    while let Some(first) = rx.recv().await {
+        chunk.push(first);
+        while chunk.len() < KEPT_CHUNK {
+            match rx.try_recv() {
+                Ok(event) => chunk.push(event),
+                Err(_) => break,
+            }
+        }
+        let n = chunk.len();
+        let last = chunk.pop().expect("one at least");
+        for event in chunk.drain(..) {
+            to.do_send(event);
+        }
+        let gone = to.send(last).await.is_err();
+        queued.fetch_sub(n, Ordering::Relaxed);
+        if gone {
+            return;
+        }
+    }
+}
+
+/// Events handed to a [`Keeper`]'s subscriber per round trip.
+const KEPT_CHUNK: usize = 256;
 
 async fn forward(
     mut rx: broadcast::Receiver<Event>,

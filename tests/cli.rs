@@ -882,3 +882,147 @@ cmd = ["printf", "\\033]0;PWNED\\007\\033[2Jafter\n"]
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains(r"\e]0;PWNED\x07\e[2Jafter"), "{err}");
 }
+
+/// Runs `procession ARGS` with `PROCESSION_FAULT=fault` (an actor panics on
+/// purpose); fails the test if it does not end within 30 s.
+#[cfg(debug_assertions)]
+fn run_with_fault(fault: &str, args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .env("PROCESSION_FAULT", fault)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = Reaper(vec![child.id()], Some(child));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let child = reaper.1.as_mut().unwrap();
+        if child.try_wait().unwrap().is_some() {
+            return reaper.1.take().unwrap().wait_with_output().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "procession hung after a panic ({fault})"
+        );
+        std::thread::sleep(Duration::from_millis(10)); // polling a condition, with a deadline
+    }
+}
+
+/// Regression (issue 15, item 1): a panic inside an actor (here the child's,
+/// as it was asked to stop) left the run hung, deaf to SIGTERM; now the run
+/// fails, says why, ends its events and leaves no child behind.
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_inside_an_actor_fails_the_run_instead_of_hanging_it() {
+    let s = TempScenario::new(
+        "panic.toml",
+        r#"
+[children.a]
+cmd = ["sh", "-c", "echo pid $$; exec sleep 60"]
+
+[[steps]]
+expect = { from = "a", line = "^pid" }
+"#,
+    );
+    let file = s.file("events.jsonl");
+    for fault in ["child-stop", "child-output", "director"] {
+        let out = run_with_fault(
+            fault,
+            &["run", s.path(), "--events", file.to_str().unwrap()],
+        );
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{fault}: {err}");
+        assert!(err.contains("FAILED"), "{fault}: {err}");
+        assert!(
+            err.contains("internal error (a bug in procession, please report it): panicked at"),
+            "{fault}: {err}"
+        );
+        let events = events(&file);
+        let pids: Vec<u32> = events
+            .iter()
+            .filter_map(|e| e["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect();
+        let _reaper = Reaper(pids.clone(), None);
+        let last = events.last().unwrap();
+        assert_eq!(last["event"], "finished", "{fault}");
+        assert_eq!(last["passed"], false, "{fault}");
+        assert_eq!(pids.len(), 1, "{fault}: {events:?}");
+        // A director that panicked cannot wait for its children: they are
+        // killed as procession ends, and die a moment later.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pids[0]) {
+            assert!(
+                Instant::now() < deadline,
+                "{fault}: the child outlived the run"
+            );
+            std::thread::sleep(Duration::from_millis(10)); // polling a condition, with a deadline
+        }
+    }
+}
+
+/// The same for a batch: it fails as a whole and stops every job.
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_inside_a_batch_fails_it_instead_of_hanging_it() {
+    let s = TempScenario::new(
+        "jobs.toml",
+        "talks = [\"echo\", \"hi\"]\nsleeps = [\"sleep\", \"60\"]\n",
+    );
+    let out = run_with_fault("child-output", &["batch", "-j", "2", s.path()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("the batch failed: internal error"), "{err}");
+}
+
+/// Regression (issue 15, item 15): under a flood of output the timeline lost
+/// the step's result and its diagnostic (only the summary survived), and
+/// `-q` printed a `(timeline skipped N events)` line for nearly every batch.
+/// Step results, diagnostics and the end are never dropped; elided output
+/// is reported at most once a second.
+#[test]
+fn under_a_flood_the_timeline_keeps_every_step_result_and_elides_only_output() {
+    let s = TempScenario::new(
+        "flood.toml",
+        r#"
+[children.flood]
+cmd = ["seq", "1000000000"]
+
+[[steps]]
+expect = { from = "flood", line = "^never$", within = "1s" }
+"#,
+    );
+    for quiet in [false, true] {
+        let started = Instant::now();
+        let out = if quiet {
+            procession(&["run", "-q", s.path()])
+        } else {
+            procession(&["run", s.path()])
+        };
+        let took = started.elapsed().as_secs() as usize;
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1);
+        let lines: Vec<&str> = err.lines().collect();
+        let failed = lines
+            .iter()
+            .position(|l| l.contains("] step 1 FAILED: waited"))
+            .unwrap_or_else(|| panic!("quiet {quiet}: no step result in the timeline"));
+        assert!(
+            lines[failed + 1].contains("recent unconsumed output:"),
+            "quiet {quiet}: the diagnostic is cut: {:?}",
+            &lines[failed..failed + 2]
+        );
+        assert!(lines.iter().any(|l| l.contains("] stopping everything")));
+        assert!(!err.contains("timeline skipped"), "quiet {quiet}");
+        let elided = lines.iter().filter(|l| l.ends_with("lines elided")).count();
+        if quiet {
+            assert_eq!(elided, 0, "-q shows no output, so nothing is elided");
+        } else {
+            // Once a second at most, and once more at the end.
+            assert!(elided <= took + 2, "{elided} elision lines in {took} s");
+        }
+    }
+}

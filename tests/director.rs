@@ -272,6 +272,48 @@ async fn a_subscriber_that_does_not_keep_up_gets_lagged_while_routing_goes_on() 
     director.shutdown("test over").await;
 }
 
+/// `drop_only`: a subscriber that falls behind loses only the kinds it
+/// named (and is told how many), never the others.
+#[actix_rt::test]
+async fn a_subscriber_behind_loses_only_the_kinds_it_said_it_can_lose() {
+    let director = Director::with_config(DirectorConfig {
+        event_queue: 64,
+        ..DirectorConfig::default()
+    });
+    let gate = Arc::new(Notify::new());
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let stuck = Stuck {
+        gate: gate.clone(),
+        seen: seen_tx,
+    }
+    .start();
+    director
+        .subscribe(stuck.recipient(), EventFilter::all().drop_only(["output"]))
+        .await
+        .unwrap();
+    director
+        .add(fixture_spec("a", &["lines", "20000"]))
+        .await
+        .unwrap();
+    assert!(director.wait_exit("a").await.unwrap().status.success());
+    let (mut outputs, mut missed) = (0u64, 0u64);
+    let mut kinds = Vec::new();
+    loop {
+        gate.notify_one();
+        let event = next_event(&mut seen).await;
+        match event.kind {
+            EventKind::Output { .. } => outputs += 1,
+            EventKind::Lagged { missed: n } => missed += n,
+            EventKind::Exited { .. } => break,
+            _ => kinds.push(event.kind.name()),
+        }
+    }
+    assert!(missed > 0, "it fell behind");
+    assert_eq!(outputs + missed, 20000, "every line is seen or counted");
+    assert_eq!(kinds, ["spawned", "ready"], "and nothing else is lost");
+    director.shutdown("test over").await;
+}
+
 #[actix_rt::test]
 async fn shutdown_stops_in_reverse_dependency_order_and_leaves_nothing() {
     let director = Director::start();

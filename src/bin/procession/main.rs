@@ -7,6 +7,7 @@
 //! | 0 | every step passed and every child ended as expected |
 //! | 1 | a step failed or timed out, a protocol violation (strict), a child gave up or could not start, or a child exited badly without an `expect_exit` |
 //! | 2 | the scenario or the command line is invalid |
+//! | 129 | hung up (SIGHUP: the terminal closed), after every child was stopped |
 //! | 130 | interrupted by SIGINT (Ctrl-C), after every child was stopped |
 //! | 143 | terminated by SIGTERM, after every child was stopped |
 
@@ -49,6 +50,7 @@ Exit status:
   1    a step failed or timed out, a protocol violation (strict order), a child
        gave up or could not start, or a child exited badly without an expect_exit
   2    the scenario or the command line is invalid
+  129  hung up (SIGHUP: the terminal closed); every child was stopped first
   130  interrupted by SIGINT (Ctrl-C); every child was stopped first
   143  terminated by SIGTERM; every child was stopped first";
 
@@ -102,8 +104,13 @@ otherwise); --events writes every event as one JSON line, flushed as it
 happens. Ctrl-C stops every child with its grace; a second Ctrl-C kills
 them at once.
 
-Exit status: 0 passed, 1 failed, 2 invalid scenario or arguments,
-130 interrupted (SIGINT), 143 terminated (SIGTERM).";
+Under a flood of output the timeline may skip children's lines (`… N lines
+elided`, at most once a second); step results, failures and the summary
+are never skipped, and the events file always has everything.
+
+Exit status: 0 passed, 1 failed (also when procession itself hit a bug:
+the run is stopped, never left hanging), 2 invalid scenario or arguments,
+129 hung up (SIGHUP), 130 interrupted (SIGINT), 143 terminated (SIGTERM).";
 
 const CHECK_HELP: &str = "\
 Example:
@@ -162,6 +169,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // Tests of invariant 5 make an actor panic on purpose (debug builds only).
+    #[cfg(debug_assertions)]
+    if let Ok(points) = std::env::var("PROCESSION_FAULT") {
+        for unknown in procession::fault::arm_by_names(&points) {
+            errln!("PROCESSION_FAULT: unknown fault point `{unknown}`");
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             init_logging(args.quiet, args.verbose);

@@ -8,11 +8,11 @@ use actix::prelude::*;
 use procession::director::{ChildInfo, ChildState, Director, RunPlan, Shutdown};
 use procession::event::Journal;
 use procession::protocol::{ProtocolReport, StepOutcome};
-use procession::{format_duration, scenario, DirectorConfig, EventFilter, ExitStatus, Signal};
+use procession::{format_duration, scenario, DirectorConfig, ExitStatus, Signal};
 use tokio::sync::oneshot;
 
 use crate::check::report_invalid;
-use crate::timeline::{Detail, Timeline};
+use crate::timeline::{Detail, Ending, Timeline};
 use crate::RunArgs;
 
 /// Runs the scenario and returns the exit status.
@@ -63,7 +63,9 @@ pub fn run(args: RunArgs) -> u8 {
             .collect();
         let (timeline_done, timeline_stopped) = oneshot::channel();
         let timeline = Timeline::new(colour, detail, &names, timeline_done).start();
-        let _ = director.subscribe(timeline.recipient(), EventFilter::all()).await;
+        let _ = director
+            .subscribe(timeline.recipient(), crate::timeline::filter(detail))
+            .await;
         let steps = scenario.protocol().steps.len();
         // Launch, then wait for the protocol to end: by itself, by a signal,
         // or by the timeout.
@@ -94,18 +96,31 @@ pub fn run(args: RunArgs) -> u8 {
                 director.shutdown("invalid scenario").await;
                 return 2;
             }
-            _ => None,
+            Ok(Err(e)) => {
+                errln!("the run could not go on: {e}");
+                None
+            }
+            // The director is gone (it panicked: the message is above).
+            Err(_) => None,
         };
         let finals = director.shutdown("the scenario is over").await;
         if interrupted.is_none() {
             interrupted = signals.try_recv().ok();
         }
         drop(director);
-        // Let the timeline print the last events before the summary.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), timeline_stopped).await;
-
-        let passed = report.as_ref().is_some_and(|r| r.passed);
-        err!("{}", summary(report.as_ref(), steps, &finals, started, interrupted, colour));
+        // Let the timeline print the last events before the summary; it
+        // also tells how the run ended (a panic can fail a run whose steps
+        // all passed).
+        let ending = tokio::time::timeout(std::time::Duration::from_secs(5), timeline_stopped)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let passed = report.as_ref().is_some_and(|r| r.passed) && ending.passed == Some(true);
+        err!(
+            "{}",
+            summary(report.as_ref(), &ending, steps, &finals, started, interrupted, colour)
+        );
         // An events file that could not be written is a failed run.
         let events_lost = journal.as_ref().and_then(Journal::error);
         if let (Some(e), Some(path)) = (&events_lost, &args.events) {
@@ -123,6 +138,7 @@ pub fn run(args: RunArgs) -> u8 {
 
 fn summary(
     report: Option<&ProtocolReport>,
+    ending: &Ending,
     steps: usize,
     finals: &[ChildInfo],
     started: Instant,
@@ -137,7 +153,7 @@ fn summary(
         }
     };
     let mut out = String::from("\n");
-    let passed = report.is_some_and(|r| r.passed);
+    let passed = report.is_some_and(|r| r.passed) && ending.passed == Some(true);
     let done = report
         .map(|r| {
             r.steps
@@ -170,6 +186,15 @@ fn summary(
             }
             (None, Some(reason)) => {
                 out.push_str(&format!("  {}\n", reason.lines().next().unwrap_or("")));
+            }
+            // The steps passed (or never reported) and yet the run failed:
+            // the end says why.
+            _ if !passed => {
+                let why = ending
+                    .reason
+                    .as_deref()
+                    .unwrap_or("the director stopped before the run ended");
+                out.push_str(&format!("  {}\n", why.lines().next().unwrap_or("")));
             }
             _ => {}
         }

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use procession::event::{Description, Shown, Tone};
-use procession::{Event, EventKind};
+use procession::{Event, EventFilter, EventKind};
 use tokio::sync::oneshot;
 
 /// How much the timeline shows.
@@ -27,7 +28,42 @@ pub struct Timeline {
     detail: Detail,
     colours: HashMap<Arc<str>, usize>,
     width: usize,
-    done: Option<oneshot::Sender<()>>,
+    /// Lines dropped under load and not reported yet.
+    elided: u64,
+    /// When the last `… N lines elided` was printed.
+    elided_told: Option<Instant>,
+    ending: Ending,
+    done: Option<oneshot::Sender<Ending>>,
+}
+
+/// How the run ended, as its last events said.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    /// `finished`'s verdict.
+    pub passed: Option<bool>,
+    /// The last `shutdown`'s reason.
+    pub reason: Option<String>,
+}
+
+/// The kinds the timeline may lose when it falls behind (one per frame of
+/// output); everything else (steps, failures, lifecycle, the end) always
+/// reaches it.
+const DROPPABLE: [&str; 6] = [
+    "output",
+    "routed",
+    "undeliverable",
+    "oversized_frame",
+    "decode_error",
+    "late_reply",
+];
+
+/// What the timeline subscribes to: with `-q`, no child output at all.
+pub fn filter(detail: Detail) -> EventFilter {
+    let filter = EventFilter::all().drop_only(DROPPABLE);
+    match detail {
+        Detail::Quiet => filter.without_kinds(["output", "routed"]),
+        _ => filter,
+    }
 }
 
 const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "91"];
@@ -39,7 +75,7 @@ impl Timeline {
         colour: bool,
         detail: Detail,
         names: &[Arc<str>],
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<Ending>,
     ) -> Timeline {
         Timeline {
             colour,
@@ -50,6 +86,9 @@ impl Timeline {
                 .map(|(i, n)| (n.clone(), i % PALETTE.len()))
                 .collect(),
             width: names.iter().map(|n| n.len()).max().unwrap_or(4).max(4),
+            elided: 0,
+            elided_told: None,
+            ending: Ending::default(),
             done: Some(done),
         }
     }
@@ -136,9 +175,27 @@ impl Actor for Timeline {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.tell_elided(true);
         if let Some(done) = self.done.take() {
-            let _ = done.send(());
+            let _ = done.send(std::mem::take(&mut self.ending));
         }
+    }
+}
+
+impl Timeline {
+    /// Prints `… N lines elided` if lines were dropped, at most once a
+    /// second (`now`: at the end, whatever is left).
+    fn tell_elided(&mut self, now: bool) {
+        let due = self
+            .elided_told
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if self.elided == 0 || !(due || now) {
+            return;
+        }
+        let text = format!("… {} lines elided", self.elided);
+        let _ = writeln!(std::io::stderr().lock(), "{}", self.paint("33", &text));
+        self.elided = 0;
+        self.elided_told = Some(Instant::now());
     }
 }
 
@@ -146,6 +203,16 @@ impl Handler<Event> for Timeline {
     type Result = ();
 
     fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+        match &event.kind {
+            EventKind::Lagged { missed } => {
+                self.elided += missed;
+                return self.tell_elided(false);
+            }
+            EventKind::Finished { passed } => self.ending.passed = Some(*passed),
+            EventKind::Shutdown { reason } => self.ending.reason = Some(reason.clone()),
+            _ => {}
+        }
+        self.tell_elided(false);
         if let Some(line) = self.line(&event) {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{line}");

@@ -196,6 +196,14 @@ pub enum EventKind {
         #[serde(flatten)]
         frame: Frame,
     },
+    /// Our own stdout or stderr could not be written (a closed pipe, a full
+    /// disk): reported once per stream; the run goes on.
+    WriteFailed {
+        /// `stdout` or `stderr`.
+        target: String,
+        /// The OS error.
+        error: String,
+    },
     /// The run is over: the last event.
     Finished {
         /// Every step passed and every child ended as expected.
@@ -234,6 +242,7 @@ impl EventKind {
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::Violation { .. } => "violation",
             EventKind::LateReply { .. } => "late_reply",
+            EventKind::WriteFailed { .. } => "write_failed",
             EventKind::Finished { .. } => "finished",
             EventKind::Shutdown { .. } => "shutdown",
             EventKind::Lagged { .. } => "lagged",
@@ -379,6 +388,11 @@ impl EventKind {
                 Always,
             ),
             EventKind::Routed { to, .. } => d(format!("-> {to}"), Dim, Verbose),
+            EventKind::WriteFailed { target, error } => d(
+                format!("cannot write to {target}: {error} (not reported again)"),
+                Bad,
+                Always,
+            ),
             EventKind::LateReply { frame } => d(
                 format!(
                     "late reply (its request had timed out): {}",

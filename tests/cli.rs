@@ -827,14 +827,33 @@ fn a_closed_or_full_stdout_or_stderr_changes_no_exit_status() {
         .unwrap();
     assert_eq!(code(&check), 0, "{}", stderr(&check));
 
+    // The failed writes are reported once, in the events file.
+    let s = TempScenario::new("unused.toml", "");
+    let file = s.file("events.jsonl");
     let run = Command::new(BIN)
-        .args(["run", "examples/pipeline.toml"])
+        .args(["run", "examples/pipeline.toml", "--events"])
+        .arg(&file)
         .current_dir(ROOT)
         .env("NO_COLOR", "1")
         .stderr(full())
         .status()
         .unwrap();
     assert_eq!(run.code(), Some(0), "stderr full");
+    let evs = events(&file);
+    let failed: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["event"] == "write_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["target"], "stderr");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{failed:?}"
+    );
+    assert_eq!(evs.last().unwrap()["event"], "finished");
 
     // A pipe whose reader is gone before the run writes its timeline.
     let (reader, writer) = nix::unistd::pipe().unwrap();

@@ -241,6 +241,18 @@ impl Handler<Subscribe> for DirectorActor {
     }
 }
 
+impl Handler<ReportWriteFailure> for DirectorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportWriteFailure, _: &mut Context<Self>) {
+        if self.finals.is_none() {
+            let ReportWriteFailure { target, error } = msg;
+            self.bus
+                .publish(None, EventKind::WriteFailed { target, error });
+        }
+    }
+}
+
 impl Handler<Unsubscribe> for DirectorActor {
     type Result = ();
 

@@ -103,6 +103,17 @@ pub struct Subscribe {
     pub filter: EventFilter,
 }
 
+/// Publishes a `write_failed` event: the caller's own stdout or stderr
+/// could not be written (the command line reports it once per stream).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ReportWriteFailure {
+    /// `stdout` or `stderr`.
+    pub target: String,
+    /// The OS error.
+    pub error: String,
+}
+
 /// Ends a subscription.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]

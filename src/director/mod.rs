@@ -53,9 +53,9 @@ use tokio::sync::oneshot;
 
 pub use handle::Director;
 pub use messages::{
-    ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren, Request,
-    Run, RunPlan, Shutdown, SignalChild, StopChild, Subscribe, SubscriptionId, Unsubscribe,
-    WaitChild, WaitProtocol,
+    ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren,
+    ReportWriteFailure, Request, Run, RunPlan, Shutdown, SignalChild, StopChild, Subscribe,
+    SubscriptionId, Unsubscribe, WaitChild, WaitProtocol,
 };
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};

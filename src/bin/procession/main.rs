@@ -12,25 +12,94 @@
 //! | 143 | terminated by SIGTERM, after every child was stopped |
 
 /// Like `print!`, `eprint!` and `eprintln!`, but a closed or full stdout or
-/// stderr (`| head`, `2>/dev/full`) is not a panic: the write is dropped and
-/// the exit status stays what the run decided (DESIGN.md "Command line").
+/// stderr (`| head`, `2>/dev/full`) is not a panic: the write is dropped,
+/// the exit status stays what the run decided, and the first failure of
+/// each stream goes to the events file (DESIGN.md "Command line").
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
+        let written = write!(std::io::stdout().lock(), $($arg)*);
+        $crate::stdio::check($crate::stdio::Target::Stdout, written);
     }};
 }
 macro_rules! err {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stderr().lock(), $($arg)*);
+        let written = write!(std::io::stderr().lock(), $($arg)*);
+        $crate::stdio::check($crate::stdio::Target::Stderr, written);
     }};
 }
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let written = writeln!(std::io::stderr().lock(), $($arg)*);
+        $crate::stdio::check($crate::stdio::Target::Stderr, written);
     }};
+}
+
+/// Failed writes to our own stdout and stderr: each stream's first one is
+/// reported to the running director (a `write_failed` event), once.
+mod stdio {
+    use std::cell::RefCell;
+
+    use actix::Recipient;
+    use procession::director::ReportWriteFailure;
+
+    #[derive(Clone, Copy)]
+    pub enum Target {
+        Stdout = 0,
+        Stderr = 1,
+    }
+
+    #[derive(Default)]
+    struct State {
+        director: Option<Recipient<ReportWriteFailure>>,
+        /// Per stream: not failed, failed and waiting for a director, or told.
+        failures: [Option<(String, bool)>; 2],
+    }
+
+    thread_local! {
+        static STATE: RefCell<State> = RefCell::default();
+    }
+
+    /// Records a write's outcome.
+    pub fn check(target: Target, written: std::io::Result<()>) {
+        if let Err(e) = written {
+            let _ = STATE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                let slot = &mut s.failures[target as usize];
+                if slot.is_none() {
+                    *slot = Some((e.to_string(), false));
+                    tell(&mut s);
+                }
+            });
+        }
+    }
+
+    /// Where to report failures from now on (`None` once the run is over).
+    pub fn report_to(director: Option<Recipient<ReportWriteFailure>>) {
+        let _ = STATE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.director = director;
+            tell(&mut s);
+        });
+    }
+
+    fn tell(s: &mut State) {
+        let Some(director) = s.director.clone() else {
+            return;
+        };
+        for (i, slot) in s.failures.iter_mut().enumerate() {
+            if let Some((error, told @ false)) = slot {
+                let target = if i == 0 { "stdout" } else { "stderr" };
+                director.do_send(ReportWriteFailure {
+                    target: target.into(),
+                    error: error.clone(),
+                });
+                *told = true;
+            }
+        }
+    }
 }
 
 mod batch;

@@ -48,6 +48,7 @@ pub fn run(args: RunArgs) -> u8 {
             journal: journal.clone(),
             ..DirectorConfig::default()
         });
+        crate::stdio::report_to(Some(director.addr().clone().recipient()));
         let mut signals = match director.shutdown_on_signals() {
             Ok(rx) => rx,
             Err(e) => {
@@ -104,6 +105,7 @@ pub fn run(args: RunArgs) -> u8 {
             Err(_) => None,
         };
         let finals = director.shutdown("the scenario is over").await;
+        crate::stdio::report_to(None);
         if interrupted.is_none() {
             interrupted = signals.try_recv().ok();
         }

@@ -3,7 +3,6 @@
 //! otherwise (`[  1.234] server | listening`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,7 +192,7 @@ impl Timeline {
             return;
         }
         let text = format!("… {} lines elided", self.elided);
-        let _ = writeln!(std::io::stderr().lock(), "{}", self.paint("33", &text));
+        errln!("{}", self.paint("33", &text));
         self.elided = 0;
         self.elided_told = Some(Instant::now());
     }
@@ -214,8 +213,7 @@ impl Handler<Event> for Timeline {
         }
         self.tell_elided(false);
         if let Some(line) = self.line(&event) {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            errln!("{line}");
         }
     }
 }

@@ -316,3 +316,69 @@ async fn output_that_is_not_utf8_is_given_exactly_as_base64() {
         assert!(text.get("stdout_base64").is_none());
     }
 }
+
+/// `Batch::start_stream`: the first job runs as soon as it arrives, and a
+/// job is taken off the channel only when there is room to start it, so
+/// the channel's capacity bounds what is read ahead (issue 15, item 11).
+#[actix_rt::test]
+async fn a_streamed_batch_takes_a_job_only_when_it_can_start_it() {
+    use tokio::sync::mpsc::error::TrySendError;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let options = BatchOptions {
+        concurrency: 1,
+        ..BatchOptions::default()
+    };
+    let mut batch = Batch::start_stream(rx, options).unwrap();
+    tx.send(job("first", &["lines", "1"])).await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, batch.next())
+        .await
+        .expect("a result while the stream is open")
+        .unwrap();
+    assert_eq!(first.key, "first");
+    assert!(first.success());
+
+    // `sleeps` takes the one place; `waits` is then taken by nobody.
+    tx.send(job("sleeps", &["sleep"])).await.unwrap();
+    tx.send(job("waits", &["lines", "1"])).await.unwrap();
+    assert!(
+        matches!(
+            tx.try_send(job("more", &["lines", "1"])),
+            Err(TrySendError::Full(_))
+        ),
+        "nothing more is read ahead"
+    );
+    batch.cancel();
+    let rest = tokio::time::timeout(PATIENCE, async {
+        let mut keys = Vec::new();
+        while let Some(r) = batch.next().await {
+            keys.push(r.key);
+        }
+        keys
+    })
+    .await
+    .expect("a cancelled batch ends");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(tx.is_closed(), "the batch wants no more jobs");
+}
+
+#[actix_rt::test]
+async fn a_streamed_job_whose_key_is_running_is_refused_by_name() {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let options = BatchOptions {
+        concurrency: 2,
+        ..BatchOptions::default()
+    };
+    let mut batch = Batch::start_stream(rx, options).unwrap();
+    tx.send(job("x", &["sleep"])).await.unwrap();
+    tx.send(job("x", &["lines", "1"])).await.unwrap();
+    let twice = tokio::time::timeout(PATIENCE, batch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twice.key, "x");
+    assert_eq!(twice.error.as_deref(), Some("job key `x` is used twice"));
+    assert!(!twice.success());
+    drop(tx);
+    batch.cancel();
+    while batch.next().await.is_some() {}
+}

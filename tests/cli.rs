@@ -1045,3 +1045,51 @@ expect = { from = "flood", line = "^never$", within = "1s" }
         }
     }
 }
+
+/// Regression (issue 15, item 11): `batch -` read all of stdin before it
+/// started a job (`yes 'echo hi' | procession batch -` ran out of memory).
+/// Jobs stream: the first result comes while stdin is still open.
+#[test]
+fn batch_from_stdin_starts_jobs_before_stdin_ends() {
+    use std::io::Write;
+    let child = Command::new(BIN)
+        .args(["batch", "-j", "1", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = Reaper(vec![], Some(child));
+    let child = reaper.1.as_mut().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    writeln!(stdin, "echo first").unwrap();
+    stdin.flush().unwrap();
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a result while stdin is still open");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["key"], "1");
+    assert_eq!(first["stdout"], "first\n");
+    // A bad line is reported and skipped; the jobs after it still run.
+    writeln!(stdin, "echo 'unclosed\necho third").unwrap();
+    drop(stdin);
+    let third: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    assert_eq!(third["key"], "3");
+    let out = reaper.1.take().unwrap().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad line is bad input");
+    assert!(
+        stderr(&out).contains("stdin: line 2: missing closing quote"),
+        "{}",
+        stderr(&out)
+    );
+}

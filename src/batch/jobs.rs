@@ -147,24 +147,34 @@ pub fn from_lines(text: &str, source_name: &str) -> Result<Vec<Job>, Vec<JobsErr
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        match shell_words::split(trimmed) {
-            Ok(argv) if !argv.is_empty() => jobs.push(Job::new((i + 1).to_string(), argv)),
-            Ok(_) => {}
-            Err(e) => errors.push(error(
-                source_name,
-                format!("line {}: ", i + 1),
-                format!("{e} in `{trimmed}`"),
-            )),
+        match from_line(line, i + 1, source_name) {
+            Ok(Some(job)) => jobs.push(job),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         Ok(jobs)
     } else {
         Err(errors)
+    }
+}
+
+/// The job on line `number` (1-based, its key), or `None` for a blank or
+/// `#` line.
+pub fn from_line(line: &str, number: usize, source_name: &str) -> Result<Option<Job>, JobsError> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    match shell_words::split(trimmed) {
+        Ok(argv) if !argv.is_empty() => Ok(Some(Job::new(number.to_string(), argv))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(error(
+            source_name,
+            format!("line {number}: "),
+            format!("{e} in `{trimmed}`"),
+        )),
     }
 }
 

@@ -217,6 +217,11 @@ pub enum BatchError {
     },
 }
 
+/// Whether `key` can name a file in the output directory.
+pub(crate) fn names_a_file(key: &str) -> bool {
+    !(key.is_empty() || key.contains('/') || key == "." || key == "..")
+}
+
 /// A running batch: its results arrive in completion order.
 pub struct Batch {
     results: mpsc::UnboundedReceiver<JobResult>,
@@ -237,14 +242,39 @@ impl Batch {
                     key: job.key.clone(),
                 });
             }
-            let bad_name =
-                job.key.is_empty() || job.key.contains('/') || job.key == "." || job.key == "..";
-            if options.output_dir.is_some() && bad_name {
+            if options.output_dir.is_some() && !names_a_file(&job.key) {
                 return Err(BatchError::KeyNotAFileName {
                     key: job.key.clone(),
                 });
             }
         }
+        Batch::begin(jobs, None, options)
+    }
+
+    /// Starts a batch whose jobs arrive on `jobs` as they come (lines read
+    /// from a pipe, say): the first job starts as soon as it arrives, and
+    /// a job is taken off the channel only when it can start, so the
+    /// channel's capacity is the whole look-ahead. The batch ends once the
+    /// channel is closed and every job is done.
+    ///
+    /// Keys should be unique; a job whose key is running or waiting already,
+    /// or (with an output directory) cannot name a file, is not run and
+    /// gets a result with an `error` instead.
+    ///
+    /// # Panics
+    /// Outside a running actix `System`.
+    pub fn start_stream(
+        jobs: mpsc::Receiver<Job>,
+        options: BatchOptions,
+    ) -> Result<Batch, BatchError> {
+        Batch::begin(Vec::new(), Some(jobs), options)
+    }
+
+    fn begin(
+        jobs: Vec<Job>,
+        incoming: Option<mpsc::Receiver<Job>>,
+        options: BatchOptions,
+    ) -> Result<Batch, BatchError> {
         if let Some(dir) = &options.output_dir {
             std::fs::create_dir_all(dir).map_err(|source| BatchError::OutputDir {
                 dir: dir.clone(),
@@ -253,7 +283,8 @@ impl Batch {
         }
         let (tx, results) = mpsc::unbounded_channel();
         let failure = Arc::default();
-        let addr = runner::BatchActor::new(jobs, options, tx, Arc::clone(&failure)).start();
+        let addr =
+            runner::BatchActor::new(jobs, incoming, options, tx, Arc::clone(&failure)).start();
         Ok(Batch {
             results,
             addr,

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use super::capture::{Capture, Output};
 use super::{BatchOptions, Job, JobResult};
@@ -33,7 +34,13 @@ struct Running {
 }
 
 pub(super) struct BatchActor {
+    /// Jobs to start (first attempts and retries), in order.
     queue: VecDeque<(Job, u32)>,
+    /// Where more jobs come from, if they stream in; `None` once it closed,
+    /// and while `pulling` holds it.
+    incoming: Option<mpsc::Receiver<Job>>,
+    /// Waiting for the next job from `incoming`.
+    pulling: bool,
     options: BatchOptions,
     running: HashMap<Arc<str>, Running>,
     results: mpsc::UnboundedSender<JobResult>,
@@ -50,12 +57,15 @@ pub(super) struct BatchActor {
 impl BatchActor {
     pub fn new(
         jobs: Vec<Job>,
+        incoming: Option<mpsc::Receiver<Job>>,
         options: BatchOptions,
         results: mpsc::UnboundedSender<JobResult>,
         failure: Arc<Mutex<Option<String>>>,
     ) -> BatchActor {
         BatchActor {
             queue: jobs.into_iter().map(|j| (j, 1)).collect(),
+            incoming,
+            pulling: false,
             options,
             running: HashMap::new(),
             results,
@@ -80,16 +90,73 @@ impl BatchActor {
         })
     }
 
-    /// Starts jobs until the limit is reached; stops when all are done.
+    /// Starts jobs until the limit is reached, taking streamed jobs only
+    /// as there is room for them; stops when all are done.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         while !self.cancelled && self.running.len() < self.options.concurrency.max(1) {
-            let Some((job, attempt)) = self.queue.pop_front() else {
-                break;
-            };
-            self.launch(job, attempt, ctx);
+            if let Some((job, attempt)) = self.queue.pop_front() {
+                self.launch(job, attempt, ctx);
+                continue;
+            }
+            match self.incoming.as_mut().map(|rx| rx.try_recv()) {
+                Some(Ok(job)) => self.arrived(job),
+                Some(Err(TryRecvError::Empty)) => {
+                    self.pull(ctx);
+                    break;
+                }
+                Some(Err(TryRecvError::Disconnected)) => self.incoming = None,
+                None => break,
+            }
         }
-        if self.running.is_empty() && (self.queue.is_empty() || self.cancelled) {
+        let more = !self.queue.is_empty() || self.incoming.is_some() || self.pulling;
+        if self.running.is_empty() && (self.cancelled || !more) {
             ctx.stop();
+        }
+    }
+
+    /// Waits for the next streamed job (the channel goes with the wait).
+    fn pull(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut rx) = self.incoming.take() else {
+            return;
+        };
+        self.pulling = true;
+        let next = async move {
+            let job = rx.recv().await;
+            (job, rx)
+        };
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(next).map(|(job, rx), act, ctx| {
+                act.pulling = false;
+                // Cancelled meanwhile: the channel is dropped, and the
+                // sender learns that no more jobs are wanted.
+                if let (Some(job), false) = (job, act.cancelled) {
+                    act.incoming = Some(rx);
+                    act.arrived(job);
+                }
+                act.fill(ctx);
+            }),
+        );
+    }
+
+    /// A streamed job: queued, or refused with a result that says why.
+    fn arrived(&mut self, job: Job) {
+        let key = job.key.as_str();
+        let refusal =
+            if self.running.contains_key(key) || self.queue.iter().any(|(j, _)| j.key == key) {
+                Some(format!("job key `{key}` is used twice"))
+            } else if self.options.output_dir.is_some() && !super::names_a_file(key) {
+                Some(format!(
+                    "job key `{key}` cannot name a file in the output directory"
+                ))
+            } else {
+                None
+            };
+        match refusal {
+            Some(error) => {
+                let now = self.clock.elapsed();
+                self.give_up(job, 0, now, error);
+            }
+            None => self.queue.push_back((job, 1)),
         }
     }
 
@@ -165,6 +232,11 @@ impl BatchActor {
             self.queue.push_front((job, attempt + 1));
             return;
         }
+        self.give_up(job, attempt, started, error);
+    }
+
+    /// The result of a job that never ran.
+    fn give_up(&mut self, job: Job, attempt: u32, started: std::time::Duration, error: String) {
         let empty = |name: &str| match &self.options.output_dir {
             Some(dir) => Output::File {
                 path: dir.join(format!("{}.{name}", job.key)),
@@ -318,6 +390,7 @@ impl BatchActor {
     fn cancel(&mut self, ctx: &mut Context<Self>) {
         self.cancelled = true;
         self.queue.clear();
+        self.incoming = None;
         for r in self.running.values() {
             r.addr.do_send(Stop::default());
         }

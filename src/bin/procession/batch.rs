@@ -1,8 +1,10 @@
 //! `procession batch`: keyed commands, a bounded number at a time, one JSON
 //! result line each, in completion order.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -37,24 +39,25 @@ pub struct BatchArgs {
     pub grace: Duration,
 }
 
+/// Jobs read from stdin but not started yet: the look-ahead of `batch -`.
+const STDIN_LOOKAHEAD: usize = 64;
+
+/// The longest line `batch -` takes (a command, not a data file).
+const MAX_LINE: u64 = 1 << 20;
+
 pub fn batch(args: BatchArgs) -> u8 {
-    let loaded = if args.jobs == "-" {
-        let mut text = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            errln!("stdin: cannot read the jobs: {e}");
-            return 2;
-        }
-        jobs::from_lines(&text, "stdin")
+    // Jobs from a file are read and checked whole; from stdin they stream.
+    let jobs = if args.jobs == "-" {
+        None
     } else {
-        jobs::from_file(std::path::Path::new(&args.jobs))
-    };
-    let jobs = match loaded {
-        Ok(jobs) => jobs,
-        Err(errors) => {
-            for e in errors {
-                errln!("{e}");
+        match jobs::from_file(std::path::Path::new(&args.jobs)) {
+            Ok(jobs) => Some(jobs),
+            Err(errors) => {
+                for e in errors {
+                    errln!("{e}");
+                }
+                return 2;
             }
-            return 2;
         }
     };
     let mut out: Box<dyn Write> = match &args.results {
@@ -77,22 +80,35 @@ pub fn batch(args: BatchArgs) -> u8 {
     if let Some(n) = args.concurrency {
         options.concurrency = n as usize;
     }
-    let total = jobs.len() as u64;
     let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
+        let (bar, template) = match &jobs {
+            Some(jobs) => (
+                indicatif::ProgressBar::new(jobs.len() as u64),
                 "{bar:30} {pos}/{len} done, {msg}  {per_sec}  eta {eta}",
-            )
-            .expect("a valid template"),
-        );
+            ),
+            None => (
+                indicatif::ProgressBar::no_length(),
+                "{spinner} {pos} done, {msg}  {per_sec}",
+            ),
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
         bar.set_message("0 failed");
         bar
     });
+    let bad_lines = Arc::new(AtomicBool::new(false));
 
     System::new().block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut batch = match Batch::start(jobs, options) {
+        let started = match jobs {
+            Some(jobs) => Batch::start(jobs, options),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(STDIN_LOOKAHEAD);
+                let bad_lines = bad_lines.clone();
+                std::thread::spawn(move || read_stdin_jobs(tx, &bad_lines));
+                Batch::start_stream(rx, options)
+            }
+        };
+        let mut batch = match started {
             Ok(b) => b,
             Err(e) => {
                 errln!("{e}");
@@ -136,8 +152,57 @@ pub fn batch(args: BatchArgs) -> u8 {
         match interrupted {
             Some(Signal::Int) => 130,
             Some(_) => 143,
+            None if bad_lines.load(Ordering::Relaxed) => 2,
             None if failed > 0 => 1,
             None => 0,
         }
     })
+}
+
+/// Reads `batch -` jobs from stdin, one a line, and hands them on as the
+/// batch takes them (the channel's capacity is the look-ahead). A bad line
+/// is reported with its number and skipped; the rest still run, and the
+/// batch exits 2 at the end. Stops at end of input, or when the batch no
+/// longer wants jobs.
+fn read_stdin_jobs(tx: tokio::sync::mpsc::Sender<procession::batch::Job>, bad_lines: &AtomicBool) {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        match (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                errln!("stdin: cannot read the jobs: {e}");
+                bad_lines.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        if line.len() as u64 > MAX_LINE {
+            errln!("stdin: line {number}: longer than {MAX_LINE} bytes; stopped reading");
+            bad_lines.store(true, Ordering::Relaxed);
+            return;
+        }
+        let parsed = match std::str::from_utf8(&line) {
+            Ok(text) => jobs::from_line(text, number, "stdin"),
+            Err(e) => {
+                errln!("stdin: line {number}: not UTF-8 ({e})");
+                bad_lines.store(true, Ordering::Relaxed);
+                continue;
+            }
+        };
+        match parsed {
+            Ok(Some(job)) => {
+                if tx.blocking_send(job).is_err() {
+                    return; // the batch is over (cancelled)
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                errln!("{e}");
+                bad_lines.store(true, Ordering::Relaxed);
+            }
+        }
+    }
 }

@@ -199,7 +199,8 @@ Each result is one JSON line, in the order jobs finish: key, exit_code,
 signal (null unless signalled), stdout, stderr (the exact text), duration_ms;
 with --output-dir, stdout_path and stderr_path instead of the texts. Lines
 from stdin are split into words as a shell would, but never run by one
-(`echo $HOME` prints `$HOME`); their keys are line numbers. A progress bar
+(`echo $HOME` prints `$HOME`); their keys are line numbers. Stdin is read
+as a stream: jobs start as lines arrive, 64 lines at most read ahead. A progress bar
 shows on stderr when it is a terminal. Ctrl-C stops the running jobs and
 keeps the results finished so far.
 

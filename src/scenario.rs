@@ -192,7 +192,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
                     for (name, child) in children {
                         let name: Arc<str> = Arc::from(name.get_ref().as_ref());
                         all_names.push(name.clone());
-                        if let Some(mut spec) = p.de::<ChildSpec>(child) {
+                        if let Some(mut spec) = p.de_child(&name, child) {
                             spec.name = name;
                             scenario.children.push(spec);
                         }
@@ -241,6 +241,8 @@ struct Parser<'a> {
     file: &'a Path,
     root: Option<&'a DeTable<'a>>,
     errors: Vec<ScenarioError>,
+    /// Children whose table had problems, made from their good keys.
+    rejected: Vec<ChildSpec>,
 }
 
 impl<'a> Parser<'a> {
@@ -250,6 +252,7 @@ impl<'a> Parser<'a> {
             file,
             root,
             errors: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -264,6 +267,57 @@ impl<'a> Parser<'a> {
                 None
             }
         }
+    }
+
+    /// Deserializes a child's table, reporting every problem in it, not
+    /// just the first one serde meets: on failure each key is tried on its
+    /// own, and what the good keys make is still checked as a spec (so a
+    /// bad `frame_cap` is reported next to a misspelled key). Gives the
+    /// spec only when the whole table was good.
+    fn de_child(&mut self, name: &Arc<str>, child: &Spanned<DeValue<'_>>) -> Option<ChildSpec> {
+        let deserialize = |value: Spanned<DeValue<'_>>| {
+            ChildSpec::deserialize(toml::de::ValueDeserializer::from(value))
+        };
+        let whole = match deserialize(child.clone()) {
+            Ok(spec) => return Some(spec),
+            Err(e) => e,
+        };
+        let DeValue::Table(table) = child.get_ref() else {
+            return self.de::<ChildSpec>(child);
+        };
+        let missing = |e: &toml::de::Error| e.message().starts_with("missing field");
+        let mut good = DeTable::new();
+        let mut found = 0;
+        for (key, value) in table {
+            let mut alone = DeTable::new();
+            alone.insert(key.clone(), value.clone());
+            match deserialize(Spanned::new(child.span(), DeValue::Table(alone))) {
+                Err(e) if !missing(&e) => {
+                    let at = e.span().unwrap_or(key.span()).start;
+                    self.error_at(at, with_suggestion(e.message()));
+                    found += 1;
+                }
+                _ => {
+                    good.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        // The good keys together: a missing `cmd`, or (when no key alone
+        // was wrong) the whole table's problem. If they make a spec, it is
+        // checked with the others, for what only a check finds; it is not
+        // returned, the child being invalid all the same.
+        match deserialize(Spanned::new(child.span(), DeValue::Table(good))) {
+            Ok(mut spec) => {
+                spec.name = name.clone();
+                self.rejected.push(spec);
+            }
+            Err(e) => {
+                let e = if found == 0 { whole } else { e };
+                let at = e.span().unwrap_or(child.span()).start;
+                self.error_at(at, with_suggestion(e.message()));
+            }
+        }
+        None
     }
 
     /// Deserializes every element of an array of tables.
@@ -303,10 +357,16 @@ impl<'a> Parser<'a> {
     ) -> Option<Plan> {
         for name in all_names {
             if !specs.iter().any(|s| &s.name == name) {
-                // It did not parse (already reported); its dependencies still count.
-                let mut placeholder = ChildSpec::new(name.clone(), ["(did not parse)"]);
-                placeholder.depends_on = self.raw_depends_on(name);
-                specs.push(placeholder);
+                // It did not parse (already reported): what its good keys
+                // make is checked too, and its dependencies still count.
+                match self.rejected.iter().position(|s| &s.name == name) {
+                    Some(i) => specs.push(self.rejected.swap_remove(i)),
+                    None => {
+                        let mut placeholder = ChildSpec::new(name.clone(), ["(did not parse)"]);
+                        placeholder.depends_on = self.raw_depends_on(name);
+                        specs.push(placeholder);
+                    }
+                }
             }
         }
         match Plan::check(specs, routes, Some(protocol)) {
@@ -675,6 +735,35 @@ send = { to = "a", line = "${nope}" }
     }
 
     /// Regression (issue 15, item 7): `frame_cap = 0` silently became 4,
+    /// Regression (issue 15, item 7): a child table with several problems
+    /// reported only the first one serde met.
+    #[test]
+    fn every_problem_of_one_child_table_is_reported_at_its_key() {
+        let got = errors(
+            "[children.a]\ncmd = [\"a\"]\nframe_cap = 0\ncolour = \"red\"\n\
+             stop = { grace = \"abc\" }\nframing = \"xml\"\n\
+             [children.b]\ncolour = 1\n",
+        );
+        let wanted = [
+            ("s.toml:3:", "children.a.frame_cap", "frame_cap is 0"),
+            ("s.toml:4:", "children.a.colour", "unknown field `colour`"),
+            (
+                "s.toml:5:",
+                "children.a.stop.grace",
+                "invalid duration `abc`",
+            ),
+            ("s.toml:6:", "children.a.framing", "unknown variant `xml`"),
+            ("s.toml:7:", "children.b", "missing field `cmd`"),
+            ("s.toml:8:", "children.b.colour", "unknown field `colour`"),
+        ];
+        assert_eq!(got.len(), wanted.len(), "{got:#?}");
+        for (line, (place, key, text)) in got.iter().zip(wanted) {
+            assert!(line.starts_with(place), "{line} (wanted {place})");
+            assert!(line.contains(&format!(" {key}: ")), "{line} (wanted {key})");
+            assert!(line.contains(text), "{line} (wanted {text})");
+        }
+    }
+
     /// and a child named `""` was accepted.
     #[test]
     fn a_tiny_frame_cap_and_an_empty_name_are_errors() {

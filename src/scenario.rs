@@ -355,8 +355,10 @@ impl<'a> Parser<'a> {
         protocol: Protocol,
         all_names: &[Arc<str>],
     ) -> Option<Plan> {
+        let parsed: std::collections::HashSet<Arc<str>> =
+            specs.iter().map(|s| s.name.clone()).collect();
         for name in all_names {
-            if !specs.iter().any(|s| &s.name == name) {
+            if !parsed.contains(name) {
                 // It did not parse (already reported): what its good keys
                 // make is checked too, and its dependencies still count.
                 match self.rejected.iter().position(|s| &s.name == name) {

@@ -104,7 +104,7 @@ enum Compiled {
     Expect {
         from: Arc<str>,
         to: Option<Arc<str>>,
-        pattern: Pattern,
+        pattern: LazyPattern,
         spec: PatternSpec,
         within: Duration,
     },
@@ -118,6 +118,36 @@ enum Compiled {
     Stop(Arc<str>),
     Kill(Arc<str>, Signal),
     Wait(Duration),
+}
+
+/// An `expect`'s pattern, compiled when first matched against and dropped
+/// once its step passed: a protocol of 100,000 expects does not hold
+/// 100,000 compiled regexes (a few KiB each), from its check to its end.
+struct LazyPattern {
+    spec: PatternSpec,
+    compiled: std::sync::OnceLock<Pattern>,
+}
+
+impl LazyPattern {
+    /// A pattern known to compile (its step was checked).
+    fn checked(spec: PatternSpec) -> LazyPattern {
+        LazyPattern {
+            spec,
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> &Pattern {
+        self.compiled.get_or_init(|| {
+            // Compiling is deterministic, and this very pattern compiled
+            // when the protocol was checked.
+            self.spec.compile().expect("checked when the protocol was")
+        })
+    }
+
+    fn forget(&mut self) {
+        self.compiled.take();
+    }
 }
 
 struct Held {
@@ -212,7 +242,7 @@ impl Machine {
                             Compiled::Expect {
                                 from: from.clone(),
                                 to: to.clone(),
-                                pattern: compiled,
+                                pattern: LazyPattern::checked(pattern.clone()),
                                 spec: pattern.clone(),
                                 within: within.unwrap_or(DEFAULT_WITHIN),
                             }
@@ -297,6 +327,17 @@ impl Machine {
         self.passed
     }
 
+    /// How many steps hold a compiled pattern now.
+    #[cfg(test)]
+    pub fn compiled_patterns(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|(_, _, s)| {
+                matches!(s, Compiled::Expect { pattern, .. } if pattern.compiled.get().is_some())
+            })
+            .count()
+    }
+
     /// The report so far.
     pub fn report(&self) -> Vec<StepReport> {
         self.steps
@@ -360,7 +401,7 @@ impl Machine {
             },
         )) = self.steps.get(self.current)
         {
-            if from == child && capture::match_frame(pattern, frame, &mut self.captures) {
+            if from == child && capture::match_frame(pattern.get(), frame, &mut self.captures) {
                 // It is the newest frame: everything before it is consumed too.
                 self.unconsumed.remove(child);
                 self.pass(now, &mut fx);
@@ -397,14 +438,18 @@ impl Machine {
                 to: Some(t),
                 pattern,
                 ..
-            } => f == from && t == to && capture::match_frame(pattern, frame, &mut Captures::new()),
+            } => {
+                f == from
+                    && t == to
+                    && capture::match_frame(pattern.get(), frame, &mut Captures::new())
+            }
             _ => false,
         };
         let at = (self.current..self.steps.len()).find(|&i| mentions(&self.steps[i].2));
         match at {
             Some(i) if i == self.current => {
                 if let Compiled::Expect { pattern, .. } = &self.steps[i].2 {
-                    capture::match_frame(pattern, frame, &mut self.captures);
+                    capture::match_frame(pattern.get(), frame, &mut self.captures);
                 }
                 self.pass(now, &mut fx);
                 (Verdict::Deliver, fx)
@@ -653,7 +698,7 @@ impl Machine {
                 let kept = self.unconsumed.entry(from.clone()).or_default();
                 let found = kept
                     .frames()
-                    .position(|(_, f)| capture::match_frame(pattern, f, &mut self.captures));
+                    .position(|(_, f)| capture::match_frame(pattern.get(), f, &mut self.captures));
                 match found {
                     Some(p) => {
                         kept.consume_through(p);
@@ -688,7 +733,7 @@ impl Machine {
                     return;
                 }
                 for held in release {
-                    capture::match_frame(pattern, &held.frame, &mut self.captures);
+                    capture::match_frame(pattern.get(), &held.frame, &mut self.captures);
                     fx.push(Effect::Deliver {
                         from: held.from,
                         to: held.to,
@@ -736,6 +781,10 @@ impl Machine {
 
     fn pass(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let i = self.current;
+        // Nothing matches against a step behind the current one.
+        if let Compiled::Expect { pattern, .. } = &mut self.steps[i].2 {
+            pattern.forget();
+        }
         let elapsed = now.duration_since(self.entered);
         self.outcomes[i] = StepOutcome::Passed { elapsed };
         fx.push(Effect::Passed {

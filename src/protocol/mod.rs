@@ -152,6 +152,35 @@ mod tests {
         assert_eq!(m.outcome(), Some(true));
     }
 
+    /// Regression (issue 15, item 19): every expect's compiled regex was
+    /// held from the check to the end of the run (a 100,000-step scenario
+    /// held a gigabyte of them). A pattern is compiled when first matched
+    /// and dropped once its step passed.
+    #[test]
+    fn an_expects_regex_is_compiled_only_while_its_step_can_match() {
+        let a: Arc<str> = Arc::from("a");
+        let steps = (0..100)
+            .map(|i| Step::expect_line("a", format!("^line {i}$")))
+            .collect();
+        let mut m = machine(steps, Order::Strict, Unlisted::Pass, &["a"]);
+        assert_eq!(
+            m.compiled_patterns(),
+            0,
+            "checking compiles nothing to keep"
+        );
+        let t = Instant::now();
+        m.start(t);
+        for i in 0..50 {
+            m.on_output(&a, Stream::Stdout, &Frame::line(format!("line {i}")), t);
+        }
+        assert!(m.compiled_patterns() <= 1, "{}", m.compiled_patterns());
+        for i in 50..100 {
+            m.on_output(&a, Stream::Stdout, &Frame::line(format!("line {i}")), t);
+        }
+        assert_eq!(m.outcome(), Some(true));
+        assert_eq!(m.compiled_patterns(), 0);
+    }
+
     #[test]
     fn a_frame_printed_before_its_expect_counts_and_earlier_ones_are_consumed() {
         let a: Arc<str> = Arc::from("a");

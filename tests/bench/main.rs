@@ -14,13 +14,18 @@
 //! compiling.
 
 mod batch;
+mod check;
 mod director;
+mod heap;
 mod report;
 mod tap;
 
 use std::path::PathBuf;
 
 use report::Row;
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
 
 /// How big each workload is: the sizes, or a quick check.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +69,7 @@ impl Size {
 
 /// The workloads, in the order they run and are reported.
 const WORKLOADS: &[&str] = &[
-    "spawn", "capture", "relay", "rtt", "scale", "restart", "fanout",
+    "spawn", "capture", "relay", "rtt", "scale", "restart", "fanout", "check",
 ];
 
 /// The fixture program (see `tests/fixture.rs`); its modes are the children.
@@ -121,6 +126,7 @@ fn main() {
                 "scale" => vec![director::scale(size).await],
                 "restart" => vec![director::restart(size).await],
                 "fanout" => vec![director::fan_out(size).await],
+                "check" => vec![check::check(size)],
                 _ => unreachable!(),
             };
             for row in &got {

@@ -271,9 +271,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` wins over -q / -v.
+/// Logs go to stderr; `RUST_LOG` (`warn`, `procession=debug`, ...) wins
+/// over -q / -v.
+///
+/// `Targets`, not `EnvFilter`: the latter's regex engine (with full DFAs)
+/// would also become the one every scenario regex is compiled with, and a
+/// scenario of 100,000 steps would take gigabytes to check.
 fn init_logging(quiet: bool, verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -281,17 +287,22 @@ fn init_logging(quiet: bool, verbose: u8) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| level.parse().expect("a level is a valid filter"));
     // Colour only on a terminal, and never with NO_COLOR (a log file or a
     // pipe gets plain text).
     let colour = {
         use std::io::IsTerminal;
         std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour)
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(filter)
         .init();
 }

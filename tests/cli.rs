@@ -1093,3 +1093,51 @@ fn batch_from_stdin_starts_jobs_before_stdin_ends() {
         stderr(&out)
     );
 }
+
+/// Issue 20, item 4: under a desktop's soft limit of 1024 open files, a
+/// scenario of 1,000 children failed with `Too many open files` (three
+/// pipes each). procession raises the soft limit to the hard one at start.
+#[test]
+fn a_thousand_children_start_and_stop_under_a_soft_limit_of_1024_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 5000,
+        "this machine's hard limit ({hard}) cannot show it"
+    );
+    let n = 1000;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("[children.s{i}]\ncmd = [\"sleep\", \"60\"]\n"));
+    }
+    let all: Vec<String> = (0..n).map(|i| format!("\"s{i}\"")).collect();
+    text.push_str(&format!(
+        "[children.last]\ncmd = [\"true\"]\nsignificant = true\ndepends_on = [{}]\n",
+        all.join(", ")
+    ));
+    let s = TempScenario::new("thousand.toml", &text);
+    let file = s.file("events.jsonl");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "-q", s.path(), "--events", file.to_str().unwrap()])
+        .env("NO_COLOR", "1");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the hook.
+    unsafe {
+        cmd.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    let evs = events(&file);
+    let pids: Vec<u32> = evs
+        .iter()
+        .filter_map(|e| e["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    let _reaper = Reaper(pids.clone(), None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(pids.len(), n + 1, "every child started");
+    assert!(!evs.iter().any(|e| e["event"] == "spawn_failed"));
+    let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+}

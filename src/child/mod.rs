@@ -104,6 +104,8 @@ pub struct ChildActor {
     drain: Rc<output::Drain>,
     exit: Option<Exit>,
     waiters: Vec<oneshot::Sender<Exit>>,
+    /// The pipe budget its grown pipes hold, given back with the actor.
+    _pipes: Vec<sys::PipeGrant>,
 }
 
 impl ChildActor {
@@ -205,6 +207,7 @@ impl ChildActor {
                 drain,
                 exit: None,
                 waiters: Vec::new(),
+                _pipes: spawned.pipes,
             }
         });
         Ok(Started { addr, pid, stdin })

@@ -23,6 +23,8 @@ pub(crate) struct Spawned {
     pub pid: u32,
     pub stdin: Option<ChildStdin>,
     pub sources: Vec<Source>,
+    /// The pipe budget the grown pipes hold (see `sys::grow_pipe`).
+    pub pipes: Vec<sys::PipeGrant>,
 }
 
 /// What an owner inside the crate may leave out of a spawn.
@@ -151,14 +153,15 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
 
     let pid = child.id().expect("a child that was just spawned has a pid");
     let stdin = child.stdin.take();
+    let mut pipes = Vec::with_capacity(2);
     if let Some(stdin) = &stdin {
-        sys::grow_pipe(stdin.as_fd(), PIPE_SIZE);
+        pipes.extend(sys::grow_pipe(stdin.as_fd(), PIPE_SIZE));
     }
 
     let mut sources = Vec::with_capacity(2);
     match merged {
         Some(rx) => {
-            sys::grow_pipe(rx.as_fd(), PIPE_SIZE);
+            pipes.extend(sys::grow_pipe(rx.as_fd(), PIPE_SIZE));
             sources.push(Source {
                 stream: Stream::Stdout,
                 fd: rx.as_raw_fd(),
@@ -168,7 +171,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         }
         None => {
             let stdout = child.stdout.take().expect("stdout is piped");
-            sys::grow_pipe(stdout.as_fd(), PIPE_SIZE);
+            pipes.extend(sys::grow_pipe(stdout.as_fd(), PIPE_SIZE));
             sources.push(Source {
                 stream: Stream::Stdout,
                 fd: stdout.as_raw_fd(),
@@ -190,6 +193,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         pid,
         stdin,
         sources,
+        pipes,
     })
 }
 

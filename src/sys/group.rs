@@ -1,5 +1,5 @@
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
@@ -89,13 +89,6 @@ pub(crate) fn set_parent_death_signal(parent: u32) -> io::Result<()> {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
     Ok(())
-}
-
-/// Grows a pipe's kernel buffer to `bytes` (best effort: the limit in
-/// `/proc/sys/fs/pipe-max-size` may refuse it). Larger pipe buffers let the
-/// child write more before it blocks and let us read more per syscall.
-pub(crate) fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes as i32));
 }
 
 nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);

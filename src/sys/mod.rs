@@ -5,11 +5,12 @@
 //! spawned, and a blanket wait would steal their exit statuses.
 
 mod group;
+mod limits;
 mod signal;
 mod watchdog;
 
-pub(crate) use group::{
-    group_alive, grow_pipe, set_parent_death_signal, signal_group, unread_bytes,
-};
+pub(crate) use group::{group_alive, set_parent_death_signal, signal_group, unread_bytes};
+pub(crate) use limits::{grow_pipe, PipeGrant};
+pub use limits::{raise_open_files_limit, OpenFiles};
 pub use signal::{Signal, UnknownSignal};
 pub(crate) use watchdog::Watchdog;

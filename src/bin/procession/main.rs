@@ -246,6 +246,13 @@ fn main() -> ExitCode {
             errln!("PROCESSION_FAULT: unknown fault point `{unknown}`");
         }
     }
+    // Every child takes up to three pipes: a desktop's soft limit of 1024
+    // open files would stop a scenario at a few hundred (DESIGN.md "Limits").
+    if matches!(cli.command, Command::Run(_) | Command::Batch(_)) {
+        if let Err(e) = procession::raise_open_files_limit() {
+            errln!("cannot raise the limit of open files: {e}");
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             init_logging(args.quiet, args.verbose);

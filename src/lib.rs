@@ -68,4 +68,4 @@ pub use error::{ChildError, ConfigError, DirectorError, SpawnError, StdinError};
 pub use event::{Event, EventFilter, EventKind};
 pub use frame::{Frame, Framing};
 pub use spec::{ChildSpec, Ready, StderrMode, StopSpec};
-pub use sys::{raise_open_files_limit, OpenFiles, Signal, UnknownSignal};
+pub use sys::{adopt_all_orphans, raise_open_files_limit, OpenFiles, Signal, UnknownSignal};

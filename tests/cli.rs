@@ -639,8 +639,14 @@ cwd = {cwd}
     // argument shows how many there were and that each is untouched.
     let expected: Vec<String> = HOSTILE.iter().map(|v| format!("[{v}]")).collect();
     assert_eq!(output_lines(&evs, "args"), expected);
-    // With env_clear, the child sees exactly what the scenario set.
-    assert_eq!(output_lines(&evs, "env"), ["ONLY=$(touch pwned2)"]);
+    // With env_clear, the child sees exactly what the scenario set, and
+    // the marker every child gets (how what escapes it is known as its).
+    let env = output_lines(&evs, "env");
+    assert_eq!(env[0], "ONLY=$(touch pwned2)", "{env:?}");
+    assert!(
+        env.len() == 2 && env[1].starts_with("PROCESSION_CHILD=") && env[1].ends_with("/env"),
+        "{env:?}"
+    );
     no_file_named_pwned(&dir);
 }
 

@@ -1,6 +1,8 @@
 //! Soak: 10,000 spawn/exit cycles (a batch) and 1,000 restart cycles (a
 //! director): our descriptor count comes back exactly, and our resident
-//! memory does not grow with the number of cycles. Prints the figures.
+//! memory does not grow with the number of cycles. And 1,000 restarts of a
+//! child that leaves a daemon behind each time: every daemon is gone before
+//! the next instance runs, none is left a zombie. Prints the figures.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,7 +18,7 @@ use procession::EventFilter;
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    open_fds()
 }
 
 fn rss_kib() -> u64 {
@@ -115,4 +117,129 @@ async fn a_thousand_restarts_leak_no_descriptor_and_no_memory() {
         "RSS grew from {rss_mid} to {rss_end} KiB"
     );
     eventually("the director's descriptors are closed", || fds() == fds0).await;
+    // The director's watchdog is collected when it has gone: give it time.
+    let mut zombies = Vec::new();
+    eventually("no zombie is left", || {
+        zombies = our_zombies();
+        zombies.is_empty()
+    })
+    .await;
+}
+
+/// What `tests/contain/daemon.sh` leaves: pids still in /proc (alive, or a
+/// zombie nobody reaped).
+fn present(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect()
+}
+
+/// Our own children that are zombies (pid and name).
+fn our_zombies() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        if fields[0] == "Z" && fields[1] == me {
+            out.push(stat.split(')').next().unwrap().to_string() + ")");
+        }
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn a_thousand_restarts_that_each_leave_a_daemon_leave_none() {
+    let _alone = ALONE.lock().await;
+    batch_of(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pids_file = dir.path().join("pids");
+    let pids = || -> Vec<u32> {
+        std::fs::read_to_string(&pids_file)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    // Whatever happens, the daemons die with the test.
+    struct KillAll<F: Fn() -> Vec<u32>>(F);
+    impl<F: Fn() -> Vec<u32>> Drop for KillAll<F> {
+        fn drop(&mut self) {
+            for pid in (self.0)() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _kill_all = KillAll(pids);
+
+    let (fds0, rss0) = (fds(), rss_kib());
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all().kinds(["spawned"])).await;
+    let restart = RestartSpec {
+        policy: RestartPolicy::OnFailure,
+        max: u32::MAX,
+        within: Duration::from_secs(1),
+        backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+    let daemon = concat!(env!("CARGO_MANIFEST_DIR"), "/contain/daemon.sh");
+    let d = dir.path().to_str().unwrap();
+    director
+        .add(
+            procession::ChildSpec::new("d", ["sh", daemon, "double-fork", d, "crash"])
+                .restart(restart),
+        )
+        .await
+        .unwrap();
+    let mut mid = None;
+    for n in 1..=1_001 {
+        next_event(&mut events).await;
+        if n == 101 {
+            mid = Some((fds(), rss_kib()));
+        }
+    }
+    let (fds_mid, rss_mid) = mid.unwrap();
+    let (fds_end, rss_end) = (fds(), rss_kib());
+    // Each daemon went with its instance: at most the current one's is here.
+    let so_far = pids();
+    let during = present(&so_far);
+    director.shutdown("soak over").await;
+    drop(events);
+    let after = present(&pids());
+
+    println!(
+        "containment soak: 1,000 restarts, {} daemons; {} present while running, {} after; descriptors {fds0} -> {fds_mid} -> {fds_end}; RSS {rss0} -> {rss_mid} -> {rss_end} KiB",
+        so_far.len(),
+        during.len(),
+        after.len()
+    );
+    assert!(
+        so_far.len() >= 1_000,
+        "only {} daemons started",
+        so_far.len()
+    );
+    assert!(
+        during.len() <= 1,
+        "daemons outlived their instance: {during:?}"
+    );
+    assert_eq!(after, Vec::<u32>::new(), "daemons outlived the run");
+    assert!(fds_end.abs_diff(fds_mid) <= 4, "{fds_mid} -> {fds_end}");
+    assert!(
+        rss_end < rss_mid + 4 * 1024,
+        "RSS grew from {rss_mid} to {rss_end} KiB"
+    );
+    eventually("the director's descriptors are closed", || fds() == fds0).await;
+    // The director's watchdog is collected when it has gone: give it time.
+    let mut zombies = Vec::new();
+    eventually("no zombie is left", || {
+        zombies = our_zombies();
+        zombies.is_empty()
+    })
+    .await;
 }

@@ -48,6 +48,10 @@ pub(super) struct BatchActor {
     cancelled: bool,
     /// Kills every job's process group if our process dies.
     watchdog: Option<Watchdog>,
+    /// Containment of what escapes the jobs' groups (set at start).
+    run: Option<crate::sys::Run>,
+    /// The last jobs ended: what escaped them is being killed.
+    ending: bool,
     /// Why the batch failed as a whole (an actor panicked: a bug).
     failure: Arc<Mutex<Option<String>>>,
     /// The thread's panic count when we started (see `crate::panics`).
@@ -72,6 +76,8 @@ impl BatchActor {
             clock: Instant::now(),
             cancelled: false,
             watchdog: None,
+            run: None,
+            ending: false,
             failure,
             panics_before: 0,
         }
@@ -109,8 +115,23 @@ impl BatchActor {
             }
         }
         let more = !self.queue.is_empty() || self.incoming.is_some() || self.pulling;
-        if self.running.is_empty() && (self.cancelled || !more) {
-            ctx.stop();
+        if self.running.is_empty() && (self.cancelled || !more) && !self.ending {
+            // The batch ends once what escaped its jobs is gone.
+            self.ending = true;
+            let killed = self.run.as_ref().map(|run| run.kill_all());
+            ctx.wait(
+                fut::wrap_future::<_, Self>(async move {
+                    if let Some(killed) = killed {
+                        let _ = killed.await;
+                    }
+                })
+                .map(|(), act, ctx| {
+                    if let Some(watchdog) = &act.watchdog {
+                        watchdog.clean_end();
+                    }
+                    ctx.stop();
+                }),
+            );
         }
     }
 
@@ -184,6 +205,7 @@ impl BatchActor {
         let options = SpawnOptions {
             parent_death_signal: self.watchdog.is_none(),
             stdin: false,
+            marker: self.run.as_ref().map(|run| run.marker(&job.key)),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(child) => {
@@ -270,11 +292,16 @@ impl Actor for BatchActor {
         ctx.add_stream(futures::stream::unfold(panics, |mut rx| async move {
             rx.recv().await.map(|text| (Panicked(text), rx))
         }));
-        match Watchdog::start() {
-            Ok(watchdog) => self.watchdog = Some(watchdog),
+        let run = crate::sys::Run::start();
+        match Watchdog::start(run.id()) {
+            Ok(watchdog) => {
+                run.watched_by(watchdog.input());
+                self.watchdog = Some(watchdog);
+            }
             Err(e) => tracing::warn!(error = %e,
                 "cannot start the watchdog: if this process is killed, grandchildren may outlive it"),
         }
+        self.run = Some(run);
         self.fill(ctx);
     }
 
@@ -338,43 +365,65 @@ impl Handler<ChildEvents> for BatchActor {
                     }
                 }
                 ChildEventKind::Exited(exit) => {
-                    let r = self.running.remove(&batch.child).expect("checked above");
+                    let pid = r.pid;
                     if let Some(watchdog) = &self.watchdog {
-                        watchdog.unwatch(r.pid); // the child actor killed what was left
+                        watchdog.unwatch(pid); // the child actor killed what was left
                     }
-                    if self.cancelled {
+                    // A job is done when it ends: what escaped its group goes
+                    // too, before its slot takes the next job.
+                    let Some(run) = &self.run else {
+                        self.job_ended(&batch.child, exit);
                         continue;
-                    }
-                    let failed = !exit.status.success() || r.write_error.is_some();
-                    if failed && !r.timed_out && r.attempt <= self.options.retries {
-                        self.queue.push_front((r.job, r.attempt + 1));
-                        continue;
-                    }
-                    let (stdout, stderr) = match (r.stdout.finish(), r.stderr.finish()) {
-                        (Ok(o), Ok(e)) => (o, e),
-                        (Err(e), _) | (_, Err(e)) => (
-                            Output::Memory(Vec::new()),
-                            Output::Memory(format!("{e}").into_bytes()),
-                        ),
                     };
-                    let result = JobResult {
-                        key: r.job.key,
-                        status: Some(exit.status),
-                        error: r.write_error,
-                        stdout,
-                        stderr,
-                        started: r.started,
-                        ended: self.clock.elapsed(),
-                        timed_out: r.timed_out,
-                        attempts: r.attempt,
-                        output_complete: exit.output_complete,
-                    };
-                    let _ = self.results.send(result);
+                    let killed = run.kill_child(run.marker(&batch.child), pid);
+                    let key = batch.child.clone();
+                    ctx.spawn(fut::wrap_future::<_, Self>(killed).map(move |_, act, ctx| {
+                        act.job_ended(&key, exit);
+                        act.fill(ctx);
+                    }));
                 }
                 _ => {}
             }
         }
         self.fill(ctx);
+    }
+}
+
+impl BatchActor {
+    /// A job's process ended and what escaped it is gone: its result (or
+    /// its retry).
+    fn job_ended(&mut self, key: &Arc<str>, exit: crate::child::Exit) {
+        let Some(r) = self.running.remove(key) else {
+            return; // (a job ends once)
+        };
+        if self.cancelled {
+            return;
+        }
+        let failed = !exit.status.success() || r.write_error.is_some();
+        if failed && !r.timed_out && r.attempt <= self.options.retries {
+            self.queue.push_front((r.job, r.attempt + 1));
+            return;
+        }
+        let (stdout, stderr) = match (r.stdout.finish(), r.stderr.finish()) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => (
+                Output::Memory(Vec::new()),
+                Output::Memory(format!("{e}").into_bytes()),
+            ),
+        };
+        let result = JobResult {
+            key: r.job.key,
+            status: Some(exit.status),
+            error: r.write_error,
+            stdout,
+            stderr,
+            started: r.started,
+            ended: self.clock.elapsed(),
+            timed_out: r.timed_out,
+            attempts: r.attempt,
+            output_complete: exit.output_complete,
+        };
+        let _ = self.results.send(result);
     }
 }
 

@@ -141,6 +141,7 @@ impl ChildActor {
         options: SpawnOptions,
     ) -> Result<Started, SpawnError> {
         let spec = spec.into();
+        let with_stdin = options.stdin;
         let spawned = spawn::spawn(&spec, options)?;
         let pid = spawned.pid;
         tracing::debug!(child = %spec.name, pid, "spawned");
@@ -150,7 +151,7 @@ impl ChildActor {
             }
             None => StdinSender::without_pipe(spec.name.clone(), spec.framing),
         };
-        let stdin_for_actor = options.stdin.then(|| stdin.clone());
+        let stdin_for_actor = with_stdin.then(|| stdin.clone());
         let addr = ChildActor::create(move |ctx| {
             let name = spec.name.clone();
             owner.do_send(ChildEvents {
@@ -182,6 +183,8 @@ impl ChildActor {
             ctx.spawn(
                 fut::wrap_future::<_, Self>(async move { child.wait().await }).map(
                     |status, act, ctx| {
+                        // Collected: the pid is no longer our child's.
+                        sys::collected(act.pid);
                         let status = match status {
                             Ok(s) => ExitStatus::from_std(s),
                             Err(e) => {

@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -27,8 +28,8 @@ pub(crate) struct Spawned {
     pub pipes: Vec<sys::PipeGrant>,
 }
 
-/// What an owner inside the crate may leave out of a spawn.
-#[derive(Debug, Clone, Copy)]
+/// What an owner inside the crate may leave out of (or add to) a spawn.
+#[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Set the parent-death signal in the child. That takes a `pre_exec`
     /// hook, which forces fork instead of the faster vfork-like spawn (about
@@ -37,6 +38,9 @@ pub(crate) struct Options {
     pub parent_death_signal: bool,
     /// Give the child a stdin pipe (else `/dev/null`).
     pub stdin: bool,
+    /// Its `PROCESSION_CHILD` marker (`<run>/<name>`), which its
+    /// descendants inherit: how an escapee is known as the child's.
+    pub marker: Option<Arc<str>>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
         Options {
             parent_death_signal: true,
             stdin: true,
+            marker: None,
         }
     }
 }
@@ -95,6 +100,9 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         cmd.env_clear();
     }
     cmd.envs(&spec.env);
+    if let Some(marker) = &options.marker {
+        cmd.env(sys::MARKER, &**marker);
+    }
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -125,6 +133,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         }
     }
 
+    let spawning = sys::spawning();
     let mut child = cmd.spawn().map_err(|source| match source.kind() {
         // ENOENT for a program that exists: its `#!` interpreter is missing.
         io::ErrorKind::NotFound => match locate(&program, spec) {
@@ -152,6 +161,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     drop(cmd);
 
     let pid = child.id().expect("a child that was just spawned has a pid");
+    spawning.spawned(pid, options.marker);
     let stdin = child.stdin.take();
     let mut pipes = Vec::with_capacity(2);
     if let Some(stdin) = &stdin {

@@ -274,6 +274,14 @@ impl<H: Clone> Children<H> {
     }
 
     /// Whether nothing runs, starts, waits or restarts.
+    /// Whether this exit of `name` is one its restart policy restarts.
+    pub fn restarts_after(&self, name: &str, exit: &Exit) -> bool {
+        self.children.get(name).is_some_and(|c| {
+            !matches!(c.state, State::Stopping { .. })
+                && super::supervision::wants_restart(c.spec.restart.policy, exit)
+        })
+    }
+
     pub fn all_down(&self) -> bool {
         self.children.values().all(|c| {
             !matches!(

@@ -100,6 +100,7 @@ impl DirectorActor {
         let options = SpawnOptions {
             parent_death_signal: self.watchdog.is_none(),
             stdin: true,
+            marker: self.run.as_ref().map(|run| run.marker(name)),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(started) => {
@@ -121,10 +122,35 @@ impl DirectorActor {
     }
 
     /// The child's process ended (its last event).
+    ///
+    /// When it was stopped or will restart, what escaped its group is
+    /// killed first: a stop step, or the next instance, comes after it.
+    /// (A child that ended by itself for good leaves its daemons running
+    /// until the end of the run; during a shutdown the run's end kills
+    /// them all at once.)
     pub(super) fn on_exited(&mut self, name: &Arc<str>, exit: Exit, ctx: &mut Context<Self>) {
-        if let (Some(watchdog), Some(pid)) = (&self.watchdog, self.children.pid(name)) {
+        let pid = self.children.pid(name);
+        if let (Some(watchdog), Some(pid)) = (&self.watchdog, pid) {
             watchdog.unwatch(pid); // the child actor killed what was left of its group
         }
+        let contain = !self.children.shutting_down()
+            && (exit.requested || self.children.restarts_after(name, &exit));
+        if let (true, Some(run), Some(pid)) = (contain, &self.run, pid) {
+            let killed = run.kill_child(run.marker(name), pid);
+            let name = name.clone();
+            ctx.wait(fut::wrap_future::<_, Self>(killed).map(move |_, act, ctx| {
+                act.exit_contained(&name, exit, ctx);
+                // What the event handler did after an exit.
+                act.flush_steps(ctx);
+                act.drive_outbox(ctx);
+                act.check_idle(ctx);
+            }));
+            return;
+        }
+        self.exit_contained(name, exit, ctx);
+    }
+
+    fn exit_contained(&mut self, name: &Arc<str>, exit: Exit, ctx: &mut Context<Self>) {
         self.requests.fail_all(name);
         let facts = self.children.on_exit(name, exit, Instant::now());
         self.apply(facts, ctx);
@@ -174,8 +200,22 @@ impl DirectorActor {
     /// outbox is published, `finished` (the last event, once), every
     /// shutdown caller answered, and the director stops.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        self.finishing = true;
-        self.drive_outbox(ctx); // publishes `finished` at its end
+        // What escaped any child's group goes before the end is told.
+        let killed = self.run.as_ref().map(|run| run.kill_all());
+        ctx.wait(
+            fut::wrap_future::<_, Self>(async move {
+                if let Some(killed) = killed {
+                    let _ = killed.await;
+                }
+            })
+            .map(|(), act, ctx| {
+                if let Some(watchdog) = &act.watchdog {
+                    watchdog.clean_end();
+                }
+                act.finishing = true;
+                act.drive_outbox(ctx); // publishes `finished` at its end
+            }),
+        );
     }
 
     /// The end of [`finish`](Self::finish), after the outbox's last settlements.

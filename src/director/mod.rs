@@ -126,6 +126,8 @@ pub struct DirectorActor {
     next_subscription: u64,
     exit_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Exit>>>,
     watchdog: Option<Watchdog>,
+    /// Containment of what escapes the children's groups (set at start).
+    run: Option<crate::sys::Run>,
     protocol: Option<stepping::ProtocolRun>,
     /// Callers of `Shutdown` waiting for the end.
     shutdown_waiters: Vec<oneshot::Sender<Vec<ChildInfo>>>,
@@ -155,6 +157,7 @@ impl DirectorActor {
             next_subscription: 0,
             exit_waiters: HashMap::new(),
             watchdog: None,
+            run: None,
             protocol: None,
             shutdown_waiters: Vec::new(),
             finals: None,
@@ -218,6 +221,12 @@ impl StreamHandler<Panicked> for DirectorActor {
         let reason = crate::panics::reason(&text);
         tracing::error!(%reason, "the run fails");
         self.internal_error = Some(reason.clone());
+        if self.children.shutting_down() {
+            // Not a second shutdown (that would kill): the events say why
+            // the run fails before they end.
+            self.bus.publish(None, EventKind::Shutdown { reason });
+            return;
+        }
         self.begin_shutdown(reason, ShutdownCause::Requested, ctx);
     }
 
@@ -242,13 +251,18 @@ impl Actor for DirectorActor {
         ctx.add_stream(futures::stream::unfold(panics, |mut rx| async move {
             rx.recv().await.map(|text| (Panicked(text), rx))
         }));
+        let run = crate::sys::Run::start();
         if self.config.watchdog {
-            match Watchdog::start() {
-                Ok(watchdog) => self.watchdog = Some(watchdog),
+            match Watchdog::start(run.id()) {
+                Ok(watchdog) => {
+                    run.watched_by(watchdog.input());
+                    self.watchdog = Some(watchdog);
+                }
                 Err(e) => tracing::warn!(error = %e,
                     "cannot start the watchdog: if this process is killed, grandchildren may outlive it"),
             }
         }
+        self.run = Some(run);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -46,34 +46,12 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 
 /// Scans `/proc` for a member of `pgid` that is not a zombie.
 fn live_member_in_proc(pgid: u32) -> io::Result<bool> {
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue; // it went away while we looked
-        };
-        if let Some((state, _ppid, group)) = parse_stat(&stat) {
-            if group == pgid && state != 'Z' && state != 'X' {
-                return Ok(true);
-            }
-        }
+    let table = super::procfs::Table::read();
+    if table.len() == 0 {
+        return Err(io::Error::other("cannot read /proc"));
     }
-    Ok(false)
-}
-
-/// Parses `state`, `ppid` and `pgrp` out of a `/proc/PID/stat` line. The
-/// command name may contain spaces and parentheses, so fields are counted
-/// from the last `)`.
-fn parse_stat(stat: &str) -> Option<(char, u32, u32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
+    let alive = table.all().any(|(_, p)| p.pgrp == pgid && !p.is_zombie());
+    Ok(alive)
 }
 
 /// Asks the kernel to SIGKILL the calling process when the thread that
@@ -108,12 +86,6 @@ pub(crate) fn unread_bytes(fd: RawFd) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_with_parentheses_in_the_name_parses() {
-        let line = "4242 (a (weird) name) S 1 4240 4240 0 -1 4194560 0 0";
-        assert_eq!(parse_stat(line), Some(('S', 1, 4240)));
-    }
 
     #[test]
     fn a_group_that_never_existed_is_not_alive() {

@@ -1,17 +1,30 @@
-//! The watchdog: what kills our children's process groups when our own
-//! process dies, even by SIGKILL.
+//! The watchdog: what kills our children, and what escaped their groups,
+//! when our own process dies, even by SIGKILL.
 //!
-//! The parent-death signal reaches only direct children; their grandchildren
-//! would live on. So each director starts one small `/bin/sh` process (in its
-//! own process group, without a parent-death signal, ignoring SIGINT and
-//! SIGHUP) that reads `+PGID` and `-PGID` lines on its stdin. Its stdin is a
-//! pipe whose only write end is ours: when our process dies the kernel closes
-//! it, the watchdog reads EOF and SIGKILLs every group still listed. On a
-//! normal end we close the pipe with no group listed and it just exits.
+//! The parent-death signal reaches only direct children; their descendants
+//! would live on. So each director (and batch) starts one small `/bin/sh`
+//! process (in its own process group, without a parent-death signal,
+//! ignoring SIGINT and SIGHUP) that reads lines on its stdin:
+//!
+//! | line          | meaning                                               |
+//! |---------------|-------------------------------------------------------|
+//! | `+PGID`       | a child's process group to kill                       |
+//! | `-PGID`       | that group is done (its child ended)                  |
+//! | `ePID:START`  | an escapee (left its group) to kill, if still the same process |
+//! | `xPID:START`  | that escapee is gone                                  |
+//! | `.`           | the run ended cleanly: nothing to sweep               |
+//!
+//! Its stdin is a pipe whose only write end is ours: when our process dies
+//! the kernel closes it, and the watchdog SIGKILLs every group still
+//! listed, then freezes (SIGSTOP) and kills every escapee it was told about
+//! and every process whose environment carries the run's
+//! `PROCESSION_CHILD=<run>/` marker, looking three times so that what
+//! forked meanwhile is found too. On a clean end it just exits.
 //!
 //! It is a shell script, using only builtins, so that a library user has no
 //! helper binary to install. Groups are removed when their child has ended,
-//! so a group id the kernel reuses later is never killed by mistake.
+//! and escapees are checked by start time, so a reused id is never killed
+//! by mistake.
 
 use std::io;
 use std::process::Stdio;
@@ -20,27 +33,55 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 const SCRIPT: &str = r#"trap '' INT HUP
+run=$1
 groups=" "
+escaped=" "
+clean=
 while IFS= read -r line; do
   case $line in
     +*) groups="$groups${line#+} " ;;
     -*) g=${line#-}
         case $groups in *" $g "*) groups="${groups%%" $g "*} ${groups#*" $g "}" ;; esac ;;
+    e*) escaped="$escaped${line#e} " ;;
+    x*) e=${line#x}
+        case $escaped in *" $e "*) escaped="${escaped%%" $e "*} ${escaped#*" $e "}" ;; esac ;;
+    .) clean=1 ;;
   esac
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+[ -n "$clean" ] && exit 0
+doomed=
+for round in 1 2 3; do
+  for e in $escaped; do
+    p=${e%%:*}
+    IFS= read -r s < "/proc/$p/stat" 2>/dev/null || continue
+    s=${s##*) }
+    set -- $s
+    [ "${20}" = "${e#*:}" ] && kill -s STOP "$p" 2>/dev/null && doomed="$doomed $p"
+  done
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    { while IFS= read -r l || [ -n "$l" ]; do
+        case $l in *"PROCESSION_CHILD=$run/"*)
+          kill -s STOP "$p" 2>/dev/null && doomed="$doomed $p"; break ;;
+        esac
+      done < "$d/environ"; } 2>/dev/null
+  done
+done
+for p in $doomed; do kill -s KILL "$p" 2>/dev/null; done
 "#;
 
-/// A running watchdog. Dropping it (with every sender) ends it normally.
+/// A running watchdog. Dropping it (with every sender) ends it.
 pub(crate) struct Watchdog {
     tx: mpsc::UnboundedSender<String>,
 }
 
 impl Watchdog {
-    /// Starts the watchdog on the current arbiter.
-    pub fn start() -> io::Result<Watchdog> {
+    /// Starts the watchdog of run `run` on the current arbiter.
+    pub fn start(run: &str) -> io::Result<Watchdog> {
+        let spawning = super::contain::spawning();
         let mut child = tokio::process::Command::new("/bin/sh")
-            .args(["-c", SCRIPT, "procession-watchdog"])
+            .args(["-c", SCRIPT, "procession-watchdog", run])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -49,6 +90,7 @@ impl Watchdog {
             .process_group(0)
             .spawn()?;
         let pid = child.id().unwrap_or(0);
+        spawning.spawned(pid, None);
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         actix::spawn(async move {
@@ -60,6 +102,7 @@ impl Watchdog {
             }
             drop(stdin);
             let _ = child.wait().await;
+            super::contain::collected(pid);
         });
         tracing::debug!(pid, "watchdog started");
         Ok(Watchdog { tx })
@@ -73,5 +116,15 @@ impl Watchdog {
     /// Removes a process group (its child has ended and the group was killed).
     pub fn unwatch(&self, pgid: u32) {
         let _ = self.tx.send(format!("-{pgid}\n"));
+    }
+
+    /// Where escapees are told (see `contain`).
+    pub fn input(&self) -> mpsc::UnboundedSender<String> {
+        self.tx.clone()
+    }
+
+    /// The run ended and left nothing behind: no sweep when we go.
+    pub fn clean_end(&self) {
+        let _ = self.tx.send(".\n".to_string());
     }
 }

@@ -240,6 +240,21 @@ pub fn position(events: &[procession::Event], child: &str, kind: &str) -> usize 
         .unwrap_or_else(|| panic!("no {kind} of {child} in {events:#?}"))
 }
 
+/// Our open descriptors, leaving out those that read /proc: the
+/// containment thread opens a few while it looks at the process table, at
+/// moments of its own.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .map(|target| !target.starts_with("/proc"))
+                .unwrap_or(false) // closed while we looked
+        })
+        .count()
+}
+
 /// This process's peak resident memory (VmHWM), in KiB.
 pub fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

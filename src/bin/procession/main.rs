@@ -252,6 +252,9 @@ fn main() -> ExitCode {
         if let Err(e) = procession::raise_open_files_limit() {
             errln!("cannot raise the limit of open files: {e}");
         }
+        // This process starts no child of its own but procession's: every
+        // orphan that re-parents to it came from one of them.
+        procession::adopt_all_orphans();
     }
     match cli.command {
         Command::Run(args) => {

@@ -175,6 +175,14 @@ impl Run {
     /// Kills what escaped the group of the instance `pgid` of child
     /// `marker` (once that group is empty). Answers with how many died.
     pub fn kill_child(&self, marker: Arc<str>, pgid: u32) -> oneshot::Receiver<usize> {
+        // The common case, answered here without a trip to the thread:
+        // the group is gone and no orphan of ours exists, so nothing
+        // escaped (what escaped an ended child is below an orphan now).
+        if !super::group_alive(pgid) && no_orphans() {
+            let (done, rx) = oneshot::channel();
+            let _ = done.send(0);
+            return rx;
+        }
         self.ask(Scope::Child(marker), vec![pgid], false)
     }
 

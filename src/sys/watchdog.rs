@@ -128,3 +128,82 @@ impl Watchdog {
         let _ = self.tx.send(".\n".to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+
+    fn sleeper(marker: Option<&str>) -> Child {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("100").env_clear();
+        if let Some(m) = marker {
+            cmd.env(crate::sys::MARKER, m);
+        }
+        cmd.spawn().expect("sleep starts")
+    }
+
+    /// Kills (by pid) what the test started, even when it fails.
+    struct Reaper(Vec<u32>);
+
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            for &pid in &self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn when_we_die_it_kills_the_escapees_it_was_told_of_and_the_runs_marked_processes() {
+        let mut told = sleeper(None);
+        let mut reused = sleeper(None); // told, with another start time
+        let mut marked = sleeper(Some("r1-test/web"));
+        let mut other_run = sleeper(Some("r2-test/web"));
+        let _reaper = Reaper(
+            [&told, &reused, &marked, &other_run]
+                .map(Child::id)
+                .to_vec(),
+        );
+        let start = |c: &Child| crate::sys::procfs::stat(c.id()).expect("running").start;
+        let lines = [
+            format!("e{}:{}\n", told.id(), start(&told)),
+            format!("e{}:{}\n", reused.id(), start(&reused) + 1),
+        ];
+        let (told_status, marked_status) = actix_rt::System::new().block_on(async move {
+            let watchdog = Watchdog::start("r1-test").expect("the watchdog starts");
+            for line in lines {
+                watchdog.input().send(line).unwrap();
+            }
+            // No `.` line: our end, as if we were killed.
+            drop(watchdog);
+            // Their deaths are the event to wait for (the watchdog acts on
+            // its own; they are killed last, after every freeze). The
+            // system runs meanwhile, so the lines reach the watchdog.
+            tokio::task::spawn_blocking(move || (told.wait(), marked.wait()))
+                .await
+                .unwrap()
+        });
+        assert_eq!(
+            told_status.unwrap().signal(),
+            Some(9),
+            "an escapee it was told of"
+        );
+        assert_eq!(marked_status.unwrap().signal(), Some(9), "the run's marker");
+        let state = |c: &Child| crate::sys::procfs::stat(c.id()).map_or('?', |p| p.state);
+        assert_eq!(
+            state(&reused),
+            'S',
+            "a pid whose start time differs: untouched"
+        );
+        assert_eq!(state(&other_run), 'S', "another run's marker: untouched");
+        for c in [&mut reused, &mut other_run] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}

@@ -49,7 +49,7 @@ impl Size {
         capture_mib: 64,
         relay_lines: 1_000_000,
         round_trips: 10_000,
-        scale_children: 1_000,
+        scale_children: 5_000,
         restarts: 1_000,
         subscribers: 100,
         runs: 3,

@@ -27,7 +27,8 @@ pub struct BatchArgs {
     /// Write outputs to DIR/KEY.stdout and DIR/KEY.stderr (created if missing).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// Stop a job (its whole process group) that runs longer, e.g. 30s.
+    /// Stop a job that runs longer, e.g. 30s: its process group, then what
+    /// escaped it (as when any job ends).
     #[arg(long, value_name = "DUR", value_parser = crate::parse_duration)]
     pub timeout: Option<Duration>,
     /// Run a failed job again, up to N more times.

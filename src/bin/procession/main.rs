@@ -130,7 +130,9 @@ Exit status:
 /// prints, expect a message routed between two children, kill one to show a
 /// restart, expect an exit. procession starts the children in dependency
 /// order, enforces the protocol, shows a live timeline, and stops every
-/// child (and grandchild) at the end.
+/// child at the end, with everything it started: grandchildren, and daemons
+/// that left its process group (`setsid`, a double fork). Every child has
+/// PROCESSION_CHILD=<run>/<name> in its environment.
 #[derive(Parser, Debug)]
 #[command(name = "procession", version, about, long_about, after_help = EXIT_STATUSES)]
 struct Cli {

@@ -31,6 +31,9 @@ struct Running {
     started: std::time::Duration,
     timed_out: bool,
     write_error: Option<String>,
+    /// When its process ended (what escaped it may still be being killed):
+    /// a timeout after that no longer applies.
+    ended: Option<std::time::Duration>,
 }
 
 pub(super) struct BatchActor {
@@ -216,7 +219,10 @@ impl BatchActor {
                 if let Some(limit) = self.options.timeout {
                     let key: Arc<str> = Arc::from(job.key.as_str());
                     ctx.run_later(limit, move |act, _| {
-                        if let Some(r) = act.running.get_mut(&key).filter(|r| r.attempt == attempt)
+                        if let Some(r) = act
+                            .running
+                            .get_mut(&key)
+                            .filter(|r| r.attempt == attempt && r.ended.is_none())
                         {
                             r.timed_out = true;
                             r.addr.do_send(Stop::default());
@@ -236,6 +242,7 @@ impl BatchActor {
                         started,
                         timed_out: false,
                         write_error: None,
+                        ended: None,
                     },
                 );
             }
@@ -365,6 +372,7 @@ impl Handler<ChildEvents> for BatchActor {
                     }
                 }
                 ChildEventKind::Exited(exit) => {
+                    r.ended = Some(self.clock.elapsed());
                     let pid = r.pid;
                     if let Some(watchdog) = &self.watchdog {
                         watchdog.unwatch(pid); // the child actor killed what was left
@@ -418,7 +426,7 @@ impl BatchActor {
             stdout,
             stderr,
             started: r.started,
-            ended: self.clock.elapsed(),
+            ended: r.ended.unwrap_or_else(|| self.clock.elapsed()),
             timed_out: r.timed_out,
             attempts: r.attempt,
             output_complete: exit.output_complete,

@@ -302,6 +302,9 @@ impl Drop for ChildActor {
         // that no actor is left to report. (tokio reaps the process.)
         if self.exit.is_none() {
             let _ = sys::signal_group(self.pid, Signal::Kill);
+            // tokio collects it later, without us: the pid is no longer
+            // one procession should call its own.
+            sys::collected(self.pid);
             let n = self.seq.get();
             self.seq.set(n + 1);
             let exit = Exit {

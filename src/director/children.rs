@@ -273,7 +273,6 @@ impl<H: Clone> Children<H> {
             .is_some_and(|c| !c.ready && c.ready_on.as_ref().is_some_and(|p| p.matches(frame)))
     }
 
-    /// Whether nothing runs, starts, waits or restarts.
     /// Whether this exit of `name` is one its restart policy restarts.
     pub fn restarts_after(&self, name: &str, exit: &Exit) -> bool {
         self.children.get(name).is_some_and(|c| {
@@ -282,6 +281,7 @@ impl<H: Clone> Children<H> {
         })
     }
 
+    /// Whether nothing runs, starts, waits or restarts.
     pub fn all_down(&self) -> bool {
         self.children.values().all(|c| {
             !matches!(

@@ -81,6 +81,10 @@ struct State {
     adopt: bool,
     /// The thread, once started.
     thread: Option<mpsc::Sender<Request>>,
+    /// The process is a child subreaper now (only while a run is in
+    /// progress: a program that embeds procession gets its own orphans'
+    /// usual fate back between runs).
+    subreaper: bool,
 }
 
 fn state() -> MutexGuard<'static, State> {
@@ -151,6 +155,13 @@ impl Run {
         ));
         let mut state = state();
         let thread = state.thread.clone().or_else(|| enable(&mut state));
+        if !state.subreaper {
+            match nix::sys::prctl::set_child_subreaper(true) {
+                Ok(()) => state.subreaper = true,
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot become a child subreaper: descendants that leave their group may outlive their child"),
+            }
+        }
         state.runs.insert(id.clone(), None);
         Run { id, thread }
     }
@@ -178,7 +189,11 @@ impl Run {
         // The common case, answered here without a trip to the thread:
         // the group is gone and no orphan of ours exists, so nothing
         // escaped (what escaped an ended child is below an orphan now).
-        if !super::group_alive(pgid) && no_orphans() {
+        let group_gone = matches!(
+            nix::sys::signal::killpg(Pid::from_raw(pgid as i32), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if group_gone && no_orphans() {
             let (done, rx) = oneshot::channel();
             let _ = done.send(0);
             return rx;
@@ -230,12 +245,8 @@ impl Drop for Run {
     }
 }
 
-/// Makes the process a subreaper and starts the thread.
+/// Starts the thread.
 fn enable(state: &mut State) -> Option<mpsc::Sender<Request>> {
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        tracing::warn!(error = %e,
-            "cannot become a child subreaper: descendants that leave their group may outlive their child");
-    }
     let (tx, rx) = mpsc::channel();
     match std::thread::Builder::new()
         .name("procession-contain".into())
@@ -315,6 +326,17 @@ struct Seen {
     attached: bool,
 }
 
+/// What a process's marker says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lookup {
+    /// It names a child of one of our runs.
+    Ours(Arc<str>),
+    /// It names none of ours (another run's, or there is none).
+    NotOurs,
+    /// It cannot be read (a zombie, a process in the middle of `exec`).
+    Unknown,
+}
+
 /// Attributes every process below `me` that left its child's group, or
 /// that re-parented to us, to the child it came from.
 ///
@@ -322,9 +344,9 @@ struct Seen {
 ///   group (its pid) is that child's.
 /// - A child of ours that we did not spawn re-parented to us: it, and
 ///   everything below it, is the child's that `known` says (same pid and
-///   start time), or its marker names (`marker` answers only for markers of
-///   our runs), or whose process group it is still in, or, under `adopt`,
-///   an unknown orphan's.
+///   start time), or its marker names, or (when its marker cannot be read,
+///   as a zombie's cannot) whose process group it is still in without
+///   leading it, or, under `adopt`, an unknown orphan's.
 fn attribute(
     table: &Table,
     me: u32,
@@ -332,7 +354,7 @@ fn attribute(
     groups: &FxHashMap<u32, Arc<str>>,
     known: &FxHashMap<u32, Escapee>,
     adopt: bool,
-    mut marker: impl FnMut(u32) -> Option<Arc<str>>,
+    mut marker: impl FnMut(u32) -> Lookup,
 ) -> Vec<Seen> {
     let mut seen = Vec::new();
     for &top in table.children(me) {
@@ -351,12 +373,23 @@ fn attribute(
             }
             Some(None) => {} // a watchdog
             None => {
-                let owner = match known.get(&top) {
-                    Some(e) if e.start == p.start => Some(e.owner.clone()),
-                    _ if p.is_zombie() => None, // its environment is gone
-                    _ => marker(top).map(Owner::Child),
+                let lookup = match known.get(&top) {
+                    Some(e) if e.start == p.start => None,
+                    _ if p.is_zombie() => Some(Lookup::Unknown), // its environment is gone
+                    _ => Some(marker(top)),
                 };
-                let owner = owner.or_else(|| groups.get(&p.pgrp).map(|m| Owner::Child(m.clone())));
+                let owner = match lookup {
+                    None => known.get(&top).map(|e| e.owner.clone()),
+                    Some(Lookup::Ours(m)) => Some(Owner::Child(m)),
+                    Some(Lookup::NotOurs) => None,
+                    // A group's leader is one of our children, registered
+                    // until collected: a leader here is a new process that
+                    // got a pid (and group id) once ours.
+                    Some(Lookup::Unknown) if p.pgrp != top => {
+                        groups.get(&p.pgrp).map(|m| Owner::Child(m.clone()))
+                    }
+                    Some(Lookup::Unknown) => None,
+                };
                 let Some(owner) = owner.or(adopt.then_some(Owner::Unknown)) else {
                     continue;
                 };
@@ -415,9 +448,44 @@ impl Watcher {
         let table = Table::read();
         // Spawns that forked before the read have registered by now.
         drop(SHARED.spawning.write().unwrap_or_else(|e| e.into_inner()));
+        // Markers are read without holding the lock (reading an environment
+        // can block, on a process stuck in a page fault): first which to
+        // read, then read them, then attribute.
+        let (wanted, runs): (Vec<u32>, Vec<Arc<str>>) = {
+            let state = state();
+            let wanted = table
+                .children(me)
+                .iter()
+                .copied()
+                .filter(|pid| !state.direct.contains_key(pid))
+                .filter(|&pid| {
+                    let start = table.get(pid).map_or(0, |p| p.start);
+                    self.known.get(&pid).is_none_or(|e| e.start != start)
+                        && self.strangers.get(&pid) != Some(&start)
+                })
+                .collect();
+            (wanted, state.runs.keys().cloned().collect())
+        };
+        let mut markers: FxHashMap<u32, Lookup> = FxHashMap::default();
+        for pid in wanted {
+            let lookup = match procfs::marker(pid) {
+                procfs::Marker::Found(m) if runs.iter().any(|r| **r == *run_of(&m)) => {
+                    Lookup::Ours(Arc::from(m))
+                }
+                // Another run's, or none: not ours, and it will not change.
+                procfs::Marker::Found(_) | procfs::Marker::None => {
+                    let start = table.get(pid).map_or(0, |p| p.start);
+                    self.strangers.insert(pid, start);
+                    Lookup::NotOurs
+                }
+                // Ask again next time.
+                procfs::Marker::Unreadable => Lookup::Unknown,
+            };
+            markers.insert(pid, lookup);
+        }
         let mut state = state();
         let state = &mut *state;
-        let strangers = &mut self.strangers;
+        let strangers = &self.strangers;
         let seen = attribute(
             &table,
             me,
@@ -425,23 +493,10 @@ impl Watcher {
             &state.groups,
             &self.known,
             state.adopt,
-            |pid| {
-                let start = table.get(pid).map_or(0, |p| p.start);
-                if strangers.get(&pid) == Some(&start) {
-                    return None;
-                }
-                match procfs::marker(pid) {
-                    procfs::Marker::Found(m) if state.runs.contains_key(run_of(&m)) => {
-                        Some(Arc::from(m))
-                    }
-                    // Another run's, or none: not ours, and it will not change.
-                    procfs::Marker::Found(_) | procfs::Marker::None => {
-                        strangers.insert(pid, start);
-                        None
-                    }
-                    // Ask again next time.
-                    procfs::Marker::Unreadable => None,
-                }
+            |pid| match markers.remove(&pid) {
+                Some(lookup) => lookup,
+                None if strangers.contains_key(&pid) => Lookup::NotOurs,
+                None => Lookup::Unknown,
             },
         );
 
@@ -461,7 +516,7 @@ impl Watcher {
             }
             if p.is_zombie() {
                 if p.ppid == me {
-                    reap(s.pid);
+                    reap(s.pid, p.start);
                 }
                 continue;
             }
@@ -523,6 +578,10 @@ impl Watcher {
                 if let Scope::Run(run) = &r.scope {
                     state.runs.remove(run);
                 }
+                if state.runs.is_empty() && state.subreaper {
+                    let _ = nix::sys::prctl::set_child_subreaper(false);
+                    state.subreaper = false;
+                }
             }
             if let Some(done) = r.done {
                 let _ = done.send(killed);
@@ -541,9 +600,14 @@ impl Watcher {
                 if p.is_zombie() || !scopes.iter().any(|sc| sc.covers(&s.owner, s.attached)) {
                     continue;
                 }
-                if doomed.insert(s.pid, p.start).is_none() {
-                    // Frozen, it cannot fork while we look again.
-                    let _ = kill(Pid::from_raw(s.pid as i32), NixSignal::SIGSTOP);
+                if doomed.contains_key(&s.pid) {
+                    continue;
+                }
+                // Frozen, it cannot fork (nor exit and free its pid) while
+                // we look again. One that is gone already is not doomed:
+                // its pid may be another process's by the time we kill.
+                if kill(Pid::from_raw(s.pid as i32), NixSignal::SIGSTOP).is_ok() {
+                    doomed.insert(s.pid, p.start);
                     more = true;
                 }
             }
@@ -562,7 +626,7 @@ impl Watcher {
             doomed.retain(|pid, start| match procfs::stat(*pid) {
                 Some(p) if p.start == *start && p.is_zombie() => {
                     if p.ppid == me {
-                        reap(*pid);
+                        reap(*pid, p.start);
                     }
                     false // a zombie of someone else's is theirs to reap
                 }
@@ -595,9 +659,14 @@ fn no_orphans() -> bool {
     children.iter().all(|pid| state.direct.contains_key(pid))
 }
 
-/// Collects one zombie that re-parented to us (by its pid, never -1).
-fn reap(pid: u32) {
-    let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+/// Collects one zombie that re-parented to us (by its pid, never -1), if
+/// it still is the process we saw (a pid and a start time) and still a
+/// zombie of ours: a pid seen in an older read may be another process's now.
+fn reap(pid: u32, start: u64) {
+    let me = std::process::id();
+    if procfs::stat(pid).is_some_and(|p| p.start == start && p.is_zombie() && p.ppid == me) {
+        let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+    }
 }
 
 /// Sends a line to the watchdog(s) that should know about `owner`.
@@ -671,7 +740,7 @@ mod tests {
             &FxHashMap::default(),
             &FxHashMap::default(),
             false,
-            |_| None,
+            |_| Lookup::NotOurs,
         );
         let pids: Vec<u32> = seen.iter().map(|s| s.pid).collect();
         assert_eq!(pids, [202, 203], "the group member 201 is the group's");
@@ -701,7 +770,13 @@ mod tests {
             &FxHashMap::default(),
             &known,
             false,
-            |pid| (pid == 500).then(|| Arc::from("r/web")),
+            |pid| {
+                if pid == 500 {
+                    Lookup::Ours(Arc::from("r/web"))
+                } else {
+                    Lookup::NotOurs
+                }
+            },
         );
         let find = |pid| seen.iter().find(|s| s.pid == pid).map(|s| s.owner.clone());
         assert_eq!(find(400), Some(owner("r/db")));
@@ -732,7 +807,7 @@ mod tests {
             &groups,
             &FxHashMap::default(),
             false,
-            |_| None,
+            |_| Lookup::NotOurs,
         );
         let s = seen.iter().find(|s| s.pid == 251).expect("attributed");
         assert_eq!(s.owner, owner("r/db"));
@@ -743,11 +818,34 @@ mod tests {
             &FxHashMap::default(),
             &FxHashMap::default(),
             false,
-            |_| None,
+            |_| Lookup::NotOurs,
         );
         assert!(
             seen.iter().all(|s| s.pid != 251),
             "without the group, a stranger"
+        );
+    }
+
+    #[test]
+    fn a_group_id_once_ours_does_not_make_a_stranger_ours() {
+        let (mut t, direct) = setup();
+        let mut groups = FxHashMap::default();
+        groups.insert(250, Arc::from("r/db"));
+        // A new process got pid 250, leads its own group 250, and died.
+        t.insert(
+            250,
+            Proc {
+                state: 'Z',
+                ..p(ME, 250)
+            },
+        );
+        // One in group 250 whose environment says it is not ours.
+        t.insert(252, p(ME, 250));
+        let none = FxHashMap::default();
+        let seen = attribute(&t, ME, &direct, &groups, &none, false, |_| Lookup::NotOurs);
+        assert!(
+            seen.iter().all(|s| s.pid != 250 && s.pid != 252),
+            "{seen:?}"
         );
     }
 
@@ -771,11 +869,11 @@ mod tests {
             &FxHashMap::default(),
             &known,
             false,
-            |_| None,
+            |_| Lookup::NotOurs,
         );
         assert!(seen.iter().all(|s| s.pid != 400));
         let seen = attribute(&t, ME, &direct, &FxHashMap::default(), &known, true, |_| {
-            None
+            Lookup::NotOurs
         });
         let s = seen.iter().find(|s| s.pid == 400).expect("adopted");
         assert_eq!(s.owner, Owner::Unknown);

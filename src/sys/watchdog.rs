@@ -16,10 +16,11 @@
 //!
 //! Its stdin is a pipe whose only write end is ours: when our process dies
 //! the kernel closes it, and the watchdog SIGKILLs every group still
-//! listed, then freezes (SIGSTOP) and kills every escapee it was told about
-//! and every process whose environment carries the run's
-//! `PROCESSION_CHILD=<run>/` marker, looking three times so that what
-//! forked meanwhile is found too. On a clean end it just exits.
+//! listed, then freezes (SIGSTOP) every escapee it was told about, every
+//! process whose environment carries the run's `PROCESSION_CHILD=<run>/`
+//! marker, and every child of one frozen, looking three times so that what
+//! forked meanwhile is found too; then it kills each of them that is still
+//! the same process (pid and start time). On a clean end it just exits.
 //!
 //! It is a shell script, using only builtins, so that a library user has no
 //! helper binary to install. Groups are removed when their child has ended,
@@ -50,25 +51,39 @@ while IFS= read -r line; do
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
 [ -n "$clean" ] && exit 0
-doomed=
+# Freeze (SIGSTOP: a stopped process cannot fork) what is ours, noting
+# PID:START; kill them all at the end, each only if still the same process.
+doomed=" "
+freeze() { # PID [START]: the start time it must have, if known
+  IFS= read -r s < "/proc/$1/stat" 2>/dev/null || return
+  s=${s##*) }
+  set -- "$1" "$2" $s
+  case $3 in Z|X) return ;; esac
+  [ -n "$2" ] && [ "$2" != "${22}" ] && return
+  case $doomed in *" $1:"*) return ;; esac
+  kill -s STOP "$1" 2>/dev/null && doomed="$doomed$1:${22} "
+}
 for round in 1 2 3; do
-  for e in $escaped; do
-    p=${e%%:*}
-    IFS= read -r s < "/proc/$p/stat" 2>/dev/null || continue
-    s=${s##*) }
-    set -- $s
-    [ "${20}" = "${e#*:}" ] && kill -s STOP "$p" 2>/dev/null && doomed="$doomed $p"
-  done
+  for e in $escaped; do freeze "${e%%:*}" "${e#*:}"; done
   for d in /proc/[0-9]*; do
     p=${d#/proc/}
+    # A child of a frozen one is ours too (even with its environment cleared).
+    IFS= read -r s < "$d/stat" 2>/dev/null || continue
+    s=${s##*) }
+    set -- $s
+    case $doomed in *" $2:"*) freeze "$p"; continue ;; esac
     { while IFS= read -r l || [ -n "$l" ]; do
-        case $l in *"PROCESSION_CHILD=$run/"*)
-          kill -s STOP "$p" 2>/dev/null && doomed="$doomed $p"; break ;;
-        esac
+        case $l in *"PROCESSION_CHILD=$run/"*) freeze "$p"; break ;; esac
       done < "$d/environ"; } 2>/dev/null
   done
 done
-for p in $doomed; do kill -s KILL "$p" 2>/dev/null; done
+for e in $doomed; do
+  p=${e%%:*}
+  IFS= read -r s < "/proc/$p/stat" 2>/dev/null || continue
+  s=${s##*) }
+  set -- $s
+  [ "${20}" = "${e#*:}" ] && kill -s KILL "$p" 2>/dev/null
+done
 "#;
 
 /// A running watchdog. Dropping it (with every sender) ends it.
@@ -164,36 +179,62 @@ mod tests {
         let mut reused = sleeper(None); // told, with another start time
         let mut marked = sleeper(Some("r1-test/web"));
         let mut other_run = sleeper(Some("r2-test/web"));
-        let _reaper = Reaper(
-            [&told, &reused, &marked, &other_run]
-                .map(Child::id)
-                .to_vec(),
-        );
+        // Told of too, with a child that cleared its environment.
+        let mut parent = Command::new("sh")
+            .args(["-c", "env -i sleep 100 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: u32 = line.trim().parse().expect("a pid");
+        let mut pids = [&told, &reused, &marked, &other_run, &parent]
+            .map(Child::id)
+            .to_vec();
+        pids.push(grandchild);
+        let _reaper = Reaper(pids);
         let start = |c: &Child| crate::sys::procfs::stat(c.id()).expect("running").start;
         let lines = [
             format!("e{}:{}\n", told.id(), start(&told)),
             format!("e{}:{}\n", reused.id(), start(&reused) + 1),
+            format!("e{}:{}\n", parent.id(), start(&parent)),
         ];
-        let (told_status, marked_status) = actix_rt::System::new().block_on(async move {
-            let watchdog = Watchdog::start("r1-test").expect("the watchdog starts");
-            for line in lines {
-                watchdog.input().send(line).unwrap();
-            }
-            // No `.` line: our end, as if we were killed.
-            drop(watchdog);
-            // Their deaths are the event to wait for (the watchdog acts on
-            // its own; they are killed last, after every freeze). The
-            // system runs meanwhile, so the lines reach the watchdog.
-            tokio::task::spawn_blocking(move || (told.wait(), marked.wait()))
-                .await
-                .unwrap()
-        });
+        let (told_status, marked_status, parent_status) =
+            actix_rt::System::new().block_on(async move {
+                let watchdog = Watchdog::start("r1-test").expect("the watchdog starts");
+                for line in lines {
+                    watchdog.input().send(line).unwrap();
+                }
+                // No `.` line: our end, as if we were killed.
+                drop(watchdog);
+                // Their deaths are the event to wait for (the watchdog acts on
+                // its own; they are killed last, after every freeze). The
+                // system runs meanwhile, so the lines reach the watchdog.
+                tokio::task::spawn_blocking(move || (told.wait(), marked.wait(), parent.wait()))
+                    .await
+                    .unwrap()
+            });
         assert_eq!(
             told_status.unwrap().signal(),
             Some(9),
             "an escapee it was told of"
         );
         assert_eq!(marked_status.unwrap().signal(), Some(9), "the run's marker");
+        assert_eq!(parent_status.unwrap().signal(), Some(9), "told of too");
+        // Its child went with it (killed, then collected by init: polling,
+        // with a deadline, until it is a zombie or gone).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while crate::sys::procfs::stat(grandchild).is_some_and(|p| !p.is_zombie()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child of a frozen one lives"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let state = |c: &Child| crate::sys::procfs::stat(c.id()).map_or('?', |p| p.state);
         assert_eq!(
             state(&reused),

@@ -258,6 +258,21 @@ pub enum ConfigError {
         /// The cap given.
         cap: usize,
     },
+    /// A terminal child with `stderr` set: a terminal has one stream.
+    #[error("child `{child}`: a terminal child has one output stream, its terminal: leave `stderr` unset")]
+    TerminalStderr {
+        /// The child.
+        child: Arc<str>,
+    },
+    /// A terminal child with `framing = "length"`: a terminal changes bytes
+    /// (line discipline), so binary frames cannot pass it.
+    #[error(
+        "child `{child}`: a terminal rewrites what passes it; use lines, json or bytes framing"
+    )]
+    TerminalFraming {
+        /// The child.
+        child: Arc<str>,
+    },
     /// An argument in `cmd` holds a NUL byte (no program can receive it).
     #[error("child `{child}`: cmd argument {index} holds a NUL byte")]
     NulInCommand {
@@ -354,6 +369,8 @@ impl ConfigError {
             ConfigError::NulInCommand { child: c, .. } => child(c, "cmd"),
             ConfigError::EmptyName => child(&Arc::from(""), "cmd"),
             ConfigError::FrameCapTooSmall { child: c, .. } => child(c, "frame_cap"),
+            ConfigError::TerminalStderr { child: c } => child(c, "stderr"),
+            ConfigError::TerminalFraming { child: c } => child(c, "framing"),
             ConfigError::BadEnv { child: c, .. } => child(c, "env"),
             ConfigError::UnknownRouteChild {
                 index, from, name, ..

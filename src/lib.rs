@@ -67,5 +67,5 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ChildError, ConfigError, DirectorError, SpawnError, StdinError};
 pub use event::{Event, EventFilter, EventKind};
 pub use frame::{Frame, Framing};
-pub use spec::{ChildSpec, Ready, StderrMode, StopSpec};
+pub use spec::{ChildSpec, Ready, StderrMode, StopSpec, Terminal};
 pub use sys::{adopt_all_orphans, raise_open_files_limit, OpenFiles, Signal, UnknownSignal};

@@ -204,6 +204,16 @@ fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> 
                 cap: spec.frame_cap,
             });
         }
+        if spec.terminal.is_some() && spec.stderr != crate::spec::StderrMode::Events {
+            problems.push(ConfigError::TerminalStderr {
+                child: spec.name.clone(),
+            });
+        }
+        if spec.terminal.is_some() && spec.framing == crate::Framing::LengthDelimited {
+            problems.push(ConfigError::TerminalFraming {
+                child: spec.name.clone(),
+            });
+        }
         if spec.cmd.is_empty() {
             problems.push(ConfigError::EmptyCommand {
                 child: spec.name.clone(),

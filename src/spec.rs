@@ -63,6 +63,14 @@ pub struct ChildSpec {
     /// What happens to stderr.
     #[serde(default)]
     pub stderr: StderrMode,
+    /// Run the child in a pseudo-terminal (`terminal = true`, or
+    /// `{ rows, cols, echo }`): see [`Terminal`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_terminal"
+    )]
+    pub terminal: Option<Terminal>,
     /// How the child is stopped.
     #[serde(default)]
     pub stop: StopSpec,
@@ -96,6 +104,54 @@ pub struct ChildSpec {
     /// `auto_shutdown`, process-compose's `exit_on_end`).
     #[serde(default)]
     pub significant: bool,
+}
+
+/// A pseudo-terminal for a child: it is the child's controlling terminal
+/// and its stdin, stdout and stderr, in a session of its own. The child sees
+/// `isatty` true and line-buffers as it would for a person. Everything it
+/// prints arrives as `stdout` (leave `stderr` unset), with `\r\n` turned
+/// into `\n` and ANSI escape sequences removed (`framing = "bytes"` keeps
+/// the raw bytes). `TERM` is `dumb` unless `env` sets it. Closing its stdin
+/// sends end of file the terminal's way (^D at the start of a line).
+///
+/// In a scenario: `terminal = true` or `terminal = { rows = 40, cols = 120, echo = true }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Terminal {
+    /// Lines (24).
+    pub rows: u16,
+    /// Columns (80).
+    pub cols: u16,
+    /// Echo what is sent back as output, as a terminal does for a person
+    /// typing (off).
+    pub echo: bool,
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal {
+            rows: 24,
+            cols: 80,
+            echo: false,
+        }
+    }
+}
+
+/// `terminal = true | false | { rows, cols, echo }`.
+fn de_terminal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Terminal>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        On(bool),
+        Table(Terminal),
+    }
+    match Form::deserialize(d) {
+        Ok(Form::On(on)) => Ok(on.then(Terminal::default)),
+        Ok(Form::Table(t)) => Ok(Some(t)),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected `true`, `false` or a table `{ rows, cols, echo }` (rows and cols as numbers, echo as true or false)",
+        )),
+    }
 }
 
 /// When a child counts as ready, so that children depending on it may start.
@@ -183,6 +239,7 @@ impl ChildSpec {
             env_clear: false,
             framing: Framing::default(),
             stderr: StderrMode::default(),
+            terminal: None,
             stop: StopSpec::default(),
             frame_cap: DEFAULT_FRAME_CAP,
             stdin_queue: DEFAULT_STDIN_QUEUE,
@@ -231,6 +288,12 @@ impl ChildSpec {
     /// Sets where stderr goes.
     pub fn stderr(mut self, mode: StderrMode) -> Self {
         self.stderr = mode;
+        self
+    }
+
+    /// Runs the child in a pseudo-terminal (see [`Terminal`]).
+    pub fn terminal(mut self, terminal: Terminal) -> Self {
+        self.terminal = Some(terminal);
         self
     }
 

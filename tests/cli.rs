@@ -156,6 +156,33 @@ fn invalid_scenarios_exit_2_naming_file_line_column_and_key() {
 }
 
 #[test]
+fn terminal_children_are_checked_at_their_keys() {
+    let s = TempScenario::new(
+        "term.toml",
+        "[children.a]\ncmd = [\"cat\"]\nterminal = true\nstderr = \"merge\"\n\n[children.b]\ncmd = [\"cat\"]\nterminal = \"yes\"\n\n[children.c]\ncmd = [\"cat\"]\nterminal = true\nframing = \"length_delimited\"\n",
+    );
+    let out = procession(&["check", s.path()]);
+    assert_eq!(code(&out), 2);
+    let f = s.path();
+    let expected = format!(
+        "{f}:4:1: children.a.stderr: child `a`: a terminal child has one output stream, its terminal: leave `stderr` unset\n\
+         {f}:8:12: children.b.terminal: expected `true`, `false` or a table `{{ rows, cols, echo }}` (rows and cols as numbers, echo as true or false)\n\
+         {f}:13:1: children.c.framing: child `c`: a terminal rewrites what passes it; use lines, json or bytes framing\n\
+         {f} is invalid: 3 problems\n"
+    );
+    assert_eq!(stderr(&out), expected);
+
+    let good = TempScenario::new(
+        "term-ok.toml",
+        "[children.a]\ncmd = [\"cat\"]\nterminal = { rows = 40, cols = 120, echo = true }\n",
+    );
+    let out = procession(&["check", good.path()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[lines; terminal 120x40, echo]"), "{text}");
+}
+
+#[test]
 fn bad_arguments_and_a_missing_file_exit_2() {
     let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
     assert_eq!(code(&out), 2);

@@ -17,6 +17,7 @@ mod output;
 mod spawn;
 mod stdin;
 mod stop;
+mod terminal;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -106,6 +107,8 @@ pub struct ChildActor {
     waiters: Vec<oneshot::Sender<Exit>>,
     /// The pipe budget its grown pipes hold, given back with the actor.
     _pipes: Vec<sys::PipeGrant>,
+    /// A terminal child's master end (see `spawn::Spawned::terminal`).
+    _terminal: Option<std::os::fd::OwnedFd>,
 }
 
 impl ChildActor {
@@ -211,6 +214,7 @@ impl ChildActor {
                 exit: None,
                 waiters: Vec::new(),
                 _pipes: spawned.pipes,
+                _terminal: spawned.terminal,
             }
         });
         Ok(Started { addr, pid, stdin })

@@ -47,6 +47,9 @@ pub(crate) struct Source {
     /// The pipe's descriptor, owned by `pipe` (for [`Drain::leader_exited`]).
     pub fd: RawFd,
     pub framing: Framing,
+    /// A terminal's output: escape sequences go, `\r\n` is `\n` (see
+    /// `terminal::Clean`).
+    pub clean: bool,
 }
 
 /// What the pump and its actor share about the end of the output.
@@ -156,6 +159,12 @@ pub(crate) async fn pump(
             pipe: s.pipe,
             drain: drain.clone(),
             index,
+        };
+        // Counted inside the cleaning: the drain compares raw byte counts.
+        let pipe: Pipe = if s.clean {
+            Box::pin(super::terminal::Clean::new(pipe))
+        } else {
+            Box::pin(pipe)
         };
         FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY)
             .map(move |item| (stream, item))

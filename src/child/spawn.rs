@@ -6,10 +6,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, Command};
 
 use super::messages::Stream;
 use super::output::Source;
+use super::stdin::Stdin;
 use crate::error::SpawnError;
 use crate::frame::Framing;
 use crate::spec::{ChildSpec, StderrMode};
@@ -22,10 +23,14 @@ const PIPE_SIZE: usize = 1 << 20;
 pub(crate) struct Spawned {
     pub child: Child,
     pub pid: u32,
-    pub stdin: Option<ChildStdin>,
+    pub stdin: Option<Stdin>,
     pub sources: Vec<Source>,
     /// The pipe budget the grown pipes hold (see `sys::grow_pipe`).
     pub pipes: Vec<sys::PipeGrant>,
+    /// A terminal child's master end, held for as long as the actor lives:
+    /// the terminal is hung up (SIGHUP to the child) only once every copy
+    /// of it is closed, so never while the child runs.
+    pub terminal: Option<std::os::fd::OwnedFd>,
 }
 
 /// What an owner inside the crate may leave out of (or add to) a spawn.
@@ -88,16 +93,12 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     };
 
     let mut cmd = Command::new(&program);
-    cmd.args(spec.args())
-        .stdin(if options.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.args(spec.args()).kill_on_drop(true);
     if spec.env_clear {
         cmd.env_clear();
+    }
+    if spec.terminal.is_some() && !spec.env.contains_key("TERM") {
+        cmd.env("TERM", "dumb");
     }
     cmd.envs(&spec.env);
     if let Some(marker) = &options.marker {
@@ -106,6 +107,15 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    if let Some(terminal) = spec.terminal {
+        return spawn_in_terminal(spec, options, cmd, terminal, os_error);
+    }
+    cmd.stdin(if options.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .process_group(0);
 
     // stdout is ours in every mode; with `merge` stderr shares its pipe.
     let merged = if spec.stderr == StderrMode::Merge {
@@ -134,28 +144,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     }
 
     let spawning = sys::spawning();
-    let mut child = cmd.spawn().map_err(|source| match source.kind() {
-        // ENOENT for a program that exists: its `#!` interpreter is missing.
-        io::ErrorKind::NotFound => match locate(&program, spec) {
-            Some(path) => SpawnError::BadInterpreter {
-                child: spec.name.clone(),
-                program: program.clone(),
-                interpreter: shebang(&path),
-                source,
-            },
-            None => SpawnError::NotFound {
-                child: spec.name.clone(),
-                program: program.clone(),
-                source,
-            },
-        },
-        io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
-            child: spec.name.clone(),
-            program: program.clone(),
-            source,
-        },
-        _ => os_error(source),
-    })?;
+    let mut child = cmd.spawn().map_err(|e| spawn_error(spec, e))?;
     // The command holds the write ends of a merge pipe: drop it now, or the
     // pipe never reaches EOF.
     drop(cmd);
@@ -167,6 +156,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
     if let Some(stdin) = &stdin {
         pipes.extend(sys::grow_pipe(stdin.as_fd(), PIPE_SIZE));
     }
+    let stdin = stdin.map(Stdin::Pipe);
 
     let mut sources = Vec::with_capacity(2);
     match merged {
@@ -177,6 +167,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 fd: rx.as_raw_fd(),
                 pipe: Box::pin(rx),
                 framing: spec.framing,
+                clean: false,
             });
         }
         None => {
@@ -187,6 +178,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 fd: stdout.as_raw_fd(),
                 pipe: Box::pin(stdout),
                 framing: spec.framing,
+                clean: false,
             });
         }
     }
@@ -196,6 +188,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
             fd: stderr.as_raw_fd(),
             pipe: Box::pin(stderr),
             framing: stderr_framing(spec.framing),
+            clean: false,
         });
     }
     Ok(Spawned {
@@ -204,6 +197,109 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         stdin,
         sources,
         pipes,
+        terminal: None,
+    })
+}
+
+/// The error for a spawn that failed, with the OS reason.
+fn spawn_error(spec: &ChildSpec, source: io::Error) -> SpawnError {
+    let program = spec.program().to_string();
+    match source.kind() {
+        // ENOENT for a program that exists: its `#!` interpreter is missing.
+        io::ErrorKind::NotFound => match locate(&program, spec) {
+            Some(path) => SpawnError::BadInterpreter {
+                child: spec.name.clone(),
+                interpreter: shebang(&path),
+                program,
+                source,
+            },
+            None => SpawnError::NotFound {
+                child: spec.name.clone(),
+                program,
+                source,
+            },
+        },
+        io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
+            child: spec.name.clone(),
+            program,
+            source,
+        },
+        _ => SpawnError::Os {
+            child: spec.name.clone(),
+            program,
+            source,
+        },
+    }
+}
+
+/// The terminal flavour of [`spawn`]: the child's stdin, stdout and stderr
+/// are a pseudo-terminal's slave end, which becomes its controlling
+/// terminal in a session of its own (so it leads its own process group, as
+/// every child does); we read and write the master end.
+fn spawn_in_terminal(
+    spec: &ChildSpec,
+    options: Options,
+    mut cmd: Command,
+    terminal: crate::spec::Terminal,
+    os_error: impl Fn(io::Error) -> SpawnError,
+) -> Result<Spawned, SpawnError> {
+    let pty = sys::pty::open(terminal.rows, terminal.cols, terminal.echo).map_err(&os_error)?;
+    for (i, fd) in [0, 1, 2]
+        .map(|_| pty.slave.try_clone())
+        .into_iter()
+        .enumerate()
+    {
+        let fd = Stdio::from(fd.map_err(&os_error)?);
+        match i {
+            0 => cmd.stdin(fd),
+            1 => cmd.stdout(fd),
+            _ => cmd.stderr(fd),
+        };
+    }
+    let parent = std::process::id();
+    let death_signal = options.parent_death_signal;
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (setsid, ioctl, prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::pty::make_controlling()?;
+            if death_signal {
+                sys::set_parent_death_signal(parent)?;
+            }
+            Ok(())
+        });
+    }
+    let spawning = sys::spawning();
+    let child = cmd.spawn().map_err(|e| spawn_error(spec, e))?;
+    // Our copies of the slave end go: the terminal reads as closed (EIO)
+    // once the child's side is.
+    drop(cmd);
+    drop(pty.slave);
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    spawning.spawned(pid, options.marker.clone());
+    let reader = sys::pty::Master::new(&pty.master).map_err(&os_error)?;
+    let stdin = if options.stdin {
+        Some(Stdin::Terminal(
+            sys::pty::Master::new(&pty.master).map_err(&os_error)?,
+        ))
+    } else {
+        None
+    };
+    let sources = vec![Source {
+        stream: Stream::Stdout,
+        fd: reader.raw_fd(),
+        pipe: Box::pin(reader),
+        framing: spec.framing,
+        // Raw bytes stay raw; everything else is text without escapes.
+        clean: spec.framing != crate::Framing::Bytes,
+    }];
+    Ok(Spawned {
+        child,
+        pid,
+        stdin,
+        sources,
+        pipes: Vec::new(),
+        terminal: Some(pty.master),
     })
 }
 

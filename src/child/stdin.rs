@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -180,23 +180,48 @@ impl StdinSender {
 
 /// Starts the writer task on the current arbiter and returns its sender;
 /// its queue holds `capacity` bytes.
+/// Where a child's stdin goes.
+pub(crate) enum Stdin {
+    /// A pipe: closing it is end of file.
+    Pipe(ChildStdin),
+    /// A terminal's master end: end of file is a character (VEOF), and the
+    /// terminal stays open (closing it would hang the child up).
+    Terminal(crate::sys::pty::Master),
+}
+
 pub(crate) fn start_writer(
     child: Arc<str>,
     framing: Framing,
     capacity: usize,
-    stdin: ChildStdin,
+    stdin: Stdin,
 ) -> StdinSender {
     let (sender, rx) = StdinSender::new(child.clone(), framing, capacity);
-    actix::spawn(write_loop(child, stdin, rx, sender.room.clone()));
+    let room = sender.room.clone();
+    match stdin {
+        Stdin::Pipe(pipe) => actix::spawn(write_loop(child, pipe, None, rx, room)),
+        Stdin::Terminal(master) => actix::spawn(write_loop(
+            child,
+            master,
+            Some(crate::sys::pty::VEOF),
+            rx,
+            room,
+        )),
+    };
     sender
 }
 
-async fn write_loop(
+/// Writes what is queued to `stdin`; on `Close`, writes `eof` (a terminal's
+/// end-of-file character) if there is one, then drops `stdin`.
+async fn write_loop<W: AsyncWrite + Unpin>(
     child: Arc<str>,
-    mut stdin: ChildStdin,
+    mut stdin: W,
+    eof: Option<u8>,
     mut rx: mpsc::UnboundedReceiver<StdinCmd>,
     room: Arc<Semaphore>,
 ) {
+    // A terminal takes VEOF as end of file only at the start of a line;
+    // elsewhere it only hands over the line so far.
+    let mut line_start = true;
     while let Some(cmd) = rx.recv().await {
         match cmd {
             StdinCmd::Data(data, permit) => {
@@ -206,8 +231,17 @@ async fn write_loop(
                     tracing::debug!(child = %child, error = %e, "stdin closed by the child");
                     break;
                 }
+                if let Some(&last) = data.last() {
+                    line_start = last == b'\n';
+                }
             }
-            StdinCmd::Close => break,
+            StdinCmd::Close => {
+                if let Some(eof) = eof {
+                    let end: &[u8] = if line_start { &[eof] } else { &[eof, eof] };
+                    let _ = stdin.write_all(end).await;
+                }
+                break;
+            }
         }
     }
     // Refuse further sends before the pipe closes, so that no sender gets Ok

@@ -9,6 +9,7 @@ mod contain;
 mod group;
 mod limits;
 mod procfs;
+pub(crate) mod pty;
 mod signal;
 mod watchdog;
 

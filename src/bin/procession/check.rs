@@ -133,6 +133,10 @@ fn start_order(children: &[ChildSpec]) -> Vec<&ChildSpec> {
 
 fn describe_child(c: &ChildSpec) -> String {
     let mut notes = vec![serde_plain(&c.framing)];
+    if let Some(t) = c.terminal {
+        let echo = if t.echo { ", echo" } else { "" };
+        notes.push(format!("terminal {}x{}{echo}", t.cols, t.rows));
+    }
     if !c.depends_on.is_empty() {
         let deps: Vec<&str> = c.depends_on.iter().map(|d| &**d).collect();
         notes.push(format!("after {}", deps.join(", ")));

@@ -230,6 +230,16 @@ pub enum ConfigError {
         /// The capture's name.
         name: String,
     },
+    /// A `prompt` expect on a child whose framing is not `lines`.
+    #[error("step {step}: `{child}` has framing `{framing}`, which has no prompts (a prompt is the unterminated tail of a line: use `lines` framing, or expect `line` or `json`)")]
+    PromptNotLines {
+        /// The step, from 1.
+        step: usize,
+        /// The child.
+        child: Arc<str>,
+        /// Its framing, as a scenario names it.
+        framing: &'static str,
+    },
     /// A `send` line holds a newline: it would reach the child as several
     /// lines (messages), not one.
     #[error(
@@ -392,6 +402,10 @@ impl ConfigError {
             ConfigError::UnknownStepChild { step, key, .. } => Location::Step {
                 step: *step,
                 key: Some(key),
+            },
+            ConfigError::PromptNotLines { step, .. } => Location::Step {
+                step: *step,
+                key: Some("prompt"),
             },
             ConfigError::UnknownCapture { step, .. } => Location::Step {
                 step: *step,

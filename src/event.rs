@@ -94,6 +94,10 @@ pub enum EventKind {
         /// More of the same over-long line follows.
         #[serde(skip_serializing_if = "is_false")]
         partial: bool,
+        /// An unterminated tail, published after 100 ms of silence (a
+        /// prompt); the rest of its line, if it comes, is its own frame.
+        #[serde(skip_serializing_if = "is_false")]
+        prompt: bool,
     },
     /// A line longer than the frame cap (once per line; chunks follow).
     OversizedFrame {
@@ -325,8 +329,9 @@ impl EventKind {
                 stream,
                 frame,
                 partial,
+                prompt,
             } => {
-                let cont = if *partial { "…" } else { "" };
+                let cont = if *partial || *prompt { "…" } else { "" };
                 let tone = if *stream == Stream::Stderr {
                     Dim
                 } else {
@@ -811,6 +816,7 @@ mod tests {
                 stream: Stream::Stdout,
                 frame: Frame::line("listening"),
                 partial: false,
+                prompt: false,
             },
         );
         assert_eq!(
@@ -845,6 +851,7 @@ mod tests {
                 stream: Stream::Stderr,
                 frame: Frame::Bytes(bytes::Bytes::from_static(b"\x00\xff")),
                 partial: true,
+                prompt: false,
             },
         );
         let v = serde_json::to_value(&bytes).unwrap();

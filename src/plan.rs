@@ -92,6 +92,9 @@ impl Plan {
         let mut names = existing.names.clone();
         names.extend(children.iter().map(|s| s.name.clone()));
         problems.extend(check_routes(&routes, &names, existing.routes));
+        if let Some(protocol) = &protocol {
+            problems.extend(check_prompts(protocol, &children));
+        }
         let protocol = match protocol {
             None => None,
             Some(protocol) => match Machine::new(&protocol, &names) {
@@ -179,6 +182,35 @@ fn check_routes(routes: &[Route], names: &[Arc<str>], before: usize) -> Vec<Conf
                 key: "match",
                 source,
             });
+        }
+    }
+    problems
+}
+
+/// A `prompt` expect on a child whose output is not lines: it has no
+/// prompts (an unterminated tail exists only for `lines` framing).
+fn check_prompts(protocol: &Protocol, children: &[ChildSpec]) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for (i, step) in protocol.steps.iter().enumerate() {
+        let crate::protocol::Action::Expect {
+            from, prompt: true, ..
+        } = &step.action
+        else {
+            continue;
+        };
+        if let Some(spec) = children.iter().find(|c| &c.name == from) {
+            if spec.framing != crate::Framing::Lines {
+                problems.push(ConfigError::PromptNotLines {
+                    step: i + 1,
+                    child: from.clone(),
+                    framing: match spec.framing {
+                        crate::Framing::Lines => "lines",
+                        crate::Framing::Json => "json",
+                        crate::Framing::Bytes => "bytes",
+                        crate::Framing::LengthDelimited => "length_delimited",
+                    },
+                });
+            }
         }
     }
     problems

@@ -34,6 +34,7 @@ impl Handler<ChildEvents> for Tally {
                     stream: Stream::Stdout,
                     frame: Frame::Line(chunk),
                     partial,
+                    ..
                 } => {
                     self.chunks += 1;
                     self.bytes += chunk.len();

@@ -183,6 +183,23 @@ fn terminal_children_are_checked_at_their_keys() {
 }
 
 #[test]
+fn a_prompt_is_checked_against_the_childs_framing_and_never_routed() {
+    let s = TempScenario::new(
+        "prompt.toml",
+        "[children.j]\ncmd = [\"cat\"]\nframing = \"json\"\n\n[[steps]]\nexpect = { from = \"j\", prompt = \"> $\" }\n[[steps]]\nexpect = { from = \"j\", to = \"j\", prompt = \"x\" }\n",
+    );
+    let out = procession(&["check", s.path()]);
+    assert_eq!(code(&out), 2);
+    let f = s.path();
+    let expected = format!(
+        "{f}:6:24: steps[1].expect.prompt: step 1: `j` has framing `json`, which has no prompts (a prompt is the unterminated tail of a line: use `lines` framing, or expect `line` or `json`)\n\
+         {f}:7:1: steps[2]: a routed message (`to`) is never a prompt: use `line` or `json`\n\
+         {f} is invalid: 2 problems\n"
+    );
+    assert_eq!(stderr(&out), expected);
+}
+
+#[test]
 fn bad_arguments_and_a_missing_file_exit_2() {
     let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
     assert_eq!(code(&out), 2);

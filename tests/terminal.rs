@@ -143,3 +143,55 @@ async fn stop_reaches_the_terminal_childs_grandchildren() {
     eventually("the grandchild is gone", || !alive(grandchild)).await;
     director.shutdown("done").await;
 }
+
+/// Runs `steps` against `children` and returns whether the protocol passed.
+async fn run(children: Vec<ChildSpec>, steps: Vec<procession::protocol::Step>) -> (bool, String) {
+    let director = Director::start();
+    let protocol = procession::protocol::Protocol {
+        steps,
+        ..Default::default()
+    };
+    let report = director.run(children, [], protocol).await.unwrap();
+    director.shutdown("done").await;
+    (report.passed, format!("{report:?}"))
+}
+
+#[actix_rt::test]
+async fn a_prompt_without_a_newline_is_matched_on_a_pipe_and_in_a_terminal() {
+    use procession::protocol::Step;
+    let script = r#"printf 'Password: '; read p; echo "got $p""#;
+    for terminal in [false, true] {
+        let mut spec = ChildSpec::new("login", ["sh", "-c", script]);
+        if terminal {
+            spec = spec.terminal(Terminal::default());
+        }
+        let steps = vec![
+            Step::expect_prompt("login", "^Password: $"),
+            Step::send_line("login", "secret"),
+            // The rest of the line after the prompt is its own frame.
+            Step::expect_line("login", "^got secret$"),
+        ];
+        let (passed, report) = run(vec![spec], steps).await;
+        assert!(passed, "terminal {terminal}: {report}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_prompt_is_published_as_an_output_event_marked_prompt() {
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    director
+        .add(ChildSpec::new("ask", ["sh", "-c", "printf '> '; read x"]))
+        .await
+        .unwrap();
+    let prompt = loop {
+        let e = next_event(&mut events).await;
+        if let EventKind::Output { frame, prompt, .. } = &e.kind {
+            break (frame.clone(), *prompt, serde_json::to_value(&e).unwrap());
+        }
+    };
+    assert_eq!(prompt.0, Frame::line("> "));
+    assert!(prompt.1, "marked as a prompt");
+    assert_eq!(prompt.2["prompt"], true);
+    director.shutdown("done").await;
+}

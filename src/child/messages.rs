@@ -117,6 +117,10 @@ pub enum ChildEventKind {
         frame: Frame,
         /// More of the same over-long line follows.
         partial: bool,
+        /// An unterminated tail (a prompt such as `> ` or `Password: `)
+        /// after 100 ms of silence; the rest of its line, if it comes,
+        /// arrives as its own frame. Always a line.
+        prompt: bool,
     },
     /// A frame over the cap (once per frame; for `lines` the chunks follow).
     Oversized {

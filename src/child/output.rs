@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix::Recipient;
-use futures::{FutureExt, StreamExt};
+use futures::{Future, FutureExt, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -166,7 +166,9 @@ pub(crate) async fn pump(
         } else {
             Box::pin(pipe)
         };
-        FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY)
+        let reader =
+            FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY);
+        Prompting::new(reader, s.framing == Framing::Lines)
             .map(move |item| (stream, item))
             .boxed_local()
     });
@@ -214,16 +216,85 @@ pub(crate) async fn pump(
         if owner_gone {
             continue; // keep reading so the child never blocks on a full pipe
         }
-        let batch = ChildEvents {
-            child: child.clone(),
-            events,
-        };
-        crate::fault::hit(crate::fault::Point::ChildOutput);
-        if owner.send(batch).await.is_err() {
-            tracing::debug!(child = %child, "owner is gone; output is read and dropped");
-            owner_gone = true;
+        owner_gone = !deliver(&child, &owner, events).await;
+    }
+}
+
+/// How long a begun line must stay unfinished, with nothing else arriving,
+/// before its tail is published as a prompt. Programs write a line in more
+/// than one piece now and then; a person's prompt waits far longer.
+pub(crate) const PROMPT_SILENCE: Duration = Duration::from_millis(100);
+
+/// A reader's frames, and, for `lines`, its unterminated tail as a
+/// [`Decoded::Prompt`] once nothing more has arrived for [`PROMPT_SILENCE`].
+/// The timer runs only while a begun line waits in the buffer.
+struct Prompting {
+    reader: FramedRead<Pipe, FrameDecoder>,
+    lines: bool,
+    /// The silence timer, and the buffered length it was armed for.
+    silence: Pin<Box<tokio::time::Sleep>>,
+    armed_for: Option<usize>,
+}
+
+impl Prompting {
+    fn new(reader: FramedRead<Pipe, FrameDecoder>, lines: bool) -> Prompting {
+        Prompting {
+            reader,
+            lines,
+            silence: Box::pin(tokio::time::sleep(PROMPT_SILENCE)),
+            armed_for: None,
         }
     }
+}
+
+impl futures::Stream for Prompting {
+    type Item = std::io::Result<Decoded>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = this.reader.poll_next_unpin(cx) {
+            this.armed_for = None;
+            return Poll::Ready(item);
+        }
+        // Nothing more to read now (the reader will wake us when there is).
+        let waiting = this.reader.read_buffer().len();
+        if !this.lines || waiting == 0 {
+            this.armed_for = None;
+            return Poll::Pending;
+        }
+        if this.armed_for != Some(waiting) {
+            // New bytes of the line came: the silence starts again.
+            this.silence.as_mut().reset(Instant::now() + PROMPT_SILENCE);
+            this.armed_for = Some(waiting);
+        }
+        std::task::ready!(this.silence.as_mut().poll(cx));
+        this.armed_for = None;
+        let mut buf = std::mem::take(this.reader.read_buffer_mut());
+        let tail = this.reader.decoder_mut().take_tail(&mut buf);
+        *this.reader.read_buffer_mut() = buf;
+        match tail {
+            Some(text) => Poll::Ready(Some(Ok(Decoded::Prompt { text }))),
+            None => Poll::Pending, // an over-long line goes on in chunks
+        }
+    }
+}
+
+/// Sends one batch to the owner; false if the owner is gone.
+async fn deliver(
+    child: &Arc<str>,
+    owner: &Recipient<ChildEvents>,
+    events: Vec<ChildEvent>,
+) -> bool {
+    let batch = ChildEvents {
+        child: child.clone(),
+        events,
+    };
+    crate::fault::hit(crate::fault::Point::ChildOutput);
+    if owner.send(batch).await.is_err() {
+        tracing::debug!(child = %child, "owner is gone; output is read and dropped");
+        return false;
+    }
+    true
 }
 
 /// Numbers one decoded item and appends it; returns its payload size.
@@ -244,6 +315,19 @@ fn push(
                     stream,
                     frame,
                     partial,
+                    prompt: false,
+                },
+                size,
+            )
+        }
+        Ok(Decoded::Prompt { text }) => {
+            let size = text.len();
+            (
+                ChildEventKind::Output {
+                    stream,
+                    frame: crate::Frame::Line(text),
+                    partial: false,
+                    prompt: true,
                 },
                 size,
             )

@@ -427,10 +427,15 @@ impl Handler<ChildEvents> for DirectorActor {
                     stream,
                     frame,
                     partial,
+                    prompt,
                 } => {
                     crate::fault::hit(crate::fault::Point::Director);
-                    self.route(&name, stream, &frame, partial, &batch_of);
-                    let becomes_ready = self.children.readies(&name, &frame);
+                    // A prompt is shown, matched by `prompt` expects, and
+                    // neither routed (it is not a message) nor a ready line.
+                    if !prompt {
+                        self.route(&name, stream, &frame, partial, &batch_of);
+                    }
+                    let becomes_ready = !prompt && self.children.readies(&name, &frame);
                     // The frame is published before any step it passes.
                     let for_protocol = self.protocol_running().then(|| frame.clone());
                     self.publish(
@@ -439,13 +444,14 @@ impl Handler<ChildEvents> for DirectorActor {
                             stream,
                             frame,
                             partial,
+                            prompt,
                         },
                     );
                     // What the order guard decided while routing it (a step
                     // passed, a message released) goes before the next frame.
                     self.flush_steps(ctx);
                     if let Some(frame) = for_protocol {
-                        self.protocol_output(&name, stream, &frame, ctx);
+                        self.protocol_output(&name, stream, &frame, prompt, ctx);
                     }
                     if becomes_ready {
                         let facts = self.children.on_ready(&name);

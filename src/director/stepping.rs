@@ -84,10 +84,12 @@ impl DirectorActor {
         child: &Arc<str>,
         stream: Stream,
         frame: &Frame,
+        prompt: bool,
         ctx: &mut Context<Self>,
     ) {
         if self.protocol.is_some() {
-            let fx = self.with_machine(|m| m.on_output(child, stream, frame, Instant::now()));
+            let fx =
+                self.with_machine(|m| m.on_output(child, stream, frame, prompt, Instant::now()));
             self.step_fx(fx, ctx);
         }
     }

@@ -26,6 +26,13 @@ pub enum Decoded {
         /// More of the same line follows.
         partial: bool,
     },
+    /// An unterminated tail of a line (`lines` framing) that stayed so for a
+    /// silence: a prompt such as `> ` or `Password: `. Made by the output
+    /// pump with [`FrameDecoder::take_tail`], never by decoding alone.
+    Prompt {
+        /// The tail, lossily as text.
+        text: String,
+    },
     /// A frame was longer than the cap: reported once per frame.
     Oversized {
         /// The cap in bytes.
@@ -223,6 +230,27 @@ impl FrameDecoder {
                 return None;
             }
         }
+    }
+}
+
+impl FrameDecoder {
+    /// Takes the unterminated tail of a line out of `buf` (what follows the
+    /// last newline), for `lines` framing, when nothing else is pending: a
+    /// prompt. The rest of its line, when it comes, is a frame of its own.
+    /// Not in the middle of an over-long line (its chunks go on), and never
+    /// empty.
+    pub fn take_tail(&mut self, buf: &mut BytesMut) -> Option<String> {
+        if self.framing != Framing::Lines
+            || self.long_line
+            || buf.is_empty()
+            || !self.pending.is_empty()
+            || memchr::memchr(b'\n', buf).is_some()
+        {
+            return None;
+        }
+        let tail = buf.split();
+        self.scanned = 0;
+        Some(String::from_utf8_lossy(&tail).into_owned())
     }
 }
 

@@ -106,6 +106,8 @@ enum Compiled {
         to: Option<Arc<str>>,
         pattern: LazyPattern,
         spec: PatternSpec,
+        /// Matches prompts (unterminated tails) only, instead of frames.
+        prompt: bool,
         within: Duration,
     },
     ExpectExit {
@@ -230,6 +232,7 @@ impl Machine {
                     from,
                     to,
                     pattern,
+                    prompt,
                     within,
                 } => {
                     known("from", from);
@@ -244,13 +247,18 @@ impl Machine {
                                 to: to.clone(),
                                 pattern: LazyPattern::checked(pattern.clone()),
                                 spec: pattern.clone(),
+                                prompt: *prompt,
                                 within: within.unwrap_or(DEFAULT_WITHIN),
                             }
                         }
                         Err(source) => {
                             problems.push(ConfigError::BadRegex {
                                 place: Place::Step(n),
-                                key: "expect.line",
+                                key: if *prompt {
+                                    "expect.prompt"
+                                } else {
+                                    "expect.line"
+                                },
                                 source,
                             });
                             continue;
@@ -384,6 +392,7 @@ impl Machine {
         child: &Arc<str>,
         stream: Stream,
         frame: &Frame,
+        prompt: bool,
         now: Instant,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
@@ -397,11 +406,16 @@ impl Machine {
                 from,
                 to: None,
                 pattern,
+                prompt: wants_prompt,
                 ..
             },
         )) = self.steps.get(self.current)
         {
-            if from == child && capture::match_frame(pattern.get(), frame, &mut self.captures) {
+            // A prompt step sees only prompts, a line step only frames.
+            if from == child
+                && *wants_prompt == prompt
+                && capture::match_frame(pattern.get(), frame, &mut self.captures)
+            {
                 // It is the newest frame: everything before it is consumed too.
                 self.unconsumed.remove(child);
                 self.pass(now, &mut fx);
@@ -410,7 +424,7 @@ impl Machine {
         }
         let keep = self.keep;
         let kept = self.unconsumed.entry(child.clone()).or_default();
-        kept.push(stream, frame.clone(), keep);
+        kept.push(stream, frame.clone(), prompt, keep);
         fx
     }
 
@@ -537,8 +551,18 @@ impl Machine {
             }
             // Its output is all in (it comes before the exit) and nothing
             // matched: nothing more can come.
-            Some((_, _, Compiled::Expect { from, spec, to, .. })) if for_good && from == child => {
-                let reason = ended_reason(from, to.as_ref(), spec, exit);
+            Some((
+                _,
+                _,
+                Compiled::Expect {
+                    from,
+                    spec,
+                    to,
+                    prompt,
+                    ..
+                },
+            )) if for_good && from == child => {
+                let reason = ended_reason(from, to.as_ref(), &describe(spec, *prompt), exit);
                 self.fail(reason, now, &mut fx);
             }
             Some((_, _, Compiled::Stop(c))) if c == child => {}
@@ -575,9 +599,13 @@ impl Machine {
                 from,
                 to: None,
                 spec,
+                prompt,
                 ..
             } => {
-                format!("waited {waited:.1?} for {} from `{from}`", describe(spec))
+                format!(
+                    "waited {waited:.1?} for {} from `{from}`",
+                    describe(spec, *prompt)
+                )
             }
             Compiled::Expect {
                 from,
@@ -587,7 +615,7 @@ impl Machine {
             } => {
                 format!(
                     "waited {waited:.1?} for a message from `{from}` to `{to}` with {}",
-                    describe(spec)
+                    describe(spec, false)
                 )
             }
             Compiled::ExpectExit { child, status, .. } => {
@@ -691,21 +719,23 @@ impl Machine {
                 to: None,
                 pattern,
                 spec,
+                prompt,
                 within,
             } => {
                 // Like expect(1): the earliest unconsumed frame that matches,
                 // consuming everything up to it.
                 let kept = self.unconsumed.entry(from.clone()).or_default();
-                let found = kept
-                    .frames()
-                    .position(|(_, f)| capture::match_frame(pattern.get(), f, &mut self.captures));
+                let found = kept.entries().position(|(_, f, p)| {
+                    p == *prompt && capture::match_frame(pattern.get(), f, &mut self.captures)
+                });
                 match found {
                     Some(p) => {
                         kept.consume_through(p);
                         self.pass(now, fx);
                     }
                     None if self.gone.contains(from) => {
-                        let reason = ended_reason(from, None, spec, &self.exits[from]);
+                        let reason =
+                            ended_reason(from, None, &describe(spec, *prompt), &self.exits[from]);
                         self.fail(reason, now, fx);
                     }
                     None => fx.push(Effect::Timer {
@@ -867,18 +897,19 @@ impl Machine {
 /// past the bound the oldest are dropped (and counted).
 #[derive(Debug, Default)]
 struct Kept {
-    frames: VecDeque<(Stream, Frame, usize)>,
+    /// Each frame with its stream, whether it is a prompt, and its size.
+    frames: VecDeque<(Stream, Frame, bool, usize)>,
     bytes: usize,
     dropped: u64,
 }
 
 impl Kept {
-    fn push(&mut self, stream: Stream, frame: Frame, limit: usize) {
+    fn push(&mut self, stream: Stream, frame: Frame, prompt: bool, limit: usize) {
         let size = frame_size(&frame);
-        self.frames.push_back((stream, frame, size));
+        self.frames.push_back((stream, frame, prompt, size));
         self.bytes += size;
         while self.bytes > limit {
-            let Some((_, _, size)) = self.frames.pop_front() else {
+            let Some((_, _, _, size)) = self.frames.pop_front() else {
                 break;
             };
             self.bytes -= size;
@@ -891,12 +922,16 @@ impl Kept {
     }
 
     fn frames(&self) -> impl Iterator<Item = (Stream, &Frame)> {
-        self.frames.iter().map(|(s, f, _)| (*s, f))
+        self.frames.iter().map(|(s, f, _, _)| (*s, f))
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (Stream, &Frame, bool)> {
+        self.frames.iter().map(|(s, f, p, _)| (*s, f, *p))
     }
 
     /// Consumes every frame up to and including the `p`-th.
     fn consume_through(&mut self, p: usize) {
-        for (_, _, size) in self.frames.drain(..=p) {
+        for (_, _, _, size) in self.frames.drain(..=p) {
             self.bytes -= size;
         }
     }
@@ -928,10 +963,10 @@ fn text_size(frame: &Frame) -> usize {
 }
 
 /// Why an `expect` on a child that ended for good fails at once.
-fn ended_reason(from: &str, to: Option<&Arc<str>>, spec: &PatternSpec, exit: &Exit) -> String {
+fn ended_reason(from: &str, to: Option<&Arc<str>>, described: &str, exit: &Exit) -> String {
     let what = match to {
-        None => format!("{} from `{from}`", describe(spec)),
-        Some(to) => format!("a message from `{from}` to `{to}` with {}", describe(spec)),
+        None => format!("{described} from `{from}`"),
+        Some(to) => format!("a message from `{from}` to `{to}` with {described}"),
     };
     format!(
         "expected {what}, but `{from}` exited with {} and will not run again",
@@ -939,8 +974,9 @@ fn ended_reason(from: &str, to: Option<&Arc<str>>, spec: &PatternSpec, exit: &Ex
     )
 }
 
-fn describe(spec: &PatternSpec) -> String {
+fn describe(spec: &PatternSpec, prompt: bool) -> String {
     match spec {
+        PatternSpec::Regex(re) if prompt => format!("a prompt matching `{re}`"),
         PatternSpec::Regex(re) => format!("a line matching `{re}`"),
         PatternSpec::Json(map) => {
             format!("JSON containing {}", serde_json::Value::Object(map.clone()))

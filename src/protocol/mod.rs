@@ -121,6 +121,72 @@ mod tests {
     }
 
     #[test]
+    fn a_prompt_step_sees_only_prompts_and_a_line_step_only_lines() {
+        let sh: Arc<str> = Arc::from("sh");
+        let mut m = machine(
+            vec![
+                Step::expect_prompt("sh", "^Name: $"),
+                Step::expect_line("sh", "^Name: $"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["sh"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        // A complete line with the same text is not a prompt.
+        let fx = m.on_output(&sh, Stream::Stdout, &Frame::line("Name: "), false, t);
+        assert!(
+            !kinds(&fx).contains(&"passed 0".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        let fx = m.on_output(&sh, Stream::Stdout, &Frame::line("Name: "), true, t);
+        assert!(
+            kinds(&fx).contains(&"passed 0".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        // And a prompt does not pass a line step.
+        let fx = m.on_output(&sh, Stream::Stdout, &Frame::line("Name: "), true, t);
+        assert!(
+            !kinds(&fx).contains(&"passed 1".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        let fx = m.on_output(&sh, Stream::Stdout, &Frame::line("Name: "), false, t);
+        assert!(
+            kinds(&fx).contains(&"passed 1".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+    }
+
+    #[test]
+    fn a_prompt_kept_from_before_the_step_is_found_by_it() {
+        let sh: Arc<str> = Arc::from("sh");
+        let mut m = machine(
+            vec![
+                Step::wait(Duration::from_secs(1)),
+                Step::expect_prompt("sh", "\\? $"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["sh"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        m.on_output(&sh, Stream::Stdout, &Frame::line("continue? "), false, t);
+        m.on_output(&sh, Stream::Stdout, &Frame::line("continue? "), true, t);
+        let fx = m.on_timeout(0, t + Duration::from_secs(1));
+        assert!(
+            kinds(&fx).contains(&"passed 1".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+    }
+
+    #[test]
     fn a_dialogue_runs_step_by_step() {
         let bc: Arc<str> = Arc::from("bc");
         let mut m = machine(
@@ -138,10 +204,10 @@ mod tests {
         assert_eq!(kinds(&m.start(t)), ["send 0"]);
         assert_eq!(kinds(&m.action_done(0, t)), ["passed 0", "timer 1"]);
         assert!(m
-            .on_output(&bc, Stream::Stdout, &Frame::line("4"), t)
+            .on_output(&bc, Stream::Stdout, &Frame::line("4"), false, t)
             .is_empty());
         assert_eq!(
-            kinds(&m.on_output(&bc, Stream::Stdout, &Frame::line("5"), t)),
+            kinds(&m.on_output(&bc, Stream::Stdout, &Frame::line("5"), false, t)),
             ["passed 1", "close 2"]
         );
         assert_eq!(kinds(&m.action_done(2, t)), ["passed 2", "timer 3"]);
@@ -171,11 +237,23 @@ mod tests {
         let t = Instant::now();
         m.start(t);
         for i in 0..50 {
-            m.on_output(&a, Stream::Stdout, &Frame::line(format!("line {i}")), t);
+            m.on_output(
+                &a,
+                Stream::Stdout,
+                &Frame::line(format!("line {i}")),
+                false,
+                t,
+            );
         }
         assert!(m.compiled_patterns() <= 1, "{}", m.compiled_patterns());
         for i in 50..100 {
-            m.on_output(&a, Stream::Stdout, &Frame::line(format!("line {i}")), t);
+            m.on_output(
+                &a,
+                Stream::Stdout,
+                &Frame::line(format!("line {i}")),
+                false,
+                t,
+            );
         }
         assert_eq!(m.outcome(), Some(true));
         assert_eq!(m.compiled_patterns(), 0);
@@ -197,7 +275,7 @@ mod tests {
         let t = Instant::now();
         m.start(t);
         for line in ["one", "two", "three"] {
-            m.on_output(&a, Stream::Stdout, &Frame::line(line), t);
+            m.on_output(&a, Stream::Stdout, &Frame::line(line), false, t);
         }
         // Step 2 takes `two` (consuming `one`), so step 3 waits for a new `one`.
         assert_eq!(
@@ -237,6 +315,7 @@ mod tests {
             &srv,
             Stream::Stdout,
             &Frame::Json(json!({"type": "welcome", "session": 7})),
+            false,
             t,
         );
         assert!(fx.contains(&Effect::Send {
@@ -274,6 +353,7 @@ mod tests {
             &srv,
             Stream::Stdout,
             &Frame::Json(json!({ "session": hostile })),
+            false,
             t,
         );
         // As JSON, the newline is escaped: one line, the value intact.
@@ -409,9 +489,9 @@ mod tests {
         );
         let t = Instant::now();
         m.start(t);
-        m.on_output(&a, Stream::Stdout, &Frame::line("first"), t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("first"), false, t);
         for frame in more {
-            m.on_output(&a, Stream::Stdout, &frame, t);
+            m.on_output(&a, Stream::Stdout, &frame, false, t);
         }
         let fx = m.on_timeout(0, t);
         (m, fx)
@@ -501,7 +581,7 @@ mod tests {
             &["a"],
         );
         m.start(t);
-        m.on_output(&a, Stream::Stdout, &Frame::line("left"), t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("left"), false, t);
         m.on_exit(&a, &exit(0), true, t);
         // What it printed still counts; then the next expect fails at once.
         assert_eq!(

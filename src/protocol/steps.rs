@@ -86,6 +86,10 @@ pub enum Action {
         to: Option<Arc<str>>,
         /// A regex on one line, or a partial JSON object.
         pattern: PatternSpec,
+        /// The regex is for a prompt: the child's unterminated tail (such
+        /// as `> ` or `Password: `) once it has been silent for 100 ms,
+        /// never a complete line; a line pattern never matches a prompt.
+        prompt: bool,
         /// How long to wait (default 10s).
         within: Option<Duration>,
     },
@@ -148,8 +152,23 @@ impl std::fmt::Display for Action {
             Action::Expect {
                 from,
                 to,
+                pattern: PatternSpec::Regex(re),
+                prompt: true,
+                within: w,
+            } => match to {
+                None => write!(f, "expect from {from}: a prompt matching {re}{}", within(w)),
+                Some(to) => write!(
+                    f,
+                    "expect {from} -> {to}: a prompt matching {re}{}",
+                    within(w)
+                ),
+            },
+            Action::Expect {
+                from,
+                to,
                 pattern: p,
                 within: w,
+                ..
             } => match to {
                 None => write!(f, "expect from {from}: {}{}", pattern(p), within(w)),
                 Some(to) => write!(f, "expect {from} -> {to}: {}{}", pattern(p), within(w)),
@@ -224,6 +243,19 @@ impl Step {
             from: from.into(),
             to: None,
             pattern: PatternSpec::Regex(regex.into()),
+            prompt: false,
+            within: None,
+        })
+    }
+
+    /// Expects a prompt from `from` matching the regex: its unterminated
+    /// tail, once it has been silent for 100 ms (`Password: `, `>>> `).
+    pub fn expect_prompt(from: impl Into<Arc<str>>, regex: impl Into<String>) -> Step {
+        Step::new(Action::Expect {
+            from: from.into(),
+            to: None,
+            pattern: PatternSpec::Regex(regex.into()),
+            prompt: true,
             within: None,
         })
     }
@@ -239,6 +271,7 @@ impl Step {
             from: from.into(),
             to: None,
             pattern: PatternSpec::Json(map),
+            prompt: false,
             within: None,
         })
     }
@@ -391,6 +424,8 @@ struct RawExpect {
     line: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     json: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -472,11 +507,15 @@ impl TryFrom<RawStep> for Step {
         }
         if let Some(e) = raw.expect {
             found.push("expect");
-            let pattern = match (e.line, e.json) {
-                (Some(line), None) => PatternSpec::Regex(line),
-                (None, Some(json)) => PatternSpec::Json(json),
+            let (pattern, prompt) = match (e.line, e.json, e.prompt) {
+                (Some(line), None, None) => (PatternSpec::Regex(line), false),
+                (None, Some(json), None) => (PatternSpec::Json(json), false),
+                (None, None, Some(prompt)) if e.to.is_none() => (PatternSpec::Regex(prompt), true),
+                (None, None, Some(_)) => {
+                    return Err("a routed message (`to`) is never a prompt: use `line` or `json`".into())
+                }
                 _ => return Err(
-                    "`expect` needs exactly one of `line` (a regex) or `json` (a partial object)"
+                    "`expect` needs exactly one of `line` (a regex), `prompt` (a regex on an unterminated tail) or `json` (a partial object)"
                         .into(),
                 ),
             };
@@ -484,6 +523,7 @@ impl TryFrom<RawStep> for Step {
                 from: e.from,
                 to: e.to,
                 pattern,
+                prompt,
                 within: e.within,
             });
         }
@@ -564,17 +604,20 @@ impl From<Step> for RawStep {
                 from,
                 to,
                 pattern,
+                prompt,
                 within,
             } => {
-                let (line, json) = match pattern {
-                    PatternSpec::Regex(r) => (Some(r), None),
-                    PatternSpec::Json(j) => (None, Some(j)),
+                let (line, json, prompt) = match pattern {
+                    PatternSpec::Regex(r) if prompt => (None, None, Some(r)),
+                    PatternSpec::Regex(r) => (Some(r), None, None),
+                    PatternSpec::Json(j) => (None, Some(j), None),
                 };
                 raw.expect = Some(RawExpect {
                     from,
                     to,
                     line,
                     json,
+                    prompt,
                     within,
                 });
             }

@@ -59,17 +59,32 @@ impl PatternSpec {
 }
 
 impl Pattern {
-    /// Whether `frame` matches. A regex matches lines, and JSON frames by
-    /// their compact text; a JSON pattern matches only JSON frames. Raw bytes
-    /// never match.
+    /// Whether `frame` matches, whatever its framing. A regex matches a
+    /// line, the compact text of a JSON frame, or a bytes frame read as
+    /// UTF-8 (lossily); a JSON pattern matches a JSON frame, or a line whose
+    /// text is a JSON object.
     pub fn matches(&self, frame: &Frame) -> bool {
         match (self, frame) {
             (Pattern::Regex(re), Frame::Line(line)) => re.is_match(line),
             (Pattern::Regex(re), Frame::Json(v)) => re.is_match(&v.to_string()),
+            (Pattern::Regex(re), Frame::Bytes(b)) => re.is_match(&String::from_utf8_lossy(b)),
             (Pattern::Json(p), Frame::Json(v)) => json_matches(p, v),
-            _ => false,
+            (Pattern::Json(p), Frame::Line(line)) => {
+                json_of_line(line).is_some_and(|v| json_matches(p, &v))
+            }
+            (Pattern::Json(_), Frame::Bytes(_)) => false,
         }
     }
+}
+
+/// The JSON object a line holds, if it is one (a JSON pattern is always an
+/// object: other lines are not parsed at all).
+pub(crate) fn json_of_line(line: &str) -> Option<Value> {
+    let text = line.trim();
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 #[cfg(test)]
@@ -108,7 +123,25 @@ mod tests {
         assert!(r.matches(&Frame::line("DATA 42")));
         assert!(!r.matches(&Frame::line("DATA x")));
         assert!(j.matches(&Frame::Json(json!({"type": "syn", "n": 1}))));
-        assert!(!j.matches(&Frame::line("{\"type\":\"syn\"}")));
+        assert!(
+            j.matches(&Frame::line("{\"type\":\"syn\"}")),
+            "a line that is JSON"
+        );
+        assert!(!j.matches(&Frame::line("type syn")));
         assert!(PatternSpec::Regex("(".into()).compile().is_err());
+    }
+
+    #[test]
+    fn a_regex_reads_bytes_as_text_and_json_reads_lines_that_are_json() {
+        let r = PatternSpec::Regex("^ok \\d$".into()).compile().unwrap();
+        assert!(r.matches(&Frame::Bytes(bytes::Bytes::from_static(b"ok 7"))));
+        assert!(!r.matches(&Frame::Bytes(bytes::Bytes::from_static(b"no 7"))));
+        let j = PatternSpec::Json(json!({"n": 1}).as_object().unwrap().clone())
+            .compile()
+            .unwrap();
+        assert!(j.matches(&Frame::line("  {\"n\": 1, \"m\": 2}")));
+        assert!(!j.matches(&Frame::line("{\"n\": 2}")));
+        assert!(!j.matches(&Frame::line("{not json")));
+        assert!(!j.matches(&Frame::Bytes(bytes::Bytes::from_static(b"{\"n\": 1}"))));
     }
 }

@@ -28,16 +28,24 @@ pub(crate) fn match_frame(pattern: &Pattern, frame: &Frame, captures: &mut Captu
     match (pattern, frame) {
         (Pattern::Regex(re), Frame::Line(line)) => match_regex(re, line, captures),
         (Pattern::Regex(re), Frame::Json(v)) => match_regex(re, &v.to_string(), captures),
-        (Pattern::Json(p), Frame::Json(v)) => {
-            let mut found = Vec::new();
-            if match_json(p, v, &mut found) {
-                captures.extend(found);
-                true
-            } else {
-                false
-            }
+        (Pattern::Regex(re), Frame::Bytes(b)) => {
+            match_regex(re, &String::from_utf8_lossy(b), captures)
         }
-        _ => false,
+        (Pattern::Json(p), Frame::Json(v)) => match_json_into(p, v, captures),
+        (Pattern::Json(p), Frame::Line(line)) => {
+            crate::matching::json_of_line(line).is_some_and(|v| match_json_into(p, &v, captures))
+        }
+        (Pattern::Json(_), Frame::Bytes(_)) => false,
+    }
+}
+
+fn match_json_into(pattern: &Value, value: &Value, captures: &mut Captures) -> bool {
+    let mut found = Vec::new();
+    if match_json(pattern, value, &mut found) {
+        captures.extend(found);
+        true
+    } else {
+        false
     }
 }
 

@@ -187,6 +187,44 @@ mod tests {
     }
 
     #[test]
+    fn patterns_match_across_framings_and_capture_from_a_json_line() {
+        let a: Arc<str> = Arc::from("a");
+        let mut m = machine(
+            vec![
+                Step::expect_json("a", json!({"session": "${sid}"})),
+                Step::expect_line("a", "^raw ok$"),
+                Step::send_line("a", "resume ${sid}"),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        let t = Instant::now();
+        m.start(t);
+        // A lines child printing JSON.
+        let fx = m.on_output(
+            &a,
+            Stream::Stdout,
+            &Frame::line(r#"{"session": "s-9"}"#),
+            false,
+            t,
+        );
+        assert!(
+            kinds(&fx).contains(&"passed 0".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        // A bytes frame, read as text.
+        let raw = Frame::Bytes(bytes::Bytes::from_static(b"raw ok"));
+        let fx = m.on_output(&a, Stream::Stdout, &raw, false, t);
+        let sent = fx.iter().find_map(|e| match e {
+            Effect::Send { frame, .. } => Some(frame.clone()),
+            _ => None,
+        });
+        assert_eq!(sent, Some(Frame::line("resume s-9")), "{:?}", kinds(&fx));
+    }
+
+    #[test]
     fn a_dialogue_runs_step_by_step() {
         let bc: Arc<str> = Arc::from("bc");
         let mut m = machine(

@@ -103,6 +103,7 @@ fn every_example_scenario_passes() {
         "examples/demo.toml",
         "examples/two_phase_commit.toml",
         "examples/pipeline.toml",
+        "examples/repl.toml",
     ] {
         let out = procession(&["run", example, "--timeout", "60s"]);
         assert_eq!(code(&out), 0, "{example}:\n{}", stderr(&out));

@@ -124,6 +124,7 @@ async fn main() {
                 steps,
                 order,
                 unlisted: Unlisted::Reject,
+                ..Protocol::default()
             },
         )
         .await

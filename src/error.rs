@@ -230,6 +230,30 @@ pub enum ConfigError {
         /// The capture's name.
         name: String,
     },
+    /// A `goto`, `on_timeout` or `on_exit` names no step's label.
+    #[error("step {step}: `{key}` goes to `{label}`, which no step is labelled{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownLabel {
+        /// The step, from 1.
+        step: usize,
+        /// `goto`, `on_timeout` or `on_exit`.
+        key: &'static str,
+        /// The label.
+        label: String,
+        /// A label that is spelled almost the same.
+        suggestion: Option<String>,
+    },
+    /// A `goto`, `on_timeout` or `on_exit` names a label that several steps have.
+    #[error("step {step}: `{key}` goes to `{label}`, but steps {steps:?} are all labelled so")]
+    DuplicateLabel {
+        /// The step, from 1.
+        step: usize,
+        /// `goto`, `on_timeout` or `on_exit`.
+        key: &'static str,
+        /// The label.
+        label: String,
+        /// The steps with it, from 1.
+        steps: Vec<usize>,
+    },
     /// A `prompt` expect on a child whose framing is not `lines`.
     #[error("step {step}: `{child}` has framing `{framing}`, which has no prompts (a prompt is the unterminated tail of a line: use `lines` framing, or expect `line` or `json`)")]
     PromptNotLines {
@@ -403,6 +427,11 @@ impl ConfigError {
                 step: *step,
                 key: Some(key),
             },
+            ConfigError::UnknownLabel { step, key, .. }
+            | ConfigError::DuplicateLabel { step, key, .. } => Location::Step {
+                step: *step,
+                key: Some(key),
+            },
             ConfigError::PromptNotLines { step, .. } => Location::Step {
                 step: *step,
                 key: Some("prompt"),
@@ -573,6 +602,16 @@ pub enum DirectorError {
 }
 
 /// The known name closest to `name`, if one is close enough to be a typo.
+/// [`closest`] for plain strings (labels).
+pub(crate) fn closest_str(name: &str, known: &[&str]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d > 0 && *d <= 2.max(k.len() / 3) && *d < name.len().max(k.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
+}
+
 pub(crate) fn closest<'a>(
     name: &str,
     known: impl IntoIterator<Item = &'a Arc<str>>,

@@ -168,6 +168,10 @@ pub enum EventKind {
         label: Option<String>,
         /// Time from becoming current to passing.
         duration_ms: u64,
+        /// Which way an `expect` that could go more than one way went: the
+        /// 0-based alternative of an `any`, `"timeout"` or `"exit"`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<crate::protocol::Taken>,
     },
     /// A protocol step failed (the run fails).
     StepFailed {
@@ -410,13 +414,22 @@ impl EventKind {
                 step,
                 label,
                 duration_ms,
+                outcome,
             } => {
                 let label = label
                     .as_deref()
                     .map(|l| format!(": {l}"))
                     .unwrap_or_default();
+                let way = match outcome {
+                    None => String::new(),
+                    Some(crate::protocol::Taken::Alternative(k)) => {
+                        format!(", alternative {}", k + 1)
+                    }
+                    Some(crate::protocol::Taken::Timeout) => ", on timeout".into(),
+                    Some(crate::protocol::Taken::Exit) => ", on exit".into(),
+                };
                 d(
-                    format!("step {step} passed{label} ({duration_ms} ms)"),
+                    format!("step {step} passed{label} ({duration_ms} ms{way})"),
                     Good,
                     Always,
                 )

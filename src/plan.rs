@@ -192,12 +192,16 @@ fn check_routes(routes: &[Route], names: &[Arc<str>], before: usize) -> Vec<Conf
 fn check_prompts(protocol: &Protocol, children: &[ChildSpec]) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     for (i, step) in protocol.steps.iter().enumerate() {
-        let crate::protocol::Action::Expect {
-            from, prompt: true, ..
-        } = &step.action
-        else {
-            continue;
+        let (from, prompts) = match &step.action {
+            crate::protocol::Action::Expect {
+                from, alternatives, ..
+            } => (from, alternatives.iter().any(|a| a.prompt)),
+            crate::protocol::Action::ExpectNot { from, pattern, .. } => (from, pattern.prompt),
+            _ => continue,
         };
+        if !prompts {
+            continue;
+        }
         if let Some(spec) = children.iter().find(|c| &c.name == from) {
             if spec.framing != crate::Framing::Lines {
                 problems.push(ConfigError::PromptNotLines {

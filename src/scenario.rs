@@ -125,6 +125,8 @@ struct ProtocolSettings {
     order: Order,
     #[serde(default)]
     unlisted: Unlisted,
+    #[serde(default = "crate::protocol::default_max_visits")]
+    max_visits: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,6 +182,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
                 if let Some(s) = p.de::<ProtocolSettings>(value) {
                     scenario.protocol.order = s.order;
                     scenario.protocol.unlisted = s.unlisted;
+                    scenario.protocol.max_visits = s.max_visits;
                 }
             }
             "supervision" => {

@@ -104,6 +104,7 @@ fn every_example_scenario_passes() {
         "examples/two_phase_commit.toml",
         "examples/pipeline.toml",
         "examples/repl.toml",
+        "examples/login.toml",
     ] {
         let out = procession(&["run", example, "--timeout", "60s"]);
         assert_eq!(code(&out), 0, "{example}:\n{}", stderr(&out));
@@ -198,6 +199,59 @@ fn a_prompt_is_checked_against_the_childs_framing_and_never_routed() {
          {f} is invalid: 2 problems\n"
     );
     assert_eq!(stderr(&out), expected);
+}
+
+#[test]
+fn both_paths_of_the_login_example_pass_and_say_which_way_they_went() {
+    for (asks, outcome, steps) in [("key", 1, 7), ("password", 0, 4)] {
+        let s = TempScenario::new("unused.toml", "");
+        let events_file = s.file("events.jsonl");
+        let out = Command::new(BIN)
+            .args(["run", "examples/login.toml", "--events"])
+            .arg(&events_file)
+            .current_dir(ROOT)
+            .env("NO_COLOR", "1")
+            .env("LOGIN_ASKS", asks)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{asks}: {}", stderr(&out));
+        let evs = events(&events_file);
+        let passed: Vec<&Value> = evs.iter().filter(|e| e["event"] == "step_passed").collect();
+        assert_eq!(passed.len(), steps, "{asks}: {passed:?}");
+        assert_eq!(passed[0]["outcome"], outcome, "{asks}: {}", passed[0]);
+        assert!(passed[1].get("outcome").is_none(), "a plain step has none");
+    }
+}
+
+#[test]
+fn flow_keys_are_checked_and_expect_not_and_max_visits_run() {
+    let bad = TempScenario::new(
+        "flow.toml",
+        "[children.a]\ncmd = [\"cat\"]\n\n[[steps]]\nexpect = { from = \"a\", line = \"x\", on_timeout = \"ned\" }\n[[steps]]\nwait = \"1s\"\nlabel = \"end\"\n",
+    );
+    let out = procession(&["check", bad.path()]);
+    assert_eq!(code(&out), 2);
+    let f = bad.path();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{f}:5:36: steps[1].expect.on_timeout: step 1: `on_timeout` goes to `ned`, which no step is labelled (did you mean `end`?)\n{f} is invalid: 1 problem\n"
+        )
+    );
+    // A loop that never ends is stopped by max_visits; expect_not passes
+    // when nothing matches.
+    let looping = TempScenario::new(
+        "loop.toml",
+        "[protocol]\nmax_visits = 3\n\n[children.a]\ncmd = [\"sh\", \"-c\", \"while read l; do echo more; done\"]\n\n[[steps]]\nexpect_not = { from = \"a\", line = \"error\", within = \"50ms\" }\n[[steps]]\nsend = { to = \"a\", line = \"again?\" }\nlabel = \"top\"\n[[steps]]\nexpect = { from = \"a\", any = [ { line = \"^more$\", goto = \"top\" }, { line = \"^done$\" } ] }\n",
+    );
+    let out = procession(&["run", looping.path()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step 1 passed"), "{err}");
+    assert!(
+        err.contains("step 2 was reached more than max_visits (3) times"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -166,6 +166,7 @@ async fn three_party(order: Order) -> (Director, ProtocolReport, Vec<String>) {
                 ],
                 order,
                 unlisted: Unlisted::Pass,
+                ..Protocol::default()
             },
         )
         .await
@@ -413,6 +414,7 @@ async fn under_hold_a_released_message_is_written_before_the_next_send() {
                 ],
                 order: Order::Hold,
                 unlisted: Unlisted::Pass,
+                ..Protocol::default()
             },
         )
         .await

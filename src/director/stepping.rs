@@ -296,14 +296,16 @@ impl DirectorActor {
                 step,
                 label,
                 elapsed,
+                outcome,
             } => {
-                tracing::info!(step = step + 1, ?label, "step passed");
+                tracing::info!(step = step + 1, ?label, ?outcome, "step passed");
                 self.bus.publish(
                     None,
                     EventKind::StepPassed {
                         step: step + 1,
                         label,
                         duration_ms: elapsed.as_millis() as u64,
+                        outcome,
                     },
                 );
                 Vec::new()

@@ -18,6 +18,8 @@ use crate::Signal;
 /// Bytes of unconsumed frames kept per child for `expect`, and of held
 /// messages in all, unless set otherwise (oldest dropped first).
 pub(crate) const DEFAULT_KEEP: usize = 1 << 20;
+/// How long an `expect_not` waits when it does not say.
+pub(crate) const DEFAULT_NOT_WITHIN: Duration = Duration::from_secs(1);
 /// Frames per child shown in a failed step's diagnostic.
 const RECENT_SHOWN: usize = 10;
 
@@ -69,6 +71,8 @@ pub(crate) enum Effect {
         step: usize,
         label: Option<String>,
         elapsed: Duration,
+        /// How an `expect` that could go more than one way went.
+        outcome: Option<Taken>,
     },
     /// `step` is `None` when the protocol has no steps (a run-level failure).
     Failed {
@@ -88,6 +92,27 @@ pub(crate) enum Effect {
     },
 }
 
+/// Which way a step went, for its `step_passed` (`"outcome"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The 0-based alternative of an `any` that matched.
+    Alternative(usize),
+    /// Its time ran out, and it went on at `on_timeout`.
+    Timeout,
+    /// Its child ended for good first, and it went on at `on_exit`.
+    Exit,
+}
+
+impl serde::Serialize for Taken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Taken::Alternative(i) => s.serialize_u64(*i as u64),
+            Taken::Timeout => s.serialize_str("timeout"),
+            Taken::Exit => s.serialize_str("exit"),
+        }
+    }
+}
+
 /// What happens to a routed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -104,10 +129,20 @@ enum Compiled {
     Expect {
         from: Arc<str>,
         to: Option<Arc<str>>,
-        pattern: LazyPattern,
-        spec: PatternSpec,
-        /// Matches prompts (unterminated tails) only, instead of frames.
-        prompt: bool,
+        alts: Vec<Alt>,
+        /// Written as `any`: its outcome says which alternative matched.
+        any: bool,
+        stream: Option<Stream>,
+        within: Duration,
+        /// Where to go on (a step index) when the time is up.
+        on_timeout: Option<usize>,
+        /// Where to go on when `from` ends for good first.
+        on_exit: Option<usize>,
+    },
+    ExpectNot {
+        from: Arc<str>,
+        alt: Alt,
+        stream: Option<Stream>,
         within: Duration,
     },
     ExpectExit {
@@ -120,6 +155,37 @@ enum Compiled {
     Stop(Arc<str>),
     Kill(Arc<str>, Signal),
     Wait(Duration),
+}
+
+/// One pattern of an `expect`, and where it leads.
+struct Alt {
+    pattern: LazyPattern,
+    spec: PatternSpec,
+    /// Matches prompts (unterminated tails) only, instead of frames.
+    prompt: bool,
+    /// The step to go on at (the next when unset).
+    goto: Option<usize>,
+}
+
+impl Alt {
+    fn matches(&self, frame: &Frame, prompt: bool, captures: &mut Captures) -> bool {
+        self.prompt == prompt && capture::match_frame(self.pattern.get(), frame, captures)
+    }
+}
+
+/// The index of the first alternative that matches a frame of `stream`.
+fn first_match(
+    alts: &[Alt],
+    only: Option<Stream>,
+    stream: Stream,
+    frame: &Frame,
+    prompt: bool,
+    captures: &mut Captures,
+) -> Option<usize> {
+    if only.is_some_and(|s| s != stream) {
+        return None;
+    }
+    alts.iter().position(|a| a.matches(frame, prompt, captures))
 }
 
 /// An `expect`'s pattern, compiled when first matched against and dropped
@@ -179,6 +245,9 @@ pub(crate) struct Machine {
     /// one of them can only match what it printed already.
     gone: std::collections::HashSet<Arc<str>>,
     outcomes: Vec<StepOutcome>,
+    /// How many times each step was entered (through `goto` loops).
+    visits: Vec<u32>,
+    max_visits: u32,
     passed: Option<bool>,
     failure: Option<String>,
 }
@@ -191,6 +260,38 @@ impl Machine {
         let known: std::collections::HashSet<&Arc<str>> = children.iter().collect();
         let mut defined: Vec<String> = Vec::new();
         let mut steps = Vec::new();
+        // Where each label is (a `goto` target must be one step).
+        let mut labels: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, step) in protocol.steps.iter().enumerate() {
+            if let Some(l) = &step.label {
+                labels.entry(l.as_str()).or_default().push(i);
+            }
+        }
+        let names: Vec<&str> = labels.keys().copied().collect();
+        let mut label_problems = Vec::new();
+        let mut target = |step: usize, key: &'static str, label: &str| -> Option<usize> {
+            match labels.get(label).map(Vec::as_slice) {
+                Some([one]) => Some(*one),
+                Some(many) => {
+                    label_problems.push(ConfigError::DuplicateLabel {
+                        step,
+                        key,
+                        label: label.to_string(),
+                        steps: many.iter().map(|i| i + 1).collect(),
+                    });
+                    None
+                }
+                None => {
+                    label_problems.push(ConfigError::UnknownLabel {
+                        step,
+                        key,
+                        label: label.to_string(),
+                        suggestion: crate::error::closest_str(label, &names),
+                    });
+                    None
+                }
+            }
+        };
         for (i, step) in protocol.steps.iter().enumerate() {
             let n = i + 1;
             let mut known = |key: &'static str, name: &Arc<str>| {
@@ -231,33 +332,82 @@ impl Machine {
                 Action::Expect {
                     from,
                     to,
-                    pattern,
-                    prompt,
+                    alternatives,
+                    any,
+                    stream,
                     within,
+                    on_timeout,
+                    on_exit,
                 } => {
                     known("from", from);
                     if let Some(to) = to {
                         known("to", to);
                     }
-                    match pattern.compile() {
-                        Ok(compiled) => {
-                            defined.extend(capture::defined_by(&compiled));
-                            Compiled::Expect {
-                                from: from.clone(),
-                                to: to.clone(),
-                                pattern: LazyPattern::checked(pattern.clone()),
-                                spec: pattern.clone(),
-                                prompt: *prompt,
-                                within: within.unwrap_or(DEFAULT_WITHIN),
+                    let mut alts = Vec::with_capacity(alternatives.len());
+                    for a in alternatives {
+                        match a.pattern.compile() {
+                            Ok(compiled) => {
+                                defined.extend(capture::defined_by(&compiled));
+                                alts.push(Alt {
+                                    pattern: LazyPattern::checked(a.pattern.clone()),
+                                    spec: a.pattern.clone(),
+                                    prompt: a.prompt,
+                                    goto: a.goto.as_deref().and_then(|l| target(n, "goto", l)),
+                                });
                             }
-                        }
-                        Err(source) => {
-                            problems.push(ConfigError::BadRegex {
+                            Err(source) => problems.push(ConfigError::BadRegex {
                                 place: Place::Step(n),
-                                key: if *prompt {
+                                key: if a.prompt {
                                     "expect.prompt"
                                 } else {
                                     "expect.line"
+                                },
+                                source,
+                            }),
+                        }
+                    }
+                    if alts.len() != alternatives.len() {
+                        continue;
+                    }
+                    Compiled::Expect {
+                        from: from.clone(),
+                        to: to.clone(),
+                        alts,
+                        any: *any,
+                        stream: *stream,
+                        within: within.unwrap_or(DEFAULT_WITHIN),
+                        on_timeout: on_timeout
+                            .as_deref()
+                            .and_then(|l| target(n, "on_timeout", l)),
+                        on_exit: on_exit.as_deref().and_then(|l| target(n, "on_exit", l)),
+                    }
+                }
+                Action::ExpectNot {
+                    from,
+                    pattern,
+                    stream,
+                    within,
+                } => {
+                    known("from", from);
+                    match pattern.pattern.compile() {
+                        Ok(_) => Compiled::ExpectNot {
+                            from: from.clone(),
+                            alt: Alt {
+                                pattern: LazyPattern::checked(pattern.pattern.clone()),
+                                spec: pattern.pattern.clone(),
+                                prompt: pattern.prompt,
+                                goto: None,
+                            },
+                            stream: *stream,
+                            within: within.unwrap_or(DEFAULT_NOT_WITHIN),
+                        },
+                        Err(source) => {
+                            problems.push(ConfigError::BadRegex {
+                                place: Place::Step(n),
+                                key: if pattern.prompt {
+                                    "expect_not.prompt"
+                                } else {
+                                    "expect_not.line"
                                 },
                                 source,
                             });
@@ -297,12 +447,21 @@ impl Machine {
             };
             steps.push((step.label.clone(), step.kind(), compiled));
         }
+        problems.extend(label_problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         let now = Instant::now();
         Ok(Machine {
             outcomes: vec![StepOutcome::NotRun; steps.len()],
+            visits: {
+                let mut v = vec![0; steps.len()];
+                if let Some(first) = v.first_mut() {
+                    *first = 1;
+                }
+                v
+            },
+            max_visits: protocol.max_visits.max(1),
             steps,
             order: protocol.order,
             unlisted: protocol.unlisted,
@@ -340,8 +499,12 @@ impl Machine {
     pub fn compiled_patterns(&self) -> usize {
         self.steps
             .iter()
-            .filter(|(_, _, s)| {
-                matches!(s, Compiled::Expect { pattern, .. } if pattern.compiled.get().is_some())
+            .filter(|(_, _, s)| match s {
+                Compiled::Expect { alts, .. } => {
+                    alts.iter().any(|a| a.pattern.compiled.get().is_some())
+                }
+                Compiled::ExpectNot { alt, .. } => alt.pattern.compiled.get().is_some(),
+                _ => false,
             })
             .count()
     }
@@ -399,28 +562,59 @@ impl Machine {
         if self.passed.is_some() {
             return fx;
         }
-        if let Some((
-            _,
-            _,
-            Compiled::Expect {
-                from,
-                to: None,
-                pattern,
-                prompt: wants_prompt,
-                ..
-            },
-        )) = self.steps.get(self.current)
-        {
-            // A prompt step sees only prompts, a line step only frames.
-            if from == child
-                && *wants_prompt == prompt
-                && capture::match_frame(pattern.get(), frame, &mut self.captures)
+        // A prompt step sees only prompts, a line step only frames.
+        match self.steps.get(self.current) {
+            Some((
+                _,
+                _,
+                Compiled::Expect {
+                    from,
+                    to: None,
+                    alts,
+                    any,
+                    stream: only,
+                    ..
+                },
+            )) if from == child => {
+                if let Some(k) = first_match(alts, *only, stream, frame, prompt, &mut self.captures)
+                {
+                    let goto = alts[k].goto;
+                    let taken = any.then_some(Taken::Alternative(k));
+                    // It is the newest frame: everything before it is consumed too.
+                    self.unconsumed.remove(child);
+                    self.pass_to(goto, taken, now, &mut fx);
+                    return fx;
+                }
+            }
+            Some((
+                _,
+                _,
+                Compiled::ExpectNot {
+                    from,
+                    alt,
+                    stream: only,
+                    ..
+                },
+            )) if from == child
+                && first_match(
+                    std::slice::from_ref(alt),
+                    *only,
+                    stream,
+                    frame,
+                    prompt,
+                    &mut Captures::new(),
+                )
+                .is_some() =>
             {
-                // It is the newest frame: everything before it is consumed too.
-                self.unconsumed.remove(child);
-                self.pass(now, &mut fx);
+                let reason = format!(
+                    "`{from}` printed {}, which {} must not match",
+                    frame_text(frame),
+                    describe(&alt.spec, alt.prompt)
+                );
+                self.fail(reason, now, &mut fx);
                 return fx;
             }
+            _ => {}
         }
         let keep = self.keep;
         let kept = self.unconsumed.entry(child.clone()).or_default();
@@ -446,24 +640,31 @@ impl Machine {
         if self.passed.is_some() {
             return (Verdict::Deliver, fx);
         }
+        // A routed expect has one pattern (checked when parsed).
         let mentions = |step: &Compiled| match step {
             Compiled::Expect {
                 from: f,
                 to: Some(t),
-                pattern,
+                alts,
                 ..
             } => {
                 f == from
                     && t == to
-                    && capture::match_frame(pattern.get(), frame, &mut Captures::new())
+                    && alts
+                        .iter()
+                        .any(|a| capture::match_frame(a.pattern.get(), frame, &mut Captures::new()))
             }
             _ => false,
         };
         let at = (self.current..self.steps.len()).find(|&i| mentions(&self.steps[i].2));
         match at {
             Some(i) if i == self.current => {
-                if let Compiled::Expect { pattern, .. } = &self.steps[i].2 {
-                    capture::match_frame(pattern.get(), frame, &mut self.captures);
+                if let Compiled::Expect { alts, .. } = &self.steps[i].2 {
+                    for a in alts {
+                        if capture::match_frame(a.pattern.get(), frame, &mut self.captures) {
+                            break;
+                        }
+                    }
                 }
                 self.pass(now, &mut fx);
                 (Verdict::Deliver, fx)
@@ -556,14 +757,24 @@ impl Machine {
                 _,
                 Compiled::Expect {
                     from,
-                    spec,
+                    alts,
                     to,
-                    prompt,
+                    on_exit,
                     ..
                 },
-            )) if for_good && from == child => {
-                let reason = ended_reason(from, to.as_ref(), &describe(spec, *prompt), exit);
-                self.fail(reason, now, &mut fx);
+            )) if for_good && from == child => match on_exit {
+                Some(next) => {
+                    let next = Some(*next);
+                    self.pass_to(next, Some(Taken::Exit), now, &mut fx);
+                }
+                None => {
+                    let reason = ended_reason(from, to.as_ref(), &describe_all(alts), exit);
+                    self.fail(reason, now, &mut fx);
+                }
+            },
+            // Nothing more can come from it: nothing matched, nothing will.
+            Some((_, _, Compiled::ExpectNot { from, .. })) if for_good && from == child => {
+                self.pass(now, &mut fx);
             }
             Some((_, _, Compiled::Stop(c))) if c == child => {}
             _ => {
@@ -595,27 +806,38 @@ impl Machine {
                 self.pass(now, &mut fx);
                 return fx;
             }
+            Compiled::ExpectNot { .. } => {
+                self.pass(now, &mut fx);
+                return fx;
+            }
+            Compiled::Expect {
+                on_timeout: Some(next),
+                ..
+            } => {
+                let next = Some(*next);
+                self.pass_to(next, Some(Taken::Timeout), now, &mut fx);
+                return fx;
+            }
             Compiled::Expect {
                 from,
                 to: None,
-                spec,
-                prompt,
+                alts,
                 ..
             } => {
                 format!(
                     "waited {waited:.1?} for {} from `{from}`",
-                    describe(spec, *prompt)
+                    describe_all(alts)
                 )
             }
             Compiled::Expect {
                 from,
                 to: Some(to),
-                spec,
+                alts,
                 ..
             } => {
                 format!(
                     "waited {waited:.1?} for a message from `{from}` to `{to}` with {}",
-                    describe(spec, false)
+                    describe_all(alts)
                 )
             }
             Compiled::ExpectExit { child, status, .. } => {
@@ -717,27 +939,72 @@ impl Machine {
             Compiled::Expect {
                 from,
                 to: None,
-                pattern,
-                spec,
-                prompt,
+                alts,
+                any,
+                stream: only,
                 within,
+                on_exit,
+                ..
             } => {
-                // Like expect(1): the earliest unconsumed frame that matches,
-                // consuming everything up to it.
+                // Like expect(1): the earliest unconsumed frame that matches
+                // any alternative, consuming everything up to it.
                 let kept = self.unconsumed.entry(from.clone()).or_default();
-                let found = kept.entries().position(|(_, f, p)| {
-                    p == *prompt && capture::match_frame(pattern.get(), f, &mut self.captures)
+                let found = kept.entries().enumerate().find_map(|(p, (st, f, pr))| {
+                    first_match(alts, *only, st, f, pr, &mut self.captures).map(|k| (p, k))
                 });
                 match found {
-                    Some(p) => {
+                    Some((p, k)) => {
                         kept.consume_through(p);
-                        self.pass(now, fx);
+                        let goto = alts[k].goto;
+                        let taken = any.then_some(Taken::Alternative(k));
+                        self.pass_to(goto, taken, now, fx);
                     }
-                    None if self.gone.contains(from) => {
-                        let reason =
-                            ended_reason(from, None, &describe(spec, *prompt), &self.exits[from]);
+                    None if self.gone.contains(from) => match on_exit {
+                        Some(next) => {
+                            let next = Some(*next);
+                            self.pass_to(next, Some(Taken::Exit), now, fx);
+                        }
+                        None => {
+                            let reason =
+                                ended_reason(from, None, &describe_all(alts), &self.exits[from]);
+                            self.fail(reason, now, fx);
+                        }
+                    },
+                    None => fx.push(Effect::Timer {
+                        step: i,
+                        after: *within,
+                    }),
+                }
+            }
+            Compiled::ExpectNot {
+                from,
+                alt,
+                stream: only,
+                within,
+            } => {
+                // What it printed before the step counts, as for `expect`.
+                let kept = self.unconsumed.entry(from.clone()).or_default();
+                let found = kept.entries().find(|(st, f, pr)| {
+                    first_match(
+                        std::slice::from_ref(alt),
+                        *only,
+                        *st,
+                        f,
+                        *pr,
+                        &mut Captures::new(),
+                    )
+                    .is_some()
+                });
+                match found {
+                    Some((_, f, _)) => {
+                        let reason = format!(
+                            "`{from}` printed {}, which {} must not match",
+                            frame_text(f),
+                            describe(&alt.spec, alt.prompt)
+                        );
                         self.fail(reason, now, fx);
                     }
+                    None if self.gone.contains(from) => self.pass(now, fx),
                     None => fx.push(Effect::Timer {
                         step: i,
                         after: *within,
@@ -746,7 +1013,7 @@ impl Machine {
             }
             Compiled::Expect {
                 to: Some(_),
-                pattern,
+                alts,
                 within,
                 ..
             } => {
@@ -763,7 +1030,11 @@ impl Machine {
                     return;
                 }
                 for held in release {
-                    capture::match_frame(pattern.get(), &held.frame, &mut self.captures);
+                    for a in alts {
+                        if capture::match_frame(a.pattern.get(), &held.frame, &mut self.captures) {
+                            break;
+                        }
+                    }
                     fx.push(Effect::Deliver {
                         from: held.from,
                         to: held.to,
@@ -810,10 +1081,25 @@ impl Machine {
     }
 
     fn pass(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        self.pass_to(None, None, now, fx);
+    }
+
+    /// The current step passed: the run goes on at `next` (a `goto`), else
+    /// at the following step.
+    fn pass_to(
+        &mut self,
+        next: Option<usize>,
+        outcome: Option<Taken>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let i = self.current;
-        // Nothing matches against a step behind the current one.
-        if let Compiled::Expect { pattern, .. } = &mut self.steps[i].2 {
-            pattern.forget();
+        // Nothing matches against a step that is not current; a loop back
+        // to it compiles its patterns again.
+        match &mut self.steps[i].2 {
+            Compiled::Expect { alts, .. } => alts.iter_mut().for_each(|a| a.pattern.forget()),
+            Compiled::ExpectNot { alt, .. } => alt.pattern.forget(),
+            _ => {}
         }
         let elapsed = now.duration_since(self.entered);
         self.outcomes[i] = StepOutcome::Passed { elapsed };
@@ -821,8 +1107,24 @@ impl Machine {
             step: i,
             label: self.steps[i].0.clone(),
             elapsed,
+            outcome,
         });
-        self.enter(i + 1, now, fx);
+        let next = next.unwrap_or(i + 1);
+        if next < self.steps.len() {
+            self.visits[next] += 1;
+            if self.visits[next] > self.max_visits {
+                self.current = next;
+                self.entered = now;
+                let reason = format!(
+                    "step {} was reached more than max_visits ({}) times: a loop that does not end",
+                    next + 1,
+                    self.max_visits
+                );
+                self.fail(reason, now, fx);
+                return;
+            }
+        }
+        self.enter(next, now, fx);
     }
 
     fn fail(&mut self, reason: String, now: Instant, fx: &mut Vec<Effect>) {
@@ -972,6 +1274,21 @@ fn ended_reason(from: &str, to: Option<&Arc<str>>, described: &str, exit: &Exit)
         "expected {what}, but `{from}` exited with {} and will not run again",
         exit.status
     )
+}
+
+/// What a step's alternatives wait for, as a failure says it.
+fn describe_all(alts: &[Alt]) -> String {
+    let all: Vec<String> = alts.iter().map(|a| describe(&a.spec, a.prompt)).collect();
+    all.join(" or ")
+}
+
+/// A frame as a failure quotes it.
+fn frame_text(frame: &Frame) -> String {
+    match frame {
+        Frame::Line(l) => format!("`{l}`"),
+        Frame::Json(v) => format!("`{v}`"),
+        Frame::Bytes(b) => format!("`{}`", String::from_utf8_lossy(b)),
+    }
 }
 
 fn describe(spec: &PatternSpec, prompt: bool) -> String {

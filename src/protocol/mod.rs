@@ -10,7 +10,11 @@ mod steps;
 
 use std::time::Duration;
 
-pub use steps::{Action, ExpectedExit, Order, Payload, Protocol, Step, Unlisted, DEFAULT_WITHIN};
+pub use machine::Taken;
+pub use steps::{
+    default_max_visits, Action, Alternative, ExpectedExit, Order, Payload, Protocol, Step,
+    Unlisted, DEFAULT_WITHIN,
+};
 
 /// How each step of a protocol went.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +78,7 @@ mod tests {
 
     use serde_json::json;
 
-    use super::machine::{Effect, Machine, Verdict};
+    use super::machine::{Effect, Machine, Taken, Verdict};
     use super::*;
     use crate::child::{Exit, ExitStatus, Stream};
     use crate::frame::Frame;
@@ -89,6 +93,7 @@ mod tests {
                 steps,
                 order,
                 unlisted,
+                ..Protocol::default()
             },
             &names(children),
         )
@@ -222,6 +227,206 @@ mod tests {
             _ => None,
         });
         assert_eq!(sent, Some(Frame::line("resume s-9")), "{:?}", kinds(&fx));
+    }
+
+    fn passed_with(fx: &[Effect]) -> Vec<(usize, Option<Taken>)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Passed { step, outcome, .. } => Some((*step, *outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_expect_with_alternatives_goes_on_where_the_match_says() {
+        let ssh: Arc<str> = Arc::from("ssh");
+        for (prompt, expected_send) in [("Password: ", "secret"), ("(yes/no)? ", "yes")] {
+            let mut m = machine(
+                vec![
+                    Step::expect_any(
+                        "ssh",
+                        vec![
+                            Alternative::prompt("Password: $").goto("password"),
+                            Alternative::prompt("yes/no").goto("accept"),
+                        ],
+                    ),
+                    Step::send_line("ssh", "yes").label("accept"),
+                    Step::expect_prompt("ssh", "Password: $"),
+                    Step::send_line("ssh", "secret").label("password"),
+                ],
+                Order::Strict,
+                Unlisted::Pass,
+                &["ssh"],
+            );
+            let t = Instant::now();
+            m.start(t);
+            let fx = m.on_output(&ssh, Stream::Stdout, &Frame::line(prompt), true, t);
+            let sent = fx.iter().find_map(|e| match e {
+                Effect::Send { frame, .. } => Some(frame.clone()),
+                _ => None,
+            });
+            assert_eq!(sent, Some(Frame::line(expected_send)), "{prompt}");
+            let taken = if prompt.starts_with("Pass") { 0 } else { 1 };
+            assert_eq!(passed_with(&fx)[0], (0, Some(Taken::Alternative(taken))));
+        }
+    }
+
+    #[test]
+    fn on_timeout_and_on_exit_go_on_instead_of_failing() {
+        let a: Arc<str> = Arc::from("a");
+        let steps = || {
+            vec![
+                Step::expect_line("a", "^never$")
+                    .on_timeout("late")
+                    .on_exit("gone"),
+                Step::wait(Duration::from_secs(1)).label("late"),
+                Step::wait(Duration::from_secs(2)).label("gone"),
+            ]
+        };
+        let t = Instant::now();
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        let fx = m.on_timeout(0, t + Duration::from_secs(10));
+        assert_eq!(passed_with(&fx), [(0, Some(Taken::Timeout))]);
+        assert!(
+            kinds(&fx).contains(&"timer 1".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        let fx = m.on_exit(&a, &exit(0), true, t);
+        assert_eq!(passed_with(&fx), [(0, Some(Taken::Exit))]);
+        assert!(
+            kinds(&fx).contains(&"timer 2".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+    }
+
+    #[test]
+    fn expect_not_passes_after_its_time_and_fails_at_the_first_match() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let steps = || vec![Step::expect_not("a", Alternative::line("error"))];
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        m.on_output(&a, Stream::Stdout, &Frame::line("all good"), false, t);
+        let fx = m.on_timeout(0, t + Duration::from_secs(1));
+        assert!(
+            kinds(&fx).contains(&"passed 0".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        let fx = m.on_output(&a, Stream::Stdout, &Frame::line("an error here"), false, t);
+        assert!(
+            kinds(&fx).contains(&"failed 0".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        assert!(
+            m.failure().unwrap().contains("`an error here`"),
+            "{:?}",
+            m.failure()
+        );
+    }
+
+    #[test]
+    fn a_loop_ends_when_its_exit_matches_and_max_visits_stops_one_that_does_not() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let looped = |max_visits| {
+            Machine::new(
+                &Protocol {
+                    steps: vec![
+                        Step::send_line("a", "again?").label("top"),
+                        Step::expect_any(
+                            "a",
+                            vec![
+                                Alternative::line("^more$").goto("top"),
+                                Alternative::line("^done$"),
+                            ],
+                        ),
+                    ],
+                    max_visits,
+                    ..Protocol::default()
+                },
+                &names(&["a"]),
+            )
+            .unwrap()
+        };
+        // Each round: the send is done, then the child answers.
+        let round = |m: &mut Machine, answer: &str| {
+            m.action_done(0, t);
+            m.on_output(&a, Stream::Stdout, &Frame::line(answer), false, t)
+        };
+        let mut m = looped(5);
+        m.start(t);
+        for _ in 0..3 {
+            round(&mut m, "more");
+        }
+        let fx = round(&mut m, "done");
+        assert_eq!(m.outcome(), Some(true), "{:?}", kinds(&fx));
+
+        let mut m = looped(3);
+        m.start(t);
+        for _ in 0..3 {
+            round(&mut m, "more");
+        }
+        assert_eq!(m.outcome(), Some(false));
+        assert!(
+            m.failure().unwrap().contains("max_visits (3)"),
+            "{:?}",
+            m.failure()
+        );
+    }
+
+    #[test]
+    fn a_stream_filter_ignores_the_other_stream() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let mut step = Step::expect_line("a", "^x$");
+        if let Action::Expect { stream, .. } = &mut step.action {
+            *stream = Some(Stream::Stderr);
+        }
+        let mut m = machine(vec![step], Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        let fx = m.on_output(&a, Stream::Stdout, &Frame::line("x"), false, t);
+        assert!(passed_with(&fx).is_empty());
+        let fx = m.on_output(&a, Stream::Stderr, &Frame::line("x"), false, t);
+        assert_eq!(passed_with(&fx).len(), 1);
+    }
+
+    #[test]
+    fn goto_targets_are_checked_by_name() {
+        let problems = Machine::new(
+            &Protocol {
+                steps: vec![
+                    Step::expect_any("a", vec![Alternative::line("x").goto("tpo")]),
+                    Step::wait(Duration::from_secs(1)).label("top"),
+                    Step::expect_line("a", "y").on_timeout("twice"),
+                    Step::wait(Duration::from_secs(1)).label("twice"),
+                    Step::wait(Duration::from_secs(1)).label("twice"),
+                ],
+                ..Protocol::default()
+            },
+            &names(&["a"]),
+        )
+        .err()
+        .unwrap();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "step 1: `goto` goes to `tpo`, which no step is labelled (did you mean `top`?)",
+                "step 3: `on_timeout` goes to `twice`, but steps [4, 5] are all labelled so",
+            ]
+        );
     }
 
     #[test]

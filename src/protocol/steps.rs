@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::child::Stream;
 use crate::duration::{format_duration, serde_text};
 use crate::matching::PatternSpec;
 use crate::Signal;
@@ -16,7 +17,7 @@ pub const DEFAULT_WITHIN: Duration = Duration::from_secs(10);
 
 /// An ordered list of steps, and how routed messages are guarded while it
 /// runs. In a scenario: the `[[steps]]` tables and the `[protocol]` table.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
     /// The steps, run in order.
     pub steps: Vec<Step>,
@@ -26,6 +27,26 @@ pub struct Protocol {
     /// What happens to a routed message that no step mentions.
     #[serde(default)]
     pub unlisted: Unlisted,
+    /// How many times one step may pass (through `goto` loops); the visit
+    /// after that fails the run.
+    #[serde(default = "default_max_visits")]
+    pub max_visits: u32,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol {
+            steps: Vec::new(),
+            order: Order::default(),
+            unlisted: Unlisted::default(),
+            max_visits: default_max_visits(),
+        }
+    }
+}
+
+/// The default of [`Protocol::max_visits`]: 100.
+pub fn default_max_visits() -> u32 {
+    100
 }
 
 /// What happens to a routed message that matches a later step than the
@@ -84,13 +105,31 @@ pub enum Action {
         from: Arc<str>,
         /// For a routed message: its receiver.
         to: Option<Arc<str>>,
-        /// A regex on one line, or a partial JSON object.
-        pattern: PatternSpec,
-        /// The regex is for a prompt: the child's unterminated tail (such
-        /// as `> ` or `Password: `) once it has been silent for 100 ms,
-        /// never a complete line; a line pattern never matches a prompt.
-        prompt: bool,
+        /// What matches: one pattern, or (`any`) several, the earliest
+        /// unconsumed frame that matches any of them winning.
+        alternatives: Vec<Alternative>,
+        /// Written as `any = [...]`: its `step_passed` says which matched.
+        any: bool,
+        /// Only frames of this stream (both when unset).
+        stream: Option<Stream>,
         /// How long to wait (default 10s).
+        within: Option<Duration>,
+        /// The label to go on at when `within` passes (else the step fails).
+        on_timeout: Option<String>,
+        /// The label to go on at when `from` ends for good first (else the
+        /// step fails).
+        on_exit: Option<String>,
+    },
+    /// Passes when nothing from `from` matches for `within` (default 1s);
+    /// fails at the first match.
+    ExpectNot {
+        /// The child.
+        from: Arc<str>,
+        /// What must not come (its `goto` is unused).
+        pattern: Alternative,
+        /// Only frames of this stream (both when unset).
+        stream: Option<Stream>,
+        /// How long nothing may match.
         within: Option<Duration>,
     },
     /// Waits for a child to exit so (or finds that it already did).
@@ -132,10 +171,6 @@ pub enum Action {
 impl std::fmt::Display for Action {
     /// One line saying what the step does, as `procession check` prints it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pattern = |p: &PatternSpec| match p {
-            PatternSpec::Regex(re) => format!("a line matching {re}"),
-            PatternSpec::Json(j) => format!("JSON containing {}", Value::Object(j.clone())),
-        };
         let within = |w: &Option<Duration>| {
             w.map(|d| format!(" within {}", format_duration(d)))
                 .unwrap_or_default()
@@ -152,27 +187,48 @@ impl std::fmt::Display for Action {
             Action::Expect {
                 from,
                 to,
-                pattern: PatternSpec::Regex(re),
-                prompt: true,
+                alternatives,
+                any,
+                stream,
                 within: w,
-            } => match to {
-                None => write!(f, "expect from {from}: a prompt matching {re}{}", within(w)),
-                Some(to) => write!(
-                    f,
-                    "expect {from} -> {to}: a prompt matching {re}{}",
-                    within(w)
-                ),
-            },
-            Action::Expect {
+                on_timeout,
+                on_exit,
+            } => {
+                let what = if *any {
+                    let all: Vec<String> = alternatives.iter().map(Alternative::describe).collect();
+                    format!("one of: {}", all.join("; "))
+                } else {
+                    alternatives
+                        .iter()
+                        .map(Alternative::describe)
+                        .collect::<Vec<_>>()
+                        .join("")
+                };
+                match to {
+                    None => write!(f, "expect from {from}: {what}")?,
+                    Some(to) => write!(f, "expect {from} -> {to}: {what}")?,
+                }
+                if let Some(s) = stream {
+                    write!(f, " (on {s})")?;
+                }
+                write!(f, "{}", within(w))?;
+                if let Some(l) = on_timeout {
+                    write!(f, "; on timeout -> {l}")?;
+                }
+                if let Some(l) = on_exit {
+                    write!(f, "; on exit -> {l}")?;
+                }
+                Ok(())
+            }
+            Action::ExpectNot {
                 from,
-                to,
                 pattern: p,
+                stream,
                 within: w,
-                ..
-            } => match to {
-                None => write!(f, "expect from {from}: {}{}", pattern(p), within(w)),
-                Some(to) => write!(f, "expect {from} -> {to}: {}{}", pattern(p), within(w)),
-            },
+            } => {
+                let on = stream.map(|s| format!(" (on {s})")).unwrap_or_default();
+                write!(f, "expect no {} from {from}{on}{}", p.describe(), within(w))
+            }
             Action::ExpectExit {
                 child,
                 status,
@@ -189,6 +245,65 @@ impl std::fmt::Display for Action {
             Action::Stop { child } => write!(f, "stop {child}"),
             Action::Kill { child, signal } => write!(f, "send {signal} to {child}"),
             Action::Wait(d) => write!(f, "wait {}", format_duration(*d)),
+        }
+    }
+}
+
+/// One pattern of an `expect`, and where the run goes on when it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    /// A regex or a partial JSON object.
+    pub pattern: PatternSpec,
+    /// The regex is for a prompt: the child's unterminated tail (such as
+    /// `> ` or `Password: `) once it has been silent for 100 ms, never a
+    /// complete line; a line pattern never matches a prompt.
+    pub prompt: bool,
+    /// The label of the step to go on at (the next step when unset).
+    pub goto: Option<String>,
+}
+
+impl Alternative {
+    /// A regex on a line (or a JSON frame's text, or bytes read as UTF-8).
+    pub fn line(regex: impl Into<String>) -> Alternative {
+        Alternative {
+            pattern: PatternSpec::Regex(regex.into()),
+            prompt: false,
+            goto: None,
+        }
+    }
+
+    /// A regex on a prompt (an unterminated tail).
+    pub fn prompt(regex: impl Into<String>) -> Alternative {
+        Alternative {
+            prompt: true,
+            ..Alternative::line(regex)
+        }
+    }
+
+    /// A partial JSON object.
+    pub fn json(partial: serde_json::Map<String, Value>) -> Alternative {
+        Alternative {
+            pattern: PatternSpec::Json(partial),
+            prompt: false,
+            goto: None,
+        }
+    }
+
+    /// Goes on at the step labelled `label` when it matches.
+    pub fn goto(mut self, label: impl Into<String>) -> Alternative {
+        self.goto = Some(label.into());
+        self
+    }
+
+    fn describe(&self) -> String {
+        let what = match &self.pattern {
+            PatternSpec::Regex(re) if self.prompt => format!("a prompt matching {re}"),
+            PatternSpec::Regex(re) => format!("a line matching {re}"),
+            PatternSpec::Json(j) => format!("JSON containing {}", Value::Object(j.clone())),
+        };
+        match &self.goto {
+            Some(label) => format!("{what} -> {label}"),
+            None => what,
         }
     }
 }
@@ -239,25 +354,68 @@ impl Step {
 
     /// Expects a line from `from` matching the regex.
     pub fn expect_line(from: impl Into<Arc<str>>, regex: impl Into<String>) -> Step {
+        Step::expect_one(from, Alternative::line(regex))
+    }
+
+    fn expect_one(from: impl Into<Arc<str>>, alternative: Alternative) -> Step {
         Step::new(Action::Expect {
             from: from.into(),
             to: None,
-            pattern: PatternSpec::Regex(regex.into()),
-            prompt: false,
+            alternatives: vec![alternative],
+            any: false,
+            stream: None,
+            within: None,
+            on_timeout: None,
+            on_exit: None,
+        })
+    }
+
+    /// Expects a frame matching any of `alternatives`, going on at the
+    /// matching one's `goto` (`expect = { from, any = [...] }`).
+    pub fn expect_any(from: impl Into<Arc<str>>, alternatives: Vec<Alternative>) -> Step {
+        Step::new(Action::Expect {
+            from: from.into(),
+            to: None,
+            alternatives,
+            any: true,
+            stream: None,
+            within: None,
+            on_timeout: None,
+            on_exit: None,
+        })
+    }
+
+    /// Passes when nothing from `from` matches `pattern` for `within`
+    /// (default 1s).
+    pub fn expect_not(from: impl Into<Arc<str>>, pattern: Alternative) -> Step {
+        Step::new(Action::ExpectNot {
+            from: from.into(),
+            pattern,
+            stream: None,
             within: None,
         })
+    }
+
+    /// An `expect` goes on at `label` when its time is up, instead of failing.
+    pub fn on_timeout(mut self, label: impl Into<String>) -> Step {
+        if let Action::Expect { on_timeout, .. } = &mut self.action {
+            *on_timeout = Some(label.into());
+        }
+        self
+    }
+
+    /// An `expect` goes on at `label` when its child ends for good first.
+    pub fn on_exit(mut self, label: impl Into<String>) -> Step {
+        if let Action::Expect { on_exit, .. } = &mut self.action {
+            *on_exit = Some(label.into());
+        }
+        self
     }
 
     /// Expects a prompt from `from` matching the regex: its unterminated
     /// tail, once it has been silent for 100 ms (`Password: `, `>>> `).
     pub fn expect_prompt(from: impl Into<Arc<str>>, regex: impl Into<String>) -> Step {
-        Step::new(Action::Expect {
-            from: from.into(),
-            to: None,
-            pattern: PatternSpec::Regex(regex.into()),
-            prompt: true,
-            within: None,
-        })
+        Step::expect_one(from, Alternative::prompt(regex))
     }
 
     /// Expects a JSON frame from `from` containing the partial object
@@ -267,13 +425,7 @@ impl Step {
             Value::Object(map) => map,
             other => panic!("expect_json takes a JSON object, not {other}"),
         };
-        Step::new(Action::Expect {
-            from: from.into(),
-            to: None,
-            pattern: PatternSpec::Json(map),
-            prompt: false,
-            within: None,
-        })
+        Step::expect_one(from, Alternative::json(map))
     }
 
     /// Expects a child to exit with this code.
@@ -341,6 +493,7 @@ impl Step {
     pub fn within(mut self, limit: Duration) -> Step {
         match &mut self.action {
             Action::Expect { within, .. }
+            | Action::ExpectNot { within, .. }
             | Action::ExpectExit { within, .. }
             | Action::Send { within, .. } => *within = Some(limit),
             _ => {}
@@ -359,6 +512,7 @@ impl Step {
         match self.action {
             Action::Send { .. } => "send",
             Action::Expect { .. } => "expect",
+            Action::ExpectNot { .. } => "expect_not",
             Action::ExpectExit { .. } => "expect_exit",
             Action::Close { .. } => "close",
             Action::Start { .. } => "start",
@@ -380,6 +534,8 @@ struct RawStep {
     send: Option<RawSend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect: Option<RawExpect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expect_not: Option<RawExpectNot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect_exit: Option<RawExpectExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,6 +582,81 @@ struct RawExpect {
     json: Option<serde_json::Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    any: Option<Vec<RawAlternative>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<Stream>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    within: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlternative {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    goto: Option<String>,
+}
+
+impl RawAlternative {
+    fn parse(self, what: &str) -> Result<Alternative, String> {
+        let (pattern, prompt) = match (self.line, self.json, self.prompt) {
+            (Some(line), None, None) => (PatternSpec::Regex(line), false),
+            (None, Some(json), None) => (PatternSpec::Json(json), false),
+            (None, None, Some(prompt)) => (PatternSpec::Regex(prompt), true),
+            _ => {
+                return Err(format!(
+                    "{what} needs exactly one of `line` (a regex), `prompt` (a regex on an unterminated tail) or `json` (a partial object)"
+                ))
+            }
+        };
+        Ok(Alternative {
+            pattern,
+            prompt,
+            goto: self.goto,
+        })
+    }
+
+    fn from(a: Alternative) -> RawAlternative {
+        let (line, json, prompt) = match a.pattern {
+            PatternSpec::Regex(r) if a.prompt => (None, None, Some(r)),
+            PatternSpec::Regex(r) => (Some(r), None, None),
+            PatternSpec::Json(j) => (None, Some(j), None),
+        };
+        RawAlternative {
+            line,
+            json,
+            prompt,
+            goto: a.goto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpectNot {
+    from: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<Stream>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -484,7 +715,7 @@ mod opt_duration {
     }
 }
 
-const ACTIONS: &str = "send, expect, expect_exit, close, start, stop, kill or wait";
+const ACTIONS: &str = "send, expect, expect_not, expect_exit, close, start, stop, kill or wait";
 
 impl TryFrom<RawStep> for Step {
     type Error = String;
@@ -507,23 +738,66 @@ impl TryFrom<RawStep> for Step {
         }
         if let Some(e) = raw.expect {
             found.push("expect");
-            let (pattern, prompt) = match (e.line, e.json, e.prompt) {
-                (Some(line), None, None) => (PatternSpec::Regex(line), false),
-                (None, Some(json), None) => (PatternSpec::Json(json), false),
-                (None, None, Some(prompt)) if e.to.is_none() => (PatternSpec::Regex(prompt), true),
-                (None, None, Some(_)) => {
-                    return Err("a routed message (`to`) is never a prompt: use `line` or `json`".into())
-                }
-                _ => return Err(
-                    "`expect` needs exactly one of `line` (a regex), `prompt` (a regex on an unterminated tail) or `json` (a partial object)"
-                        .into(),
-                ),
+            let single = RawAlternative {
+                line: e.line,
+                json: e.json,
+                prompt: e.prompt,
+                goto: None,
             };
+            let has_single =
+                single.line.is_some() || single.json.is_some() || single.prompt.is_some();
+            let (alternatives, any) = match e.any {
+                Some(_) if has_single => {
+                    return Err("`expect` takes either `any = [...]` or one of `line`, `prompt`, `json`, not both".into())
+                }
+                Some(list) if list.is_empty() => {
+                    return Err("`expect.any` needs at least one alternative".into())
+                }
+                Some(list) => {
+                    let mut alternatives = Vec::with_capacity(list.len());
+                    for (i, a) in list.into_iter().enumerate() {
+                        alternatives.push(a.parse(&format!("`expect.any[{i}]`"))?);
+                    }
+                    (alternatives, true)
+                }
+                None => (vec![single.parse("`expect`")?], false),
+            };
+            if e.to.is_some() {
+                if any {
+                    return Err(
+                        "a routed message (`to`) is expected with one pattern, not `any`".into(),
+                    );
+                }
+                if alternatives[0].prompt {
+                    return Err(
+                        "a routed message (`to`) is never a prompt: use `line` or `json`".into(),
+                    );
+                }
+            }
             action = Some(Action::Expect {
                 from: e.from,
                 to: e.to,
+                alternatives,
+                any,
+                stream: e.stream,
+                within: e.within,
+                on_timeout: e.on_timeout,
+                on_exit: e.on_exit,
+            });
+        }
+        if let Some(e) = raw.expect_not {
+            found.push("expect_not");
+            let pattern = RawAlternative {
+                line: e.line,
+                json: e.json,
+                prompt: e.prompt,
+                goto: None,
+            }
+            .parse("`expect_not`")?;
+            action = Some(Action::ExpectNot {
+                from: e.from,
                 pattern,
-                prompt,
+                stream: e.stream,
                 within: e.within,
             });
         }
@@ -603,21 +877,49 @@ impl From<Step> for RawStep {
             Action::Expect {
                 from,
                 to,
-                pattern,
-                prompt,
+                alternatives,
+                any,
+                stream,
                 within,
+                on_timeout,
+                on_exit,
             } => {
-                let (line, json, prompt) = match pattern {
-                    PatternSpec::Regex(r) if prompt => (None, None, Some(r)),
-                    PatternSpec::Regex(r) => (Some(r), None, None),
-                    PatternSpec::Json(j) => (None, Some(j), None),
-                };
-                raw.expect = Some(RawExpect {
+                let mut raw_expect = RawExpect {
                     from,
                     to,
-                    line,
-                    json,
-                    prompt,
+                    line: None,
+                    json: None,
+                    prompt: None,
+                    any: None,
+                    stream,
+                    within,
+                    on_timeout,
+                    on_exit,
+                };
+                let mut list: Vec<RawAlternative> =
+                    alternatives.into_iter().map(RawAlternative::from).collect();
+                if any || list.len() != 1 {
+                    raw_expect.any = Some(list);
+                } else if let Some(one) = list.pop() {
+                    raw_expect.line = one.line;
+                    raw_expect.json = one.json;
+                    raw_expect.prompt = one.prompt;
+                }
+                raw.expect = Some(raw_expect);
+            }
+            Action::ExpectNot {
+                from,
+                pattern,
+                stream,
+                within,
+            } => {
+                let one = RawAlternative::from(pattern);
+                raw.expect_not = Some(RawExpectNot {
+                    from,
+                    line: one.line,
+                    json: one.json,
+                    prompt: one.prompt,
+                    stream,
                     within,
                 });
             }

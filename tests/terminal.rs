@@ -195,3 +195,45 @@ async fn a_prompt_is_published_as_an_output_event_marked_prompt() {
     assert_eq!(prompt.2["prompt"], true);
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn a_line_that_pauses_midway_reaches_a_route_whole() {
+    // `Building... ` waits 300 ms: it is published as a prompt, and routed
+    // as the start of its line, so the receiver still gets one line.
+    use procession::Route;
+    let director = Director::start();
+    let mut events = tap(&director, EventFilter::all()).await;
+    let slow = ChildSpec::new(
+        "slow",
+        ["sh", "-c", "printf 'Building... '; sleep 0.3; echo ok"],
+    );
+    director
+        .launch(
+            [
+                ChildSpec::new("cat", ["sh", "-c", r#"read l; echo "got [$l]""#]),
+                slow,
+            ],
+            [Route::new("slow", "cat")],
+        )
+        .await
+        .unwrap();
+    let mut saw_prompt = false;
+    let line = loop {
+        let e = next_event(&mut events).await;
+        match (e.child.as_deref(), &e.kind) {
+            (Some("slow"), EventKind::Output { prompt: true, .. }) => saw_prompt = true,
+            (
+                Some("cat"),
+                EventKind::Output {
+                    frame: Frame::Line(l),
+                    prompt: false,
+                    ..
+                },
+            ) => break l.clone(),
+            _ => {}
+        }
+    };
+    assert!(saw_prompt, "the pause made a prompt");
+    assert_eq!(line, "got [Building... ok]", "the receiver read one line");
+    director.shutdown("done").await;
+}

@@ -269,14 +269,8 @@ fn spawn_in_terminal(
             Ok(())
         });
     }
-    let spawning = sys::spawning();
-    let child = cmd.spawn().map_err(|e| spawn_error(spec, e))?;
-    // Our copies of the slave end go: the terminal reads as closed (EIO)
-    // once the child's side is.
-    drop(cmd);
-    drop(pty.slave);
-    let pid = child.id().expect("a child that was just spawned has a pid");
-    spawning.spawned(pid, options.marker.clone());
+    // Everything that can fail is done before the spawn: once the child
+    // runs, it is registered and ours.
     let reader = sys::pty::Master::new(&pty.master).map_err(&os_error)?;
     let stdin = if options.stdin {
         Some(Stdin::Terminal(
@@ -285,6 +279,14 @@ fn spawn_in_terminal(
     } else {
         None
     };
+    let spawning = sys::spawning();
+    let child = cmd.spawn().map_err(|e| spawn_error(spec, e))?;
+    // Our copies of the slave end go: the terminal reads as closed (EIO)
+    // once the child's side is.
+    drop(cmd);
+    drop(pty.slave);
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    spawning.spawned(pid, options.marker.clone());
     let sources = vec![Source {
         stream: Stream::Stdout,
         fd: reader.raw_fd(),

@@ -14,6 +14,10 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes read from the terminal per call.
 const CHUNK: usize = 16 * 1024;
+/// Bytes the parser may take without any text coming out before it is
+/// reset: a stray `ESC ]` (in binary output, say) starts a string that only
+/// BEL or `ESC \` ends, and would swallow everything after it.
+const SILENT_LIMIT: usize = 64 * 1024;
 
 /// Reads `inner` and yields its text without escape sequences.
 pub(crate) struct Clean<R> {
@@ -25,6 +29,8 @@ pub(crate) struct Clean<R> {
     /// How much of `text.out` was handed out already.
     pos: usize,
     eof: bool,
+    /// Bytes parsed since the parser last produced text.
+    silent: usize,
 }
 
 impl<R> Clean<R> {
@@ -36,6 +42,7 @@ impl<R> Clean<R> {
             raw: vec![0; CHUNK].into_boxed_slice(),
             pos: 0,
             eof: false,
+            silent: 0,
         }
     }
 }
@@ -70,6 +77,9 @@ impl vte::Perform for Text {
                 self.out.push(b'\n');
             }
             b'\r' => self.cr += 1,
+            // C1 controls (0x80..=0x9F) come through as bytes; alone they
+            // are not UTF-8, and no text needs them.
+            0x80.. => {}
             _ => {
                 self.flush_cr();
                 self.out.push(byte);
@@ -110,6 +120,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for Clean<R> {
                 continue;
             }
             this.parser.advance(&mut this.text, &this.raw[..n]);
+            if this.text.out.is_empty() {
+                this.silent += n;
+                if this.silent > SILENT_LIMIT {
+                    this.parser = vte::Parser::new();
+                    this.silent = 0;
+                }
+            } else {
+                this.silent = 0;
+            }
         }
     }
 }
@@ -154,6 +173,26 @@ mod tests {
     async fn a_sequence_or_a_crlf_split_across_reads_is_still_one() {
         let out = clean(&[b"a\x1b[3", b"1mb\r", b"\nc\x1b", b"]0;t\x1b\\d\r\r", b"\n"]).await;
         assert_eq!(out, "ab\ncd\n");
+    }
+
+    #[tokio::test]
+    async fn an_unterminated_string_sequence_swallows_a_bounded_amount() {
+        let mut garbage = b"before\n\x1b]".to_vec();
+        garbage.extend(std::iter::repeat_n(b'x', 2 * SILENT_LIMIT));
+        garbage.extend_from_slice(b"\nafter\n");
+        let chunks: Vec<&[u8]> = garbage.chunks(CHUNK).collect();
+        let out = clean(&chunks).await;
+        assert!(
+            out.starts_with("before\n"),
+            "{:?}",
+            &out[..20.min(out.len())]
+        );
+        assert!(out.ends_with("after\n"), "the output goes on");
+        assert!(
+            out.len() < 2 * SILENT_LIMIT,
+            "some was swallowed, not all kept: {}",
+            out.len()
+        );
     }
 
     #[tokio::test]

@@ -430,11 +430,10 @@ impl Handler<ChildEvents> for DirectorActor {
                     prompt,
                 } => {
                     crate::fault::hit(crate::fault::Point::Director);
-                    // A prompt is shown, matched by `prompt` expects, and
-                    // neither routed (it is not a message) nor a ready line.
-                    if !prompt {
-                        self.route(&name, stream, &frame, partial, &batch_of);
-                    }
+                    // A prompt is routed as the start of its line (no
+                    // newline after it: its rest follows), so a receiver
+                    // gets the line whole; it is never a ready line.
+                    self.route(&name, stream, &frame, partial || prompt, &batch_of);
                     let becomes_ready = !prompt && self.children.readies(&name, &frame);
                     // The frame is published before any step it passes.
                     let for_protocol = self.protocol_running().then(|| frame.clone());

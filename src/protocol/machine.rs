@@ -1163,18 +1163,19 @@ impl Machine {
                             kept.dropped, self.keep
                         ));
                     }
-                    for (stream, frame) in
-                        kept.frames().skip(kept.len().saturating_sub(RECENT_SHOWN))
+                    for (stream, frame, prompt) in
+                        kept.entries().skip(kept.len().saturating_sub(RECENT_SHOWN))
                     {
                         let text = match frame {
                             Frame::Line(l) => l.clone(),
                             Frame::Json(v) => v.to_string(),
                             Frame::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
                         };
-                        let tag = if stream == Stream::Stderr {
-                            " (stderr)"
-                        } else {
-                            ""
+                        let tag = match (stream, prompt) {
+                            (Stream::Stderr, true) => " (stderr, prompt)",
+                            (Stream::Stderr, false) => " (stderr)",
+                            (_, true) => " (prompt)",
+                            (_, false) => "",
                         };
                         out.push_str(&format!("\n  {child}{tag}: {text}"));
                     }
@@ -1221,10 +1222,6 @@ impl Kept {
 
     fn len(&self) -> usize {
         self.frames.len()
-    }
-
-    fn frames(&self) -> impl Iterator<Item = (Stream, &Frame)> {
-        self.frames.iter().map(|(s, f, _, _)| (*s, f))
     }
 
     fn entries(&self) -> impl Iterator<Item = (Stream, &Frame, bool)> {

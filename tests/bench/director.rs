@@ -150,6 +150,94 @@ pub async fn relay(size: Size) -> Row {
     }
 }
 
+// ------------------------------------------------------------- terminal
+
+/// A bare pseudo-terminal read loop: the fixture prints `lines` lines onto
+/// a pty's slave end; we read the master until EIO and count newlines.
+/// Lines per second, spawn included.
+fn bare_pty(lines: usize) -> f64 {
+    use std::io::Read;
+    let start = Instant::now();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = std::process::Command::new(fixture())
+        .args(["lines64", &lines.to_string()])
+        .stdin(Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut newlines = 0;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => newlines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    child.wait().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(newlines, lines);
+    lines as f64 / secs
+}
+
+/// The fixture's lines out of a terminal child (escape removal, `\r\n`
+/// to `\n`, framing), routed by a director to a piped child that counts.
+async fn terminal_relay(lines: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let counted = dir.path().join("count");
+    let b = ChildSpec::new(
+        "b",
+        [
+            "sh".to_string(),
+            "-c".into(),
+            format!("exec '{}' count > '{}'", fixture(), counted.display()),
+        ],
+    );
+    let a = spec("a", &["lines64", &lines.to_string()]).terminal(procession::Terminal::default());
+    let director = Director::start();
+    let start = Instant::now();
+    director
+        .launch([a, b], [Route::new("a", "b")])
+        .await
+        .unwrap();
+    let a = director.wait_exit("a").await.unwrap();
+    assert!(a.status.success());
+    director.close_stdin("b").await.unwrap();
+    let b = director.wait_exit("b").await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(b.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&counted).unwrap(),
+        format!("count {lines}\n")
+    );
+    director.shutdown("done").await;
+    lines as f64 / secs
+}
+
+pub async fn terminal(size: Size) -> Row {
+    let lines = size.relay_lines / 4;
+    let (mut bare, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..size.runs {
+        bare.push(bare_pty(lines));
+        ours.push(terminal_relay(lines).await);
+    }
+    let (bare, ours) = (median(&mut bare), median(&mut ours));
+    Row {
+        workload: "terminal",
+        what: format!("A prints {lines} lines of 64 bytes in a terminal, routed to B"),
+        baseline: format!("a bare pty read loop: {:.2} M lines/s", bare / 1e6),
+        figure: format!("{:.2} M lines/s", ours / 1e6),
+        ratio: Some(ours / bare),
+        target: "none set (measured)",
+        met: true,
+    }
+}
+
 pub async fn fan_out(size: Size) -> Row {
     let lines = size.relay_lines / 2; // two events per line: output, routed
     let subscribers = size.subscribers;

@@ -69,7 +69,7 @@ impl Size {
 
 /// The workloads, in the order they run and are reported.
 const WORKLOADS: &[&str] = &[
-    "spawn", "capture", "relay", "rtt", "scale", "restart", "fanout", "check",
+    "spawn", "capture", "relay", "terminal", "rtt", "scale", "restart", "fanout", "check",
 ];
 
 /// The fixture program (see `tests/fixture.rs`); its modes are the children.
@@ -122,6 +122,7 @@ fn main() {
                 "spawn" => vec![batch::spawn(size).await],
                 "capture" => vec![batch::capture(size).await],
                 "relay" => vec![director::relay(size).await],
+                "terminal" => vec![director::terminal(size).await],
                 "rtt" => director::round_trips(size).await,
                 "scale" => vec![director::scale(size).await],
                 "restart" => vec![director::restart(size).await],

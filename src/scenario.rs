@@ -23,6 +23,9 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
+#[path = "scenario/vars.rs"]
+mod vars;
+
 use crate::director::{Route, Strategy};
 use crate::error::{closest, ConfigError, Location};
 use crate::plan::Plan;
@@ -41,6 +44,8 @@ pub struct Scenario {
     pub plan: Plan,
     /// `[supervision] strategy`.
     pub strategy: Strategy,
+    /// Every variable the file used (`vars.NAME`, `env.NAME`) and its value.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl Scenario {
@@ -109,8 +114,9 @@ impl fmt::Display for ScenarioErrors {
 impl std::error::Error for ScenarioErrors {}
 
 /// The top-level keys a scenario may have.
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "name",
+    "vars",
     "protocol",
     "supervision",
     "children",
@@ -138,6 +144,11 @@ struct SupervisionSettings {
 
 /// Reads and checks a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
+    load_with(path, &[])
+}
+
+/// [`load`], with `--set NAME=VALUE` values over the file's `[vars]`.
+pub fn load_with(path: &Path, set: &[(String, String)]) -> Result<Scenario, ScenarioErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ScenarioErrors(vec![ScenarioError {
             file: path.to_path_buf(),
@@ -147,12 +158,21 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    parse(&text, path)
+    parse_with(&text, path, set)
 }
 
 /// Checks scenario text; `path` is only used in messages and as `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
-    let root = match DeTable::parse(text) {
+    parse_with(text, path, &[])
+}
+
+/// [`parse`], with `--set NAME=VALUE` values over the file's `[vars]`.
+pub fn parse_with(
+    text: &str,
+    path: &Path,
+    set: &[(String, String)],
+) -> Result<Scenario, ScenarioErrors> {
+    let mut root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
             let mut p = Parser::new(text, path, None);
@@ -163,7 +183,52 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
             return Err(ScenarioErrors(p.errors));
         }
     };
+    // Variables are substituted once, before anything else reads a string.
+    let mut values = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    if let Some((_, table)) = root.get_ref().iter().find(|(k, _)| k.get_ref() == "vars") {
+        match table.get_ref() {
+            DeValue::Table(t) => {
+                for (k, v) in t {
+                    let value = match v.get_ref() {
+                        DeValue::String(s) => Some(s.to_string()),
+                        DeValue::Integer(i) => Some(i.to_string()),
+                        DeValue::Float(f) => Some(f.to_string()),
+                        DeValue::Boolean(b) => Some(b.to_string()),
+                        _ => None,
+                    };
+                    match value {
+                        Some(value) => {
+                            values.insert(k.get_ref().to_string(), value);
+                        }
+                        None => problems.push(vars::Problem {
+                            offset: v.span().start,
+                            message: "a variable is a string, a number or true/false".into(),
+                        }),
+                    }
+                }
+            }
+            _ => problems.push(vars::Problem {
+                offset: table.span().start,
+                message: "[vars] is a table of NAME = \"value\"".into(),
+            }),
+        }
+    }
+    for (k, v) in set {
+        values.insert(k.clone(), v.clone());
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let mut vars = vars::Vars {
+        values,
+        env: &env,
+        used: std::collections::BTreeMap::new(),
+    };
+    vars.substitute_all(root.get_mut(), &mut problems);
+    let used = vars.used;
     let mut p = Parser::new(text, path, Some(root.get_ref()));
+    for problem in problems {
+        p.error_at(problem.offset, problem.message);
+    }
     let mut scenario = Sections {
         name: None,
         children: Vec::new(),
@@ -185,6 +250,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
                     scenario.protocol.max_visits = s.max_visits;
                 }
             }
+            "vars" => {} // read above
             "supervision" => {
                 if let Some(s) = p.de::<SupervisionSettings>(value) {
                     scenario.strategy = s.strategy;
@@ -231,6 +297,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioErrors> {
             name: scenario.name,
             plan,
             strategy: scenario.strategy,
+            vars: used,
         }),
         _ => {
             p.errors.sort_by_key(|e| (e.line, e.column));

@@ -255,6 +255,57 @@ fn flow_keys_are_checked_and_expect_not_and_max_visits_run() {
 }
 
 #[test]
+fn variables_are_substituted_at_load_from_vars_set_and_env() {
+    let s = TempScenario::new(
+        "vars.toml",
+        "[vars]\nword = \"from-file\"\n\n[children.e]\ncmd = [\"echo\", \"${vars.word}\", \"${env.PROCESSION_TEST_VAR}\", \"${env.PROCESSION_UNSET_VAR:-dflt}\", \"$${vars.word}\", \"${sid}\"]\n",
+    );
+    let events_file = s.file("events.jsonl");
+    let run = |set: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg(s.path())
+            .arg("--events")
+            .arg(&events_file);
+        for v in set {
+            cmd.args(["--set", v]);
+        }
+        let out = cmd
+            .env("NO_COLOR", "1")
+            .env("PROCESSION_TEST_VAR", "from-env")
+            .env_remove("PROCESSION_UNSET_VAR")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        output_lines(&events(&events_file), "e")
+    };
+    assert_eq!(run(&[]), ["from-file from-env dflt ${vars.word} ${sid}"]);
+    assert_eq!(
+        run(&["word=from-set"]),
+        ["from-set from-env dflt ${vars.word} ${sid}"]
+    );
+
+    let unknown = TempScenario::new(
+        "unknown.toml",
+        "[children.e]\ncmd = [\"echo\", \"${vars.wrod}\"]\n",
+    );
+    let out = procession(&["check", unknown.path(), "--set", "word=x"]);
+    assert_eq!(code(&out), 2);
+    let f = unknown.path();
+    assert_eq!(
+        stderr(&out),
+        format!("{f}:2:17: children.e.cmd[2]: unknown variable `vars.wrod`: set it in [vars] or with --set wrod=VALUE (did you mean `vars.word`?)\n{f} is invalid: 1 problem\n")
+    );
+    let out = procession(&["check", unknown.path(), "--set", "novalue"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("expected NAME=VALUE"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn bad_arguments_and_a_missing_file_exit_2() {
     let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
     assert_eq!(code(&out), 2);

@@ -6,8 +6,8 @@ use procession::matching::PatternSpec;
 use procession::scenario::{self, Scenario};
 use procession::{format_duration, ChildSpec};
 
-pub fn check(path: &Path) -> u8 {
-    match scenario::load(path) {
+pub fn check(path: &Path, set: &[(String, String)]) -> u8 {
+    match scenario::load_with(path, set) {
         Ok(s) => {
             out!("{}", plan(&s));
             0
@@ -37,6 +37,12 @@ pub fn plan(s: &Scenario) -> String {
     let mut out = String::new();
     let name = s.name.as_deref().unwrap_or("(unnamed)");
     out.push_str(&format!("scenario {name} ({}): valid\n", s.path.display()));
+    if !s.vars.is_empty() {
+        out.push_str("\nvariables used:\n");
+        for (name, value) in &s.vars {
+            out.push_str(&format!("  {name} = {value:?}\n"));
+        }
+    }
     out.push_str("\nchildren, in start order:\n");
     for (i, child) in start_order(s.plan.children()).iter().enumerate() {
         out.push_str(&format!(

@@ -150,6 +150,9 @@ enum Command {
     Check {
         /// The scenario file (TOML).
         scenario: PathBuf,
+        /// Set `${vars.NAME}` (over the file's [vars]), e.g. --set port=8080.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Run many commands, a bounded number at a time, and collect every result.
     #[command(after_help = BATCH_HELP)]
@@ -226,6 +229,17 @@ pub struct RunArgs {
     /// More output: routed messages in the timeline; -v info, -vv debug logs.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Set `${vars.NAME}` (over the file's [vars]), e.g. --set port=8080.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+}
+
+/// `NAME=VALUE` for `--set`.
+pub(crate) fn parse_set(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{text}`")),
+    }
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -263,9 +277,9 @@ fn main() -> ExitCode {
             init_logging(args.quiet, args.verbose);
             ExitCode::from(run::run(args))
         }
-        Command::Check { scenario } => {
+        Command::Check { scenario, set } => {
             init_logging(false, 0);
-            ExitCode::from(check::check(&scenario))
+            ExitCode::from(check::check(&scenario, &set))
         }
         Command::Batch(args) => {
             init_logging(false, 0);

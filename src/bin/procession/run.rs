@@ -17,7 +17,7 @@ use crate::RunArgs;
 
 /// Runs the scenario and returns the exit status.
 pub fn run(args: RunArgs) -> u8 {
-    let scenario = match scenario::load(&args.scenario) {
+    let scenario = match scenario::load_with(&args.scenario, &args.set) {
         Ok(s) => s,
         Err(errors) => {
             report_invalid(&errors);

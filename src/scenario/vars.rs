@@ -1,0 +1,201 @@
+//! Variables in a scenario file: `${vars.NAME}` (from `[vars]`, overridden
+//! by `--set NAME=VALUE`), `${env.NAME}` and `${env.NAME:-default}`,
+//! substituted once, when the file is read, in every string. `$${` writes a
+//! literal `${`. Run-time captures (`${name}`: a bare identifier) and
+//! `${child.…}` are left as they are for later.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// Where variables come from, and which were used.
+pub(crate) struct Vars<'a> {
+    /// `[vars]`, with `--set` on top.
+    pub values: BTreeMap<String, String>,
+    /// The environment, looked up by name (`std::env::var` in real use).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Every `vars.NAME` / `env.NAME` substituted, with its value.
+    pub used: BTreeMap<String, String>,
+}
+
+/// A problem at a byte offset of the file.
+pub(crate) struct Problem {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl Vars<'_> {
+    /// Substitutes in every string of `table` (keys stay as they are),
+    /// except in `[vars]` itself, whose values are taken literally.
+    pub fn substitute_all(&mut self, table: &mut DeTable<'_>, problems: &mut Vec<Problem>) {
+        for (key, value) in table.iter_mut() {
+            if key.get_ref() == "vars" {
+                continue;
+            }
+            self.value(value, problems);
+        }
+    }
+
+    fn value(&mut self, value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
+        let start = value.span().start;
+        match value.get_mut() {
+            DeValue::String(s) => {
+                // The span starts at the opening quote.
+                let at = start + 1;
+                match self.text(s, at) {
+                    Ok(Some(new)) => *s = Cow::Owned(new),
+                    Ok(None) => {}
+                    Err(p) => problems.push(p),
+                }
+            }
+            DeValue::Array(items) => {
+                for item in items.iter_mut() {
+                    self.value(item, problems);
+                }
+            }
+            DeValue::Table(t) => {
+                for (_, v) in t.iter_mut() {
+                    self.value(v, problems);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `text` with its variables substituted (`None`: nothing to change).
+    /// `at` is where the text starts in the file, for errors.
+    fn text(&mut self, text: &str, at: usize) -> Result<Option<String>, Problem> {
+        if !text.contains("${") {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut changed = false;
+        while let Some(i) = rest.find("${") {
+            // `$${` is a literal `${`.
+            if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                changed = true;
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let offset = at + (text.len() - rest.len()) + i;
+            let Some(end) = rest[i..].find('}') else {
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let inner = &rest[i + 2..i + end];
+            match self.resolve(inner) {
+                Some(Ok(value)) => {
+                    out.push_str(&value);
+                    changed = true;
+                }
+                Some(Err(message)) => return Err(Problem { offset, message }),
+                // A capture or `${child.…}`: for later.
+                None => out.push_str(&rest[i..=i + end]),
+            }
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+        Ok(changed.then_some(out))
+    }
+
+    /// The value of one `${...}`; `None` if it is not ours to substitute.
+    fn resolve(&mut self, inner: &str) -> Option<Result<String, String>> {
+        if let Some(name) = inner.strip_prefix("vars.") {
+            return Some(match self.values.get(name) {
+                Some(v) => {
+                    self.used.insert(format!("vars.{name}"), v.clone());
+                    Ok(v.clone())
+                }
+                None => {
+                    let known: Vec<&str> = self.values.keys().map(String::as_str).collect();
+                    let hint = crate::error::closest_str(name, &known)
+                        .map(|s| format!(" (did you mean `vars.{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!(
+                        "unknown variable `vars.{name}`: set it in [vars] or with --set {name}=VALUE{hint}"
+                    ))
+                }
+            });
+        }
+        if let Some(spec) = inner.strip_prefix("env.") {
+            let (name, default) = match spec.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (spec, None),
+            };
+            let found = (self.env)(name).filter(|v| !v.is_empty() || default.is_none());
+            return Some(match (found, default) {
+                (Some(v), _) => {
+                    self.used.insert(format!("env.{name}"), v.clone());
+                    Ok(v)
+                }
+                (None, Some(d)) => {
+                    self.used.insert(format!("env.{name}"), d.to_string());
+                    Ok(d.to_string())
+                }
+                (None, None) => Err(format!(
+                    "environment variable `{name}` is not set (write `${{env.{name}:-default}}` for a default)"
+                )),
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(env: &'a dyn Fn(&str) -> Option<String>) -> Vars<'a> {
+        let mut values = BTreeMap::new();
+        values.insert("port".to_string(), "8080".to_string());
+        Vars {
+            values,
+            env,
+            used: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn every_form_is_substituted_and_captures_stay() {
+        let env = |n: &str| (n == "HOME").then(|| "/home/ada".to_string());
+        let mut v = vars(&env);
+        let text = "${vars.port} ${env.HOME} ${env.NOPE:-x} $${vars.port} ${sid} ${child.index}";
+        let out = v.text(text, 0).ok().flatten().unwrap();
+        assert_eq!(out, "8080 /home/ada x ${vars.port} ${sid} ${child.index}");
+        assert_eq!(v.used.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_variable_is_located() {
+        let env = |_: &str| None;
+        let mut v = vars(&env);
+        let err = v.text("port ${vars.prot}", 10).err().unwrap();
+        assert_eq!(err.offset, 15);
+        assert!(
+            err.message.contains("did you mean `vars.port`"),
+            "{}",
+            err.message
+        );
+        let err = v.text("${env.UNSET}", 0).err().unwrap();
+        assert!(
+            err.message.contains("`UNSET` is not set"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn an_empty_environment_variable_takes_the_default() {
+        let env = |_: &str| Some(String::new());
+        let mut v = vars(&env);
+        assert_eq!(v.text("${env.E:-d}", 0).ok().flatten().unwrap(), "d");
+        assert_eq!(v.text("[${env.E}]", 0).ok().flatten().unwrap(), "[]");
+    }
+}

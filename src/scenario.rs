@@ -114,9 +114,10 @@ impl fmt::Display for ScenarioErrors {
 impl std::error::Error for ScenarioErrors {}
 
 /// The top-level keys a scenario may have.
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "name",
     "vars",
+    "defaults",
     "protocol",
     "supervision",
     "children",
@@ -159,6 +160,42 @@ pub fn load_with(path: &Path, set: &[(String, String)]) -> Result<Scenario, Scen
         }])
     })?;
     parse_with(&text, path, set)
+}
+
+/// `[defaults]`: every child table gets each key it does not set itself,
+/// as a whole value (a child's `stop` replaces the default `stop`; it is
+/// not merged field by field). A problem with a default is reported where
+/// the default is written.
+fn apply_defaults(root: &mut DeTable<'_>, problems: &mut Vec<vars::Problem>) {
+    let defaults = match root.iter().find(|(k, _)| k.get_ref() == "defaults") {
+        None => return,
+        Some((_, v)) => match v.get_ref() {
+            DeValue::Table(t) => t.clone(),
+            _ => {
+                problems.push(vars::Problem {
+                    offset: v.span().start,
+                    message: "[defaults] is a table of child keys".into(),
+                });
+                return;
+            }
+        },
+    };
+    let Some((_, children)) = root.iter_mut().find(|(k, _)| k.get_ref() == "children") else {
+        return;
+    };
+    let DeValue::Table(children) = children.get_mut() else {
+        return;
+    };
+    for (_, child) in children.iter_mut() {
+        let DeValue::Table(child) = child.get_mut() else {
+            continue;
+        };
+        for (key, value) in &defaults {
+            if !child.iter().any(|(k, _)| k.get_ref() == key.get_ref()) {
+                child.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// Checks scenario text; `path` is only used in messages and as `path`.
@@ -225,6 +262,7 @@ pub fn parse_with(
     };
     vars.substitute_all(root.get_mut(), &mut problems);
     let used = vars.used;
+    apply_defaults(root.get_mut(), &mut problems);
     let mut p = Parser::new(text, path, Some(root.get_ref()));
     for problem in problems {
         p.error_at(problem.offset, problem.message);
@@ -250,7 +288,7 @@ pub fn parse_with(
                     scenario.protocol.max_visits = s.max_visits;
                 }
             }
-            "vars" => {} // read above
+            "vars" | "defaults" => {} // applied above
             "supervision" => {
                 if let Some(s) = p.de::<SupervisionSettings>(value) {
                     scenario.strategy = s.strategy;
@@ -301,6 +339,9 @@ pub fn parse_with(
         }),
         _ => {
             p.errors.sort_by_key(|e| (e.line, e.column));
+            // A bad `[defaults]` key is found once per child that takes it.
+            p.errors
+                .dedup_by(|a, b| (a.line, a.column, &a.message) == (b.line, b.column, &b.message));
             Err(ScenarioErrors(p.errors))
         }
     }
@@ -657,6 +698,41 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn defaults_are_whole_values_a_child_replaces() {
+        let text = r#"
+[defaults]
+stop = { signal = "INT", grace = "1s" }
+env = { LEVEL = "info" }
+
+[children.a]
+cmd = ["true"]
+
+[children.b]
+cmd = ["true"]
+env = { OTHER = "x" }
+stop = { signal = "TERM" }
+"#;
+        let s = parse(text, Path::new("s.toml")).unwrap();
+        let a = &s.plan.children()[0];
+        let b = &s.plan.children()[1];
+        assert_eq!(a.stop.signal, crate::Signal::Int);
+        assert_eq!(a.stop.grace, std::time::Duration::from_secs(1));
+        assert_eq!(a.env.get("LEVEL").map(String::as_str), Some("info"));
+        assert_eq!(b.stop.signal, crate::Signal::Term);
+        assert_eq!(
+            b.stop.grace,
+            crate::spec::StopSpec::default().grace,
+            "replaced, not merged"
+        );
+        assert!(!b.env.contains_key("LEVEL"), "replaced, not merged");
+        // A bad default is reported once, where it is written.
+        let bad = "[defaults]\nframng = \"json\"\n\n[children.a]\ncmd = [\"true\"]\n\n[children.b]\ncmd = [\"true\"]\n";
+        let errs = errors(bad);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("s.toml:2:1:"), "{errs:?}");
     }
 
     const GOOD: &str = r#"

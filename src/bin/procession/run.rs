@@ -169,8 +169,14 @@ fn summary(
         (None, true) => paint("1;32", "PASSED".into()),
         (None, false) => paint("1;31", "FAILED".into()),
     };
+    // A run that passed and left steps out took a `goto` past them.
+    let skipped = if passed && done < steps {
+        format!(" ({} not reached: a goto went past them)", steps - done)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "{headline}  {done}/{steps} steps passed in {:.2?}\n",
+        "{headline}  {done}/{steps} steps passed{skipped} in {:.2?}\n",
         started.elapsed()
     ));
     if interrupted.is_none() {

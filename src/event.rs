@@ -482,7 +482,43 @@ pub struct EventFilter {
     drop_only: Option<HashSet<String>>,
 }
 
+/// Every event kind's name, as events and filters spell them.
+pub const KIND_NAMES: &[&str] = &[
+    "spawned",
+    "spawn_failed",
+    "ready",
+    "not_started",
+    "output",
+    "oversized_frame",
+    "decode_error",
+    "routed",
+    "undeliverable",
+    "exited",
+    "restarting",
+    "gave_up",
+    "stopped",
+    "step_passed",
+    "step_failed",
+    "violation",
+    "late_reply",
+    "write_failed",
+    "finished",
+    "shutdown",
+    "lagged",
+];
+
 impl EventFilter {
+    /// The first kind this filter names that is no event's, if any (a
+    /// typo would otherwise select nothing, or drop nothing, in silence).
+    pub(crate) fn unknown_kind(&self) -> Option<&str> {
+        [&self.kinds, &self.without, &self.drop_only]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(String::as_str)
+            .find(|k| !KIND_NAMES.contains(k))
+    }
+
     /// Every event.
     pub fn all() -> EventFilter {
         EventFilter::default()
@@ -884,6 +920,11 @@ mod tests {
         for kind in kinds {
             let v = serde_json::to_value(event(None, None, kind.clone())).unwrap();
             assert_eq!(v["event"], kind.name());
+            assert!(
+                KIND_NAMES.contains(&kind.name()),
+                "{} is in KIND_NAMES",
+                kind.name()
+            );
         }
     }
 

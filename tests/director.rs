@@ -662,3 +662,50 @@ async fn a_significant_child_that_cannot_spawn_fails_the_run_and_finished_comes_
     );
     director.shutdown("test over").await;
 }
+
+#[actix_rt::test]
+async fn events_are_a_stream_that_ends_after_finished() {
+    use futures::StreamExt;
+    let director = Director::start();
+    let mut events = director
+        .events(procession::EventFilter::all().kinds(["output", "exited", "finished"]))
+        .await
+        .unwrap();
+    director
+        .add(fixture_spec("a", &["lines", "3"]))
+        .await
+        .unwrap();
+    director.wait_exit("a").await.unwrap();
+    director.shutdown("done").await;
+    let mut kinds = Vec::new();
+    let all = tokio::time::timeout(PATIENCE, async {
+        while let Some(e) = events.next().await {
+            kinds.push(e.kind.name());
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "the stream ends once the director has stopped: {kinds:?}"
+    );
+    assert_eq!(kinds, ["output", "output", "output", "exited", "finished"]);
+}
+
+#[actix_rt::test]
+async fn a_filter_naming_an_unknown_kind_is_refused_with_a_suggestion() {
+    let director = Director::start();
+    let err = director
+        .events(procession::EventFilter::all().kinds(["exitted"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no event kind `exitted` (did you mean `exited`?)"
+    );
+    let err = director
+        .events(procession::EventFilter::all().drop_only(["outptu"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`outptu`"), "{err}");
+    director.shutdown("done").await;
+}

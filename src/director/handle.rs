@@ -45,6 +45,39 @@ pub struct Director {
     addr: Addr<DirectorActor>,
 }
 
+/// What [`Director::events`] returns: a `Stream` of [`Event`]s.
+#[derive(Debug)]
+pub struct EventStream(tokio::sync::mpsc::UnboundedReceiver<Event>);
+
+impl futures::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Hands a subscription's events to an [`EventStream`]; it stops when the
+/// director drops the subscription (and with it the stream's last sender).
+struct Forward(tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<Event> for Forward {
+    type Result = ();
+
+    fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
+        if self.0.send(event).is_err() {
+            ctx.stop(); // the stream is gone
+        }
+    }
+}
+
 impl Director {
     /// Starts a director with default settings on the current arbiter.
     pub fn start() -> Director {
@@ -205,7 +238,30 @@ impl Director {
         to: Recipient<Event>,
         filter: EventFilter,
     ) -> Result<SubscriptionId, DirectorError> {
+        if let Some(kind) = filter.unknown_kind() {
+            let known: Vec<Arc<str>> = crate::event::KIND_NAMES
+                .iter()
+                .map(|k| Arc::from(*k))
+                .collect();
+            return Err(DirectorError::UnknownEventKind {
+                kind: kind.to_string(),
+                suggestion: crate::error::closest(kind, &known),
+            });
+        }
         self.ask(Subscribe { to, filter }).await
+    }
+
+    /// The events that pass `filter`, as a stream (no actor of yours
+    /// needed): every one, in order, under the filter's delivery rules; it
+    /// ends after the run's `finished`, once the director has stopped.
+    ///
+    /// # Panics
+    /// Outside a running actix `System` (as for starting any actor).
+    pub async fn events(&self, filter: EventFilter) -> Result<EventStream, DirectorError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = Forward(tx).start();
+        self.subscribe(forward.recipient(), filter).await?;
+        Ok(EventStream(rx))
     }
 
     /// Ends a subscription.

@@ -51,7 +51,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-pub use handle::Director;
+pub use handle::{Director, EventStream};
 pub use messages::{
     ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren,
     ReportWriteFailure, Request, Run, RunPlan, Shutdown, SignalChild, StopChild, Subscribe,

@@ -382,3 +382,27 @@ async fn a_streamed_job_whose_key_is_running_is_refused_by_name() {
     batch.cancel();
     while batch.next().await.is_some() {}
 }
+
+#[actix_rt::test]
+async fn a_batch_is_a_stream_of_its_results() {
+    use futures::StreamExt;
+    let jobs = (0..5)
+        .map(|i| {
+            Job::new(
+                i.to_string(),
+                [fixture(), "exit", &(i % 2).to_string()]
+                    .map(String::from)
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let batch = Batch::start(jobs, BatchOptions::default()).unwrap();
+    let failed: Vec<String> = batch
+        .filter(|r| std::future::ready(!r.success()))
+        .map(|r| r.key)
+        .collect()
+        .await;
+    let mut failed = failed;
+    failed.sort();
+    assert_eq!(failed, ["1", "3"]);
+}

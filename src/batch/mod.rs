@@ -322,3 +322,16 @@ impl Batch {
         all
     }
 }
+
+/// The results as they finish, like [`Batch::next`]: the stream ends when
+/// the batch has (every job reported, and what escaped them killed).
+impl futures::Stream for Batch {
+    type Item = JobResult;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<JobResult>> {
+        self.results.poll_recv(cx)
+    }
+}

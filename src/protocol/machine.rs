@@ -248,6 +248,9 @@ pub(crate) struct Machine {
     /// How many times each step was entered (through `goto` loops).
     visits: Vec<u32>,
     max_visits: u32,
+    /// Inside `enter`: a step to enter next waits in `pending`.
+    entering: bool,
+    pending: Option<usize>,
     passed: Option<bool>,
     failure: Option<String>,
 }
@@ -462,6 +465,8 @@ impl Machine {
                 v
             },
             max_visits: protocol.max_visits.max(1),
+            entering: false,
+            pending: None,
             steps,
             order: protocol.order,
             unlisted: protocol.unlisted,
@@ -880,7 +885,26 @@ impl Machine {
     }
 
     /// Makes step `i` current and runs every step that can complete at once.
+    ///
+    /// A step that passes at once enters the next from inside this call:
+    /// that one waits in `pending` and is entered by the loop here, so a
+    /// long run of such steps (a `goto` loop over kept frames, say) takes
+    /// no stack.
     fn enter(&mut self, i: usize, now: Instant, fx: &mut Vec<Effect>) {
+        if self.entering {
+            self.pending = Some(i);
+            return;
+        }
+        self.entering = true;
+        let mut next = Some(i);
+        while let Some(i) = next {
+            self.enter_one(i, now, fx);
+            next = self.pending.take();
+        }
+        self.entering = false;
+    }
+
+    fn enter_one(&mut self, i: usize, now: Instant, fx: &mut Vec<Effect>) {
         self.current = i;
         self.entered = now;
         let Some((_, _, step)) = self.steps.get(i) else {

@@ -387,6 +387,42 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_through_many_kept_frames_takes_no_stack() {
+        // 20,000 frames kept while a wait runs, then an expect that loops
+        // on itself once per frame: entered iteratively, not recursively
+        // (a test thread's 2 MiB stack would not hold 20,000 nested steps).
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let mut m = Machine::new(
+            &Protocol {
+                steps: vec![
+                    Step::wait(Duration::from_secs(1)),
+                    Step::expect_any(
+                        "a",
+                        vec![
+                            Alternative::line("^x$").goto("again"),
+                            Alternative::line("^end$"),
+                        ],
+                    )
+                    .label("again"),
+                ],
+                max_visits: 1_000_000,
+                ..Protocol::default()
+            },
+            &names(&["a"]),
+        )
+        .unwrap()
+        .keep(64 << 20);
+        m.start(t);
+        for _ in 0..20_000 {
+            m.on_output(&a, Stream::Stdout, &Frame::line("x"), false, t);
+        }
+        m.on_output(&a, Stream::Stdout, &Frame::line("end"), false, t);
+        m.on_timeout(0, t + Duration::from_secs(1));
+        assert_eq!(m.outcome(), Some(true));
+    }
+
+    #[test]
     fn a_stream_filter_ignores_the_other_stream() {
         let a: Arc<str> = Arc::from("a");
         let t = Instant::now();

@@ -294,7 +294,7 @@ fn variables_are_substituted_at_load_from_vars_set_and_env() {
     let f = unknown.path();
     assert_eq!(
         stderr(&out),
-        format!("{f}:2:17: children.e.cmd[2]: unknown variable `vars.wrod`: set it in [vars] or with --set wrod=VALUE (did you mean `vars.word`?)\n{f} is invalid: 1 problem\n")
+        format!("{f}:2:16: children.e.cmd[2]: unknown variable `vars.wrod`: set it in [vars] or with --set wrod=VALUE (did you mean `vars.word`?)\n{f} is invalid: 1 problem\n")
     );
     let out = procession(&["check", unknown.path(), "--set", "novalue"]);
     assert_eq!(code(&out), 2);

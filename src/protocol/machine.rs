@@ -777,8 +777,11 @@ impl Machine {
                     self.fail(reason, now, &mut fx);
                 }
             },
-            // Nothing more can come from it: nothing matched, nothing will.
-            Some((_, _, Compiled::ExpectNot { from, .. })) if for_good && from == child => {
+            // Nothing more can come from it: nothing matched, nothing
+            // will (unless it ended badly: that fails the run as anywhere).
+            Some((_, _, Compiled::ExpectNot { from, .. }))
+                if for_good && from == child && (exit.requested || exit.status.success()) =>
+            {
                 self.pass(now, &mut fx);
             }
             Some((_, _, Compiled::Stop(c))) if c == child => {}
@@ -803,6 +806,18 @@ impl Machine {
     pub fn on_timeout(&mut self, step: usize, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.passed.is_some() || step != self.current {
+            return fx;
+        }
+        // A timer set on an earlier visit of this step (a `goto` came back
+        // to it since) goes off before this visit's time is up: not ours.
+        let limit = match &self.steps[step].2 {
+            Compiled::Wait(d) => *d,
+            Compiled::Expect { within, .. }
+            | Compiled::ExpectNot { within, .. }
+            | Compiled::ExpectExit { within, .. } => *within,
+            _ => Duration::ZERO,
+        };
+        if now.duration_since(self.entered) < limit {
             return fx;
         }
         let waited = now.duration_since(self.entered);

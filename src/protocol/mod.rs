@@ -423,6 +423,60 @@ mod tests {
     }
 
     #[test]
+    fn a_timer_from_an_earlier_visit_of_a_step_is_not_this_visits() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut m = machine(
+            vec![
+                Step::send_line("a", "status?").label("poll"),
+                Step::expect_any(
+                    "a",
+                    vec![
+                        Alternative::line("^busy$").goto("poll"),
+                        Alternative::line("^done$"),
+                    ],
+                )
+                .within(s(5)),
+            ],
+            Order::Strict,
+            Unlisted::Pass,
+            &["a"],
+        );
+        m.start(t);
+        m.action_done(0, t); // step 2 entered at t: its timer is for t+5s
+        m.on_output(&a, Stream::Stdout, &Frame::line("busy"), false, t + s(1));
+        m.action_done(0, t + s(1)); // entered again at t+1s
+        let fx = m.on_timeout(1, t + s(5));
+        assert!(
+            fx.is_empty(),
+            "the first visit's timer is ignored: {:?}",
+            kinds(&fx)
+        );
+        m.on_output(&a, Stream::Stdout, &Frame::line("done"), false, t + s(5));
+        assert_eq!(m.outcome(), Some(true));
+    }
+
+    #[test]
+    fn expect_not_does_not_hide_a_child_that_ends_badly() {
+        let a: Arc<str> = Arc::from("a");
+        let t = Instant::now();
+        let steps = || vec![Step::expect_not("a", Alternative::line("Traceback"))];
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        m.on_exit(&a, &exit(0), true, t);
+        assert_eq!(
+            m.outcome(),
+            Some(true),
+            "a clean end: nothing more can match"
+        );
+        let mut m = machine(steps(), Order::Strict, Unlisted::Pass, &["a"]);
+        m.start(t);
+        m.on_exit(&a, &exit(3), true, t);
+        assert_eq!(m.outcome(), Some(false), "a crash fails the run");
+    }
+
+    #[test]
     fn a_stream_filter_ignores_the_other_stream() {
         let a: Arc<str> = Arc::from("a");
         let t = Instant::now();
@@ -558,10 +612,10 @@ mod tests {
         }
         // Step 2 takes `two` (consuming `one`), so step 3 waits for a new `one`.
         assert_eq!(
-            kinds(&m.on_timeout(0, t)),
+            kinds(&m.on_timeout(0, t + Duration::from_secs(1))),
             ["passed 0", "passed 1", "timer 2"]
         );
-        let fx = m.on_timeout(2, t + Duration::from_secs(10));
+        let fx = m.on_timeout(2, t + Duration::from_secs(20));
         let Effect::Failed { reason, .. } = &fx[0] else {
             panic!("{fx:?}")
         };
@@ -772,7 +826,7 @@ mod tests {
         for frame in more {
             m.on_output(&a, Stream::Stdout, &frame, false, t);
         }
-        let fx = m.on_timeout(0, t);
+        let fx = m.on_timeout(0, t + Duration::from_secs(1));
         (m, fx)
     }
 
@@ -784,7 +838,7 @@ mod tests {
         let (mut m, fx) = first_then((0..2048).map(|_| Frame::line(kib.clone())));
         // 2 MiB came after `first`: it was dropped, so step 2 waits.
         assert_eq!(kinds(&fx), ["passed 0", "timer 1"]);
-        let fx = m.on_timeout(1, Instant::now() + Duration::from_secs(10));
+        let fx = m.on_timeout(1, Instant::now() + Duration::from_secs(20));
         let Effect::Failed { reason, .. } = &fx[0] else {
             panic!("{fx:?}")
         };
@@ -864,7 +918,7 @@ mod tests {
         m.on_exit(&a, &exit(0), true, t);
         // What it printed still counts; then the next expect fails at once.
         assert_eq!(
-            kinds(&m.on_timeout(0, t)),
+            kinds(&m.on_timeout(0, t + Duration::from_secs(1))),
             ["passed 0", "passed 1", "failed 2", "done false"]
         );
     }
@@ -935,7 +989,7 @@ mod tests {
             "an expect_exit for it is ahead"
         );
         assert_eq!(
-            kinds(&m.on_timeout(0, t)),
+            kinds(&m.on_timeout(0, t + Duration::from_secs(1))),
             ["passed 0", "passed 1", "done true"]
         );
 

@@ -42,9 +42,9 @@ impl Vars<'_> {
         let start = value.span().start;
         match value.get_mut() {
             DeValue::String(s) => {
-                // The span starts at the opening quote.
-                let at = start + 1;
-                match self.text(s, at) {
+                // Problems are reported at the string: an offset in its
+                // unescaped text is not one in the file.
+                match self.text(s, start) {
                     Ok(Some(new)) => *s = Cow::Owned(new),
                     Ok(None) => {}
                     Err(p) => problems.push(p),
@@ -83,11 +83,15 @@ impl Vars<'_> {
                 continue;
             }
             out.push_str(&rest[..i]);
-            let offset = at + (text.len() - rest.len()) + i;
+            let offset = at;
             let Some(end) = rest[i..].find('}') else {
-                out.push_str(&rest[i..]);
-                rest = "";
-                break;
+                return Err(Problem {
+                    offset,
+                    message: format!(
+                        "`{}` has no closing `}}` (write `$${{` for a literal `${{`)",
+                        &rest[i..]
+                    ),
+                });
             };
             let inner = &rest[i + 2..i + end];
             match self.resolve(inner) {
@@ -144,6 +148,16 @@ impl Vars<'_> {
                 )),
             });
         }
+        if inner.contains('.') {
+            let (space, _) = inner.split_once('.').unwrap_or((inner, ""));
+            let why = if space == "child" {
+                "`child.index` and `child.name` belong to replicas (`count`), which this version does not have"
+                    .to_string()
+            } else {
+                format!("`{space}.` is not a kind of variable: use `vars.NAME` or `env.NAME`")
+            };
+            return Some(Err(format!("unknown variable `{inner}`: {why}")));
+        }
         None
     }
 }
@@ -166,9 +180,9 @@ mod tests {
     fn every_form_is_substituted_and_captures_stay() {
         let env = |n: &str| (n == "HOME").then(|| "/home/ada".to_string());
         let mut v = vars(&env);
-        let text = "${vars.port} ${env.HOME} ${env.NOPE:-x} $${vars.port} ${sid} ${child.index}";
+        let text = "${vars.port} ${env.HOME} ${env.NOPE:-x} $${vars.port} ${sid}";
         let out = v.text(text, 0).ok().flatten().unwrap();
-        assert_eq!(out, "8080 /home/ada x ${vars.port} ${sid} ${child.index}");
+        assert_eq!(out, "8080 /home/ada x ${vars.port} ${sid}");
         assert_eq!(v.used.len(), 3);
     }
 
@@ -177,7 +191,7 @@ mod tests {
         let env = |_: &str| None;
         let mut v = vars(&env);
         let err = v.text("port ${vars.prot}", 10).err().unwrap();
-        assert_eq!(err.offset, 15);
+        assert_eq!(err.offset, 10, "at the string");
         assert!(
             err.message.contains("did you mean `vars.port`"),
             "{}",
@@ -189,6 +203,22 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_missing_brace_and_an_unknown_kind_of_variable_are_errors() {
+        let env = |_: &str| None;
+        let mut v = vars(&env);
+        let err = v.text("--port=${vars.port", 0).err().unwrap();
+        assert!(err.message.contains("no closing `}`"), "{}", err.message);
+        let err = v.text("${var.port}", 0).err().unwrap();
+        assert!(
+            err.message.contains("`var.` is not a kind of variable"),
+            "{}",
+            err.message
+        );
+        let err = v.text("${child.index}", 0).err().unwrap();
+        assert!(err.message.contains("replicas"), "{}", err.message);
     }
 
     #[test]

@@ -186,12 +186,16 @@ fn apply_defaults(root: &mut DeTable<'_>, problems: &mut Vec<vars::Problem>) {
     let DeValue::Table(children) = children.get_mut() else {
         return;
     };
-    for (_, child) in children.iter_mut() {
+    for (name, child) in children.iter_mut() {
         let DeValue::Table(child) = child.get_mut() else {
             continue;
         };
         for (key, value) in &defaults {
-            if !child.iter().any(|(k, _)| k.get_ref() == key.get_ref()) {
+            // A default `depends_on = ["db"]` is not for `db` itself.
+            let names_itself = key.get_ref() == "depends_on"
+                && matches!(value.get_ref(), DeValue::Array(deps)
+                    if deps.iter().any(|d| d.get_ref().as_str() == Some(name.get_ref())));
+            if !names_itself && !child.iter().any(|(k, _)| k.get_ref() == key.get_ref()) {
                 child.insert(key.clone(), value.clone());
             }
         }
@@ -728,6 +732,18 @@ stop = { signal = "TERM" }
             "replaced, not merged"
         );
         assert!(!b.env.contains_key("LEVEL"), "replaced, not merged");
+        // A default dependency is not its own.
+        let deps = "[defaults]\ndepends_on = [\"db\"]\n\n[children.db]\ncmd = [\"true\"]\n\n[children.web]\ncmd = [\"true\"]\n";
+        let s = parse(deps, Path::new("s.toml")).unwrap();
+        let db = s.plan.children().iter().find(|c| &*c.name == "db").unwrap();
+        let web = s
+            .plan
+            .children()
+            .iter()
+            .find(|c| &*c.name == "web")
+            .unwrap();
+        assert!(db.depends_on.is_empty());
+        assert_eq!(web.depends_on, [Arc::from("db")]);
         // A bad default is reported once, where it is written.
         let bad = "[defaults]\nframng = \"json\"\n\n[children.a]\ncmd = [\"true\"]\n\n[children.b]\ncmd = [\"true\"]\n";
         let errs = errors(bad);

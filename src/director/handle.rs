@@ -252,8 +252,10 @@ impl Director {
     }
 
     /// The events that pass `filter`, as a stream (no actor of yours
-    /// needed): every one, in order, under the filter's delivery rules; it
-    /// ends after the run's `finished`, once the director has stopped.
+    /// needed), in order; it ends after the run's `finished`, once the
+    /// director has stopped. A stream read slower than events come loses
+    /// some and gets a `lagged` event saying how many, as any subscriber
+    /// does; `EventFilter::drop_only` says which kinds it may lose.
     ///
     /// # Panics
     /// Outside a running actix `System` (as for starting any actor).

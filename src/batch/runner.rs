@@ -123,17 +123,14 @@ impl BatchActor {
             self.ending = true;
             let killed = self.run.as_ref().map(|run| run.kill_all());
             ctx.wait(
-                fut::wrap_future::<_, Self>(async move {
-                    if let Some(killed) = killed {
-                        let _ = killed.await;
-                    }
-                })
-                .map(|(), act, ctx| {
-                    if let Some(watchdog) = &act.watchdog {
-                        watchdog.clean_end();
-                    }
-                    ctx.stop();
-                }),
+                fut::wrap_future::<_, Self>(futures::future::OptionFuture::from(killed)).map(
+                    |_, act, ctx| {
+                        if let Some(watchdog) = &act.watchdog {
+                            watchdog.clean_end();
+                        }
+                        ctx.stop();
+                    },
+                ),
             );
         }
     }

@@ -203,18 +203,15 @@ impl DirectorActor {
         // What escaped any child's group goes before the end is told.
         let killed = self.run.as_ref().map(|run| run.kill_all());
         ctx.wait(
-            fut::wrap_future::<_, Self>(async move {
-                if let Some(killed) = killed {
-                    let _ = killed.await;
-                }
-            })
-            .map(|(), act, ctx| {
-                if let Some(watchdog) = &act.watchdog {
-                    watchdog.clean_end();
-                }
-                act.finishing = true;
-                act.drive_outbox(ctx); // publishes `finished` at its end
-            }),
+            fut::wrap_future::<_, Self>(futures::future::OptionFuture::from(killed)).map(
+                |_, act, ctx| {
+                    if let Some(watchdog) = &act.watchdog {
+                        watchdog.clean_end();
+                    }
+                    act.finishing = true;
+                    act.drive_outbox(ctx); // publishes `finished` at its end
+                },
+            ),
         );
     }
 

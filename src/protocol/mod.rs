@@ -477,6 +477,38 @@ mod tests {
     }
 
     #[test]
+    fn steps_with_flow_keep_it_through_serde() {
+        let steps = vec![
+            Step::expect_any("a", vec![Alternative::line("x").goto("end")]),
+            Step::expect_any(
+                "a",
+                vec![
+                    Alternative::prompt("> $"),
+                    Alternative::line("y").goto("end"),
+                ],
+            )
+            .on_timeout("end")
+            .on_exit("end"),
+            Step::expect_not("a", Alternative::line("error")).label("end"),
+        ];
+        for step in steps {
+            let json = serde_json::to_value(&step).unwrap();
+            let back: Step = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, step, "{json}");
+        }
+        // A plain expect given a goto from Rust keeps it (as an `any`).
+        let mut step = Step::expect_line("a", "x");
+        if let Action::Expect { alternatives, .. } = &mut step.action {
+            alternatives[0].goto = Some("end".into());
+        }
+        let back: Step = serde_json::from_value(serde_json::to_value(&step).unwrap()).unwrap();
+        let Action::Expect { alternatives, .. } = &back.action else {
+            panic!("{back:?}")
+        };
+        assert_eq!(alternatives[0].goto.as_deref(), Some("end"));
+    }
+
+    #[test]
     fn a_stream_filter_ignores_the_other_stream() {
         let a: Arc<str> = Arc::from("a");
         let t = Instant::now();

@@ -898,7 +898,8 @@ impl From<Step> for RawStep {
                 };
                 let mut list: Vec<RawAlternative> =
                     alternatives.into_iter().map(RawAlternative::from).collect();
-                if any || list.len() != 1 {
+                // One alternative with a `goto` has only the `any` form.
+                if any || list.len() != 1 || list[0].goto.is_some() {
                     raw_expect.any = Some(list);
                 } else if let Some(one) = list.pop() {
                     raw_expect.line = one.line;

@@ -154,6 +154,12 @@ pub enum ChildError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A replica group's name is a child's, or another group's.
+    #[error("`{group}` names a group of replicas and another child or group too")]
+    GroupNameTaken {
+        /// The group.
+        group: Arc<str>,
+    },
     /// Two children share a name.
     #[error("child `{child}` is defined twice")]
     DuplicateChild {
@@ -392,6 +398,7 @@ impl ConfigError {
             ConfigError::DuplicateChild { child: c } | ConfigError::EmptyCommand { child: c } => {
                 child(c, "cmd")
             }
+            ConfigError::GroupNameTaken { group } => child(group, "count"),
             ConfigError::UnknownDependency {
                 child, dependency, ..
             } => Location::Child {

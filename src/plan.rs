@@ -39,14 +39,100 @@ use crate::spec::{ChildSpec, Ready};
 /// or [`Director::run_plan`](crate::director::Director::run_plan).
 pub struct Plan {
     children: Vec<ChildSpec>,
+    /// Replica groups: a name and its replicas `NAME-1` … `NAME-N`.
+    groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
     routes: Vec<Route>,
     protocol: Option<(Protocol, Machine)>,
+}
+
+/// Builds a [`Plan`] with replicas: a group of children made from one
+/// template, named `NAME-1` … `NAME-N`, that routes, `depends_on` and steps
+/// may name as a whole (as `count` does in a scenario file).
+///
+/// ```
+/// use procession::plan::Plan;
+/// use procession::{ChildSpec, Route};
+///
+/// let plan = Plan::builder()
+///     .child(ChildSpec::new("server", ["cat"]))
+///     .replicas("worker", 3, |index, name| {
+///         ChildSpec::new(name, ["echo", &format!("I am {index}")]).depends_on("server")
+///     })
+///     .route(Route::new("worker", "server")) // from each replica
+///     .check()
+///     .unwrap();
+/// let names: Vec<&str> = plan.children().iter().map(|c| &*c.name).collect();
+/// assert_eq!(names, ["server", "worker-1", "worker-2", "worker-3"]);
+/// assert_eq!(plan.routes().len(), 3);
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "a builder does nothing until `check`"]
+pub struct PlanBuilder {
+    children: Vec<ChildSpec>,
+    groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
+    routes: Vec<Route>,
+    protocol: Option<Protocol>,
+}
+
+impl PlanBuilder {
+    /// Adds one child.
+    pub fn child(mut self, spec: ChildSpec) -> Self {
+        self.children.push(spec);
+        self
+    }
+
+    /// Adds `count` replicas (0 is allowed): `make(index, name)` gives the
+    /// spec of each, `index` from 1 and `name` = `GROUP-index` (the spec's
+    /// own name is replaced by it).
+    pub fn replicas(
+        mut self,
+        group: impl Into<Arc<str>>,
+        count: usize,
+        mut make: impl FnMut(usize, &str) -> ChildSpec,
+    ) -> Self {
+        let group = group.into();
+        let mut names = Vec::with_capacity(count);
+        for index in 1..=count {
+            let name: Arc<str> = Arc::from(format!("{group}-{index}"));
+            let mut spec = make(index, &name);
+            spec.name = name.clone();
+            names.push(name);
+            self.children.push(spec);
+        }
+        self.groups.push((group, names));
+        self
+    }
+
+    /// Adds a route; a group name as `from` means each replica, as `to`
+    /// each replica gets the frame.
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Sets the protocol; its steps may name groups.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Checks it all, as [`Plan::check`] does.
+    pub fn check(self) -> Result<Plan, ConfigErrors> {
+        Plan::check_with(
+            &Existing::default(),
+            self.children,
+            self.groups,
+            self.routes,
+            self.protocol,
+        )
+    }
 }
 
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan")
             .field("children", &self.children)
+            .field("groups", &self.groups)
             .field("routes", &self.routes)
             .field("protocol", &self.protocol())
             .finish()
@@ -76,28 +162,64 @@ impl Plan {
         Plan::check_with(
             &Existing::default(),
             children.into_iter().collect(),
+            Vec::new(),
             routes.into_iter().collect(),
             protocol,
         )
     }
 
+    /// A builder for a plan with replicas.
+    pub fn builder() -> PlanBuilder {
+        PlanBuilder::default()
+    }
+
     /// Checks a plan that adds to the children a director already has.
+    /// Group names in `depends_on` and routes are expanded to their
+    /// replicas here; steps keep them (the machine knows the groups).
     pub(crate) fn check_with(
         existing: &Existing,
-        children: Vec<ChildSpec>,
+        mut children: Vec<ChildSpec>,
+        groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
         routes: Vec<Route>,
         protocol: Option<Protocol>,
     ) -> Result<Plan, ConfigErrors> {
-        let mut problems = validate(&children, &existing.children);
+        let mut problems = Vec::new();
+        let members: HashMap<Arc<str>, Vec<Arc<str>>> = groups.iter().cloned().collect();
+        let mut group_names: HashSet<&Arc<str>> = HashSet::new();
+        for (group, _) in &groups {
+            let clash =
+                existing.children.contains_key(group) || children.iter().any(|c| &c.name == group);
+            if clash || !group_names.insert(group) {
+                problems.push(ConfigError::GroupNameTaken {
+                    group: group.clone(),
+                });
+            }
+        }
+        for spec in &mut children {
+            if spec.depends_on.iter().any(|d| members.contains_key(d)) {
+                let mut deps = Vec::new();
+                for d in std::mem::take(&mut spec.depends_on) {
+                    match members.get(&d) {
+                        Some(replicas) => deps.extend(replicas.iter().cloned()),
+                        None => deps.push(d),
+                    }
+                }
+                spec.depends_on = deps;
+            }
+        }
+        problems.extend(validate(&children, &existing.children, &members));
         let mut names = existing.names.clone();
         names.extend(children.iter().map(|s| s.name.clone()));
-        problems.extend(check_routes(&routes, &names, existing.routes));
+        let mut known = names.clone();
+        known.extend(groups.iter().map(|(g, _)| g.clone()));
+        problems.extend(check_routes(&routes, &known, existing.routes));
+        let routes = expand_routes(routes, &members);
         if let Some(protocol) = &protocol {
-            problems.extend(check_prompts(protocol, &children));
+            problems.extend(check_prompts(protocol, &children, &members));
         }
         let protocol = match protocol {
             None => None,
-            Some(protocol) => match Machine::new(&protocol, &names) {
+            Some(protocol) => match Machine::grouped(&protocol, &names, &members) {
                 Ok(machine) => Some((protocol, machine)),
                 Err(more) => {
                     problems.extend(more);
@@ -108,6 +230,7 @@ impl Plan {
         if problems.is_empty() {
             Ok(Plan {
                 children,
+                groups,
                 routes,
                 protocol,
             })
@@ -119,7 +242,8 @@ impl Plan {
     /// Checks this plan again, against what a director already has.
     pub(crate) fn recheck(self, existing: &Existing) -> Result<Plan, ConfigErrors> {
         let protocol = self.protocol.map(|(p, _)| p);
-        Plan::check_with(existing, self.children, self.routes, protocol)
+        // Routes were expanded already; the groups still matter to steps.
+        Plan::check_with(existing, self.children, self.groups, self.routes, protocol)
     }
 
     /// This plan, with an empty protocol if it has none (a run without
@@ -139,7 +263,13 @@ impl Plan {
         &self.children
     }
 
-    /// The routes.
+    /// Replica groups, each with its replicas in order (a scenario's
+    /// `count`, [`PlanBuilder::replicas`]).
+    pub fn groups(&self) -> &[(Arc<str>, Vec<Arc<str>>)] {
+        &self.groups
+    }
+
+    /// The routes, with group names expanded (one route per replica).
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -187,9 +317,46 @@ fn check_routes(routes: &[Route], names: &[Arc<str>], before: usize) -> Vec<Conf
     problems
 }
 
+/// Each route naming a group, as one route per replica (`from` a group:
+/// from each; `to` a group: to each, so each gets the frame).
+fn expand_routes(routes: Vec<Route>, members: &HashMap<Arc<str>, Vec<Arc<str>>>) -> Vec<Route> {
+    if members.is_empty() {
+        return routes;
+    }
+    let one = |name: &Arc<str>| -> Vec<Arc<str>> {
+        members
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| vec![name.clone()])
+    };
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes {
+        if !members.contains_key(&route.from) && !members.contains_key(&route.to) {
+            out.push(route);
+            continue;
+        }
+        for from in one(&route.from) {
+            for to in one(&route.to) {
+                if from == to {
+                    continue; // a group routed to itself: to the others
+                }
+                let mut r = route.clone();
+                r.from = from.clone();
+                r.to = to;
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
 /// A `prompt` expect on a child whose output is not lines: it has no
 /// prompts (an unterminated tail exists only for `lines` framing).
-fn check_prompts(protocol: &Protocol, children: &[ChildSpec]) -> Vec<ConfigError> {
+fn check_prompts(
+    protocol: &Protocol,
+    children: &[ChildSpec],
+    members: &HashMap<Arc<str>, Vec<Arc<str>>>,
+) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     for (i, step) in protocol.steps.iter().enumerate() {
         let (from, prompts) = match &step.action {
@@ -202,7 +369,10 @@ fn check_prompts(protocol: &Protocol, children: &[ChildSpec]) -> Vec<ConfigError
         if !prompts {
             continue;
         }
-        if let Some(spec) = children.iter().find(|c| &c.name == from) {
+        let one = [from.clone()];
+        let names = members.get(from).map_or(&one[..], Vec::as_slice);
+        // Replicas share a template: the first says it for all.
+        if let Some(spec) = children.iter().find(|c| names.contains(&c.name)) {
             if spec.framing != crate::Framing::Lines {
                 problems.push(ConfigError::PromptNotLines {
                     step: i + 1,
@@ -222,7 +392,11 @@ fn check_prompts(protocol: &Protocol, children: &[ChildSpec]) -> Vec<ConfigError
 
 /// All problems with adding `new` to the children already known (`existing`:
 /// name -> depends_on), in the order they were found.
-fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> Vec<ConfigError> {
+fn validate(
+    new: &[ChildSpec],
+    existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>,
+    groups: &HashMap<Arc<str>, Vec<Arc<str>>>,
+) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     let mut names: HashSet<Arc<str>> = existing.keys().cloned().collect();
     for spec in new {
@@ -292,10 +466,11 @@ fn validate(new: &[ChildSpec], existing: &BTreeMap<Arc<str>, Vec<Arc<str>>>) -> 
     for spec in new {
         for dep in &spec.depends_on {
             if !names.contains(dep) {
+                let known: Vec<Arc<str>> = names.iter().chain(groups.keys()).cloned().collect();
                 problems.push(ConfigError::UnknownDependency {
                     child: spec.name.clone(),
                     dependency: dep.clone(),
-                    suggestion: closest(dep, &names),
+                    suggestion: closest(dep, &known),
                 });
             }
         }
@@ -377,7 +552,7 @@ mod tests {
             spec("api", &["db"]),
             spec("web", &["api", "db"]),
         ];
-        assert!(validate(&new, &BTreeMap::new()).is_empty());
+        assert!(validate(&new, &BTreeMap::new(), &HashMap::new()).is_empty());
     }
 
     #[test]
@@ -391,7 +566,7 @@ mod tests {
         ];
         let mut existing = BTreeMap::new();
         existing.insert(Arc::from("server"), vec![]);
-        let got = messages(&validate(&new, &existing));
+        let got = messages(&validate(&new, &existing, &HashMap::new()));
         assert!(
             got.contains(&"child `a` is defined twice".to_string()),
             "{got:?}"
@@ -412,11 +587,11 @@ mod tests {
     #[test]
     fn a_cycle_is_shown_as_a_closed_path() {
         let new = [spec("a", &["b"]), spec("b", &["c"]), spec("c", &["b"])];
-        let got = messages(&validate(&new, &BTreeMap::new()));
+        let got = messages(&validate(&new, &BTreeMap::new(), &HashMap::new()));
         assert_eq!(got, ["dependency cycle: b -> c -> b"]);
         let selfish = [spec("me", &["me"])];
         assert_eq!(
-            messages(&validate(&selfish, &BTreeMap::new())),
+            messages(&validate(&selfish, &BTreeMap::new(), &HashMap::new())),
             ["dependency cycle: me -> me"]
         );
     }
@@ -465,7 +640,7 @@ mod tests {
     fn a_bad_ready_regex_and_an_empty_cmd_are_named() {
         let mut bad = spec("srv", &[]).ready(Ready::Line("(".into()));
         bad.cmd.clear();
-        let got = messages(&validate(&[bad], &BTreeMap::new()));
+        let got = messages(&validate(&[bad], &BTreeMap::new(), &HashMap::new()));
         assert_eq!(
             got,
             [

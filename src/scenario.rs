@@ -173,6 +173,7 @@ fn apply_defaults(root: &mut DeTable<'_>, problems: &mut Vec<vars::Problem>) {
             DeValue::Table(t) => t.clone(),
             _ => {
                 problems.push(vars::Problem {
+                    key: None,
                     offset: v.span().start,
                     message: "[defaults] is a table of child keys".into(),
                 });
@@ -243,6 +244,7 @@ pub fn parse_with(
                             values.insert(k.get_ref().to_string(), value);
                         }
                         None => problems.push(vars::Problem {
+                            key: None,
                             offset: v.span().start,
                             message: "a variable is a string, a number or true/false".into(),
                         }),
@@ -250,6 +252,7 @@ pub fn parse_with(
                 }
             }
             _ => problems.push(vars::Problem {
+                key: None,
                 offset: table.span().start,
                 message: "[vars] is a table of NAME = \"value\"".into(),
             }),
@@ -263,13 +266,31 @@ pub fn parse_with(
         values,
         env: &env,
         used: std::collections::BTreeMap::new(),
+        child: None,
     };
-    vars.substitute_all(root.get_mut(), &mut problems);
-    let used = vars.used;
+    // Defaults first, so that a default may say `${child.name}`; then
+    // replicas, each a copy of its table; then every string, once.
     apply_defaults(root.get_mut(), &mut problems);
+    let replicas = expand_counts(root.get_mut(), &mut vars, &mut problems);
+    let numbers = replicas
+        .groups
+        .iter()
+        .flat_map(|(_, names)| names.iter().enumerate())
+        .map(|(i, n)| (n.to_string(), i + 1))
+        .collect();
+    vars.substitute_all(root.get_mut(), &numbers, &mut problems);
+    let used = vars.used;
     let mut p = Parser::new(text, path, Some(root.get_ref()));
+    p.replica_of = replicas
+        .groups
+        .iter()
+        .flat_map(|(g, names)| names.iter().map(move |n| (n.to_string(), g.to_string())))
+        .collect();
     for problem in problems {
         p.error_at(problem.offset, problem.message);
+        if let (Some(key), Some(e)) = (problem.key, p.errors.last_mut()) {
+            e.key = key;
+        }
     }
     let mut scenario = Sections {
         name: None,
@@ -329,6 +350,7 @@ pub fn parse_with(
     }
     let plan = p.check(
         scenario.children,
+        replicas.groups,
         scenario.routes,
         scenario.protocol,
         &all_names,
@@ -342,13 +364,128 @@ pub fn parse_with(
             vars: used,
         }),
         _ => {
-            p.errors.sort_by_key(|e| (e.line, e.column));
-            // A bad `[defaults]` key is found once per child that takes it.
-            p.errors
-                .dedup_by(|a, b| (a.line, a.column, &a.message) == (b.line, b.column, &b.message));
-            Err(ScenarioErrors(p.errors))
+            // A bad `[defaults]` key is found once per child that takes
+            // it, a bad key of a replicated child once per replica: each
+            // is reported once (replicas told apart only by their names).
+            let mut seen = std::collections::HashSet::new();
+            let mut errors = std::mem::take(&mut p.errors);
+            errors.retain(|e| {
+                let same = same_message(&p.replica_of, &e.message);
+                seen.insert((e.line, e.column, e.key.clone(), same))
+            });
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(ScenarioErrors(errors))
         }
     }
+}
+
+/// Replica groups made by `count`, each with its replicas' names.
+struct Replicas {
+    groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
+}
+
+/// The most replicas one `count` may make.
+const MAX_COUNT: i64 = 100_000;
+
+/// `count = N` on a child: its table becomes N tables `NAME-1` … `NAME-N`
+/// (in its place, in file order), each without `count` and keeping the
+/// original's positions, so that problems are reported where they are
+/// written. A bad count is an error at it, and the child stays one child.
+fn expand_counts(
+    root: &mut DeTable<'_>,
+    vars: &mut vars::Vars<'_>,
+    problems: &mut Vec<vars::Problem>,
+) -> Replicas {
+    let mut groups = Vec::new();
+    let Some((_, children)) = root.iter_mut().find(|(k, _)| k.get_ref() == "children") else {
+        return Replicas { groups };
+    };
+    let DeValue::Table(table) = children.get_mut() else {
+        return Replicas { groups };
+    };
+    let counted = |v: &Spanned<DeValue<'_>>| match v.get_ref() {
+        DeValue::Table(t) => t.iter().any(|(k, _)| k.get_ref() == "count"),
+        _ => false,
+    };
+    if !table.iter().any(|(_, v)| counted(v)) {
+        return Replicas { groups };
+    }
+    let mut expanded = DeTable::new();
+    for (name, mut child) in std::mem::take(table) {
+        if !counted(&child) {
+            expanded.insert(name, child);
+            continue;
+        }
+        let DeValue::Table(t) = child.get_mut() else {
+            unreachable!("counted: a table")
+        };
+        let mut count = t
+            .iter()
+            .find(|(k, _)| k.get_ref() == "count")
+            .map(|(_, v)| v.clone())
+            .expect("counted: has count");
+        let mut without = DeTable::new();
+        for (k, v) in std::mem::take(t) {
+            if k.get_ref() != "count" {
+                without.insert(k, v);
+            }
+        }
+        *t = without;
+        vars.value(&mut count, problems);
+        let n = match count.get_ref() {
+            DeValue::Integer(i) => i.to_string().parse::<i64>().ok(),
+            DeValue::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        let n = match n {
+            Some(n) if (0..=MAX_COUNT).contains(&n) => n as usize,
+            other => {
+                let what = match other {
+                    Some(n) => format!("{n} is out of range"),
+                    None => "it is not a whole number".to_string(),
+                };
+                problems.push(vars::Problem {
+                    key: Some(format!("children.{}.count", name.get_ref())),
+                    offset: count.span().start,
+                    message: format!(
+                        "`count` is how many replicas, 0 to {MAX_COUNT} (a number, or a string that becomes one): {what}"
+                    ),
+                });
+                expanded.insert(name, child);
+                continue;
+            }
+        };
+        let group: Arc<str> = Arc::from(name.get_ref().as_ref());
+        let mut names = Vec::with_capacity(n);
+        for index in 1..=n {
+            let replica = format!("{group}-{index}");
+            names.push(Arc::from(replica.as_str()));
+            expanded.insert(
+                Spanned::new(name.span(), std::borrow::Cow::Owned(replica)),
+                child.clone(),
+            );
+        }
+        groups.push((group, names));
+    }
+    *table = expanded;
+    Replicas { groups }
+}
+
+/// A message with replicas' names replaced by their group's, to tell
+/// whether two problems are the same one.
+fn same_message(replica_of: &std::collections::HashMap<String, String>, message: &str) -> String {
+    if replica_of.is_empty() || !message.contains('`') {
+        return message.to_string();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| match replica_of.get(part) {
+            Some(group) if i % 2 == 1 => group.as_str(),
+            _ => part,
+        })
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 struct Parser<'a> {
@@ -358,6 +495,8 @@ struct Parser<'a> {
     errors: Vec<ScenarioError>,
     /// Children whose table had problems, made from their good keys.
     rejected: Vec<ChildSpec>,
+    /// Each replica's group: its problems are reported at the group's key.
+    replica_of: std::collections::HashMap<String, String>,
 }
 
 impl<'a> Parser<'a> {
@@ -368,6 +507,7 @@ impl<'a> Parser<'a> {
             root,
             errors: Vec::new(),
             rejected: Vec::new(),
+            replica_of: std::collections::HashMap::new(),
         }
     }
 
@@ -451,7 +591,15 @@ impl<'a> Parser<'a> {
 
     fn error_at(&mut self, offset: usize, message: String) {
         let (line, column) = line_column(self.text, offset);
-        let key = self.root.map(|r| key_path(r, offset)).unwrap_or_default();
+        let mut key = self.root.map(|r| key_path(r, offset)).unwrap_or_default();
+        // A replica's key is where its group is written.
+        if let Some(rest) = key.strip_prefix("children.") {
+            let (name, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            if let Some(group) = self.replica_of.get(name) {
+                let dot = if tail.is_empty() { "" } else { "." };
+                key = format!("children.{group}{dot}{tail}");
+            }
+        }
         self.errors.push(ScenarioError {
             file: self.file.to_path_buf(),
             line,
@@ -466,6 +614,7 @@ impl<'a> Parser<'a> {
     fn check(
         &mut self,
         mut specs: Vec<ChildSpec>,
+        groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
         routes: Vec<Route>,
         protocol: Protocol,
         all_names: &[Arc<str>],
@@ -486,7 +635,8 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        match Plan::check(specs, routes, Some(protocol)) {
+        let existing = crate::plan::Existing::default();
+        match Plan::check_with(&existing, specs, groups, routes, Some(protocol)) {
             Ok(plan) => Some(plan),
             Err(problems) => {
                 for problem in problems.0 {
@@ -749,6 +899,129 @@ stop = { signal = "TERM" }
         let errs = errors(bad);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("s.toml:2:1:"), "{errs:?}");
+    }
+
+    fn names(s: &Scenario) -> Vec<String> {
+        s.plan
+            .children()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn count_makes_replicas_with_their_index_and_name() {
+        let text = r#"
+[vars]
+n = 3
+
+[defaults]
+env = { ME = "${child.name}" }
+
+[children.server]
+cmd = ["cat"]
+
+[children.worker]
+count = "${vars.n}"
+cmd = ["echo", "${child.index}", "${child.name}", "$${child.index}"]
+depends_on = ["server"]
+
+[children.client]
+cmd = ["cat"]
+depends_on = ["worker"]
+
+[[routes]]
+from = "worker"
+to = "server"
+"#;
+        let s = parse(text, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            names(&s),
+            ["server", "worker-1", "worker-2", "worker-3", "client"]
+        );
+        let w2 = &s.plan.children()[2];
+        assert_eq!(w2.cmd, ["echo", "2", "worker-2", "${child.index}"]);
+        assert_eq!(w2.env["ME"], "worker-2", "a default says child.name too");
+        assert_eq!(s.plan.children()[0].env["ME"], "server");
+        assert_eq!(
+            s.plan.children()[4].depends_on,
+            [Arc::from("worker-1"), "worker-2".into(), "worker-3".into()],
+            "depends_on a group: on every replica"
+        );
+        let routes: Vec<String> = s
+            .plan
+            .routes()
+            .iter()
+            .map(|r| format!("{}>{}", r.from, r.to))
+            .collect();
+        assert_eq!(
+            routes,
+            ["worker-1>server", "worker-2>server", "worker-3>server"]
+        );
+        assert_eq!(s.plan.groups().len(), 1);
+
+        // --set over [vars]; 0 is allowed and the group name stays valid.
+        let set = [("n".to_string(), "0".to_string())];
+        let s = parse_with(text, Path::new("s.toml"), &set).unwrap();
+        assert_eq!(names(&s), ["server", "client"]);
+        assert!(s.plan.routes().is_empty());
+        assert!(s.plan.children()[1].depends_on.is_empty());
+    }
+
+    #[test]
+    fn a_bad_count_is_an_error_at_its_key_and_a_replica_problem_is_told_once() {
+        for (count, why) in [
+            ("-1", "-1 is out of range"),
+            ("\"x\"", "it is not a whole number"),
+            ("1.5", "it is not a whole number"),
+            ("1000001", "1000001 is out of range"),
+        ] {
+            let text = format!("[children.w]\ncount = {count}\ncmd = [\"true\"]\n");
+            let errs = errors(&text);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].starts_with("s.toml:2:9: children.w.count: `count` is how many replicas")
+                    && errs[0].ends_with(why),
+                "{errs:?}"
+            );
+        }
+        let text = "[children.w]\ncount = 3\ncmd = [\"true\"]\nframng = \"json\"\ndepends_on = [\"nope\"]\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 2, "one each, not one per replica: {errs:?}");
+        assert!(errs[0].contains("children.w.framng"), "{errs:?}");
+        assert!(errs[1].contains("children.w.depends_on"), "{errs:?}");
+        let text = "[children.w]\ncmd = [\"echo\", \"${child.index}\"]\n";
+        let errs = errors(text);
+        assert!(errs[0].contains("child `w` has no `count`"), "{errs:?}");
+        let text = "[children.w]\ncmd = [\"true\"]\n[[steps]]\nsend = { to = \"w\", line = \"${child.name}\" }\n";
+        let errs = errors(text);
+        assert!(errs[0].contains("only for a child's table"), "{errs:?}");
+    }
+
+    #[test]
+    fn steps_may_name_a_group() {
+        let text = r#"
+[children.w]
+count = 2
+cmd = ["cat"]
+
+[[steps]]
+send = { to = "w", line = "hi" }
+[[steps]]
+expect = { from = "w", line = "hi" }
+[[steps]]
+close = { child = "w" }
+[[steps]]
+expect_exit = { child = "w", code = 0 }
+[[steps]]
+send = { to = "w-3", line = "no" }
+"#;
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("`to` names `w-3`, which is not a child"),
+            "{errs:?}"
+        );
     }
 
     const GOOD: &str = r#"

@@ -306,6 +306,138 @@ fn variables_are_substituted_at_load_from_vars_set_and_env() {
 }
 
 #[test]
+fn two_phase_commit_runs_with_five_participants() {
+    let dir = TempScenario::new("unused.toml", "");
+    let events_file = dir.file("events.jsonl");
+    let out = procession(&[
+        "run",
+        "examples/two_phase_commit.toml",
+        "--set",
+        "participants=5",
+        "--timeout",
+        "60s",
+        "--events",
+        events_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let evs = events(&events_file);
+    for i in 1..=5 {
+        let p = format!("participant-{i}");
+        let votes = evs
+            .iter()
+            .filter(|e| {
+                e["event"] == "routed" && e["from"] == p.as_str() && e["to"] == "coordinator"
+            })
+            .count();
+        assert_eq!(votes, 2, "{p} voted and acked");
+        assert!(
+            evs.iter()
+                .any(|e| e["event"] == "exited" && e["child"] == p.as_str() && e["code"] == 0),
+            "{p} ended cleanly"
+        );
+    }
+}
+
+#[test]
+fn a_group_name_means_every_replica_in_routes_steps_and_depends_on() {
+    let s = TempScenario::new(
+        "group.toml",
+        r#"
+[vars]
+n = 3
+
+[children.hub]
+cmd = ["cat"]
+depends_on = ["w"]
+
+[children.w]
+count = "${vars.n}"
+cmd = ["sh", "-c", "echo up ${child.index}; exec cat"]
+ready = { line = "^up" }
+
+[[routes]]
+from = "w"
+to = "hub"
+match = "^echo"
+
+[[routes]]
+from = "hub"
+to = "w"
+match = "^bcast"
+
+[[steps]]
+expect = { from = "w", line = "^up 2$" }
+[[steps]]
+send = { to = "w", line = "echo hi" }
+[[steps]]
+expect = { from = "hub", line = "^echo hi$" }
+[[steps]]
+send = { to = "hub", line = "bcast x" }
+[[steps]]
+expect = { from = "w-3", line = "^bcast x$" }
+[[steps]]
+stop = { child = "w" }
+[[steps]]
+start = { child = "w" }
+[[steps]]
+kill = { child = "w", signal = "KILL" }
+[[steps]]
+expect_exit = { child = "w", signal = "KILL" }
+[[steps]]
+close = { child = "hub" }
+[[steps]]
+expect_exit = { child = "hub", code = 0 }
+"#,
+    );
+    let events_file = s.file("events.jsonl");
+    let out = procession(&[
+        "run",
+        s.path(),
+        "--timeout",
+        "30s",
+        "--events",
+        events_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let evs = events(&events_file);
+    let count = |kind: &str, child: &str, f: &dyn Fn(&Value) -> bool| {
+        evs.iter()
+            .filter(|e| e["event"] == kind && e["child"] == child && f(e))
+            .count()
+    };
+    let hub = output_lines(&evs, "hub");
+    assert_eq!(
+        hub.iter().filter(|l| *l == "echo hi").count(),
+        3,
+        "send to the group reached each replica, and each routed to hub: {hub:?}"
+    );
+    for i in 1..=3 {
+        let w = format!("w-{i}");
+        assert!(
+            output_lines(&evs, &w).contains(&"bcast x".to_string()),
+            "a route to the group gives each replica the frame"
+        );
+        assert_eq!(count("spawned", &w, &|_| true), 2, "{w}: started again");
+        assert_eq!(count("stopped", &w, &|_| true), 1, "{w}: stopped");
+        assert_eq!(
+            count("exited", &w, &|e| e["signal"] == "KILL"),
+            1,
+            "{w}: killed"
+        );
+    }
+    // depends_on the group: hub was spawned after every replica was ready.
+    let at = |kind: &str, child: &str| {
+        evs.iter()
+            .position(|e| e["event"] == kind && e["child"] == child)
+            .unwrap()
+    };
+    let hub_spawned = at("spawned", "hub");
+    for i in 1..=3 {
+        assert!(at("ready", &format!("w-{i}")) < hub_spawned);
+    }
+}
+
+#[test]
 fn bad_arguments_and_a_missing_file_exit_2() {
     let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
     assert_eq!(code(&out), 2);

@@ -10,12 +10,17 @@ envelopes ({"to": NAME, ...}); procession adds "from" on delivery.
   in     {"from": P, "type": "ack"}
   out    {"type": "done", "tx": T, "outcome": "committed"|"aborted"}
 
-Participants are named on the command line.
+Participants are named on the command line, or with `--replicas NAME N`
+as NAME-1 … NAME-N (procession's names for `count = N` replicas).
 """
 import json
 import sys
 
-participants = sys.argv[1:]
+if sys.argv[1:2] == ["--replicas"]:
+    prefix, n = sys.argv[2], int(sys.argv[3])
+    participants = [f"{prefix}-{i}" for i in range(1, n + 1)]
+else:
+    participants = sys.argv[1:]
 
 
 def say(message):

@@ -27,7 +27,13 @@ impl Handler<Launch> for DirectorActor {
 
     fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) -> Self::Result {
         let existing = self.existing();
-        let plan = Plan::check_with(&existing, msg.children, msg.routes, msg.protocol)?;
+        let plan = Plan::check_with(
+            &existing,
+            msg.children,
+            Vec::new(),
+            msg.routes,
+            msg.protocol,
+        )?;
         self.launch(plan, ctx)
     }
 }
@@ -46,7 +52,13 @@ impl Handler<Run> for DirectorActor {
 
     fn handle(&mut self, Run(msg): Run, ctx: &mut Context<Self>) -> Self::Result {
         let protocol = Some(msg.protocol.unwrap_or_default());
-        let plan = Plan::check_with(&self.existing(), msg.children, msg.routes, protocol);
+        let plan = Plan::check_with(
+            &self.existing(),
+            msg.children,
+            Vec::new(),
+            msg.routes,
+            protocol,
+        );
         match plan {
             Ok(plan) => self.run(plan, ctx),
             Err(e) => Box::pin(async move { Err(e.into()) }),

@@ -15,6 +15,18 @@ use crate::frame::Frame;
 use crate::matching::{Pattern, PatternSpec};
 use crate::Signal;
 
+/// The children a step's name means: a group's replicas, or the one child.
+fn members<'a>(groups: &'a HashMap<Arc<str>, Vec<Arc<str>>>, name: &'a Arc<str>) -> &'a [Arc<str>] {
+    groups
+        .get(name)
+        .map_or(std::slice::from_ref(name), Vec::as_slice)
+}
+
+/// Whether a step's `name` means `child` (it, or a group it is a replica of).
+fn names(groups: &HashMap<Arc<str>, Vec<Arc<str>>>, name: &Arc<str>, child: &Arc<str>) -> bool {
+    name == child || groups.get(name).is_some_and(|m| m.contains(child))
+}
+
 /// Bytes of unconsumed frames kept per child for `expect`, and of held
 /// messages in all, unless set otherwise (oldest dropped first).
 pub(crate) const DEFAULT_KEEP: usize = 1 << 20;
@@ -230,6 +242,11 @@ pub(crate) struct Machine {
     order: Order,
     unlisted: Unlisted,
     children: Vec<Arc<str>>,
+    /// Replica groups: a step naming one means its replicas (see `members`).
+    groups: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Actions of the current step not carried out yet (a step on a group
+    /// has one per replica).
+    outstanding: usize,
     current: usize,
     entered: Instant,
     started: Instant,
@@ -259,8 +276,19 @@ impl Machine {
     /// Checks a protocol against the child names and compiles it. Every
     /// problem is reported, each naming its step.
     pub fn new(protocol: &Protocol, children: &[Arc<str>]) -> Result<Machine, Vec<ConfigError>> {
+        Machine::grouped(protocol, children, &HashMap::new())
+    }
+
+    /// [`Machine::new`] where steps may also name replica groups.
+    pub fn grouped(
+        protocol: &Protocol,
+        children: &[Arc<str>],
+        groups: &HashMap<Arc<str>, Vec<Arc<str>>>,
+    ) -> Result<Machine, Vec<ConfigError>> {
         let mut problems = Vec::new();
-        let known: std::collections::HashSet<&Arc<str>> = children.iter().collect();
+        let mut all_names: Vec<Arc<str>> = children.to_vec();
+        all_names.extend(groups.keys().cloned());
+        let known: std::collections::HashSet<&Arc<str>> = all_names.iter().collect();
         let mut defined: Vec<String> = Vec::new();
         let mut steps = Vec::new();
         // Where each label is (a `goto` target must be one step).
@@ -303,7 +331,7 @@ impl Machine {
                         step: n,
                         key,
                         name: name.clone(),
-                        suggestion: closest(name, children),
+                        suggestion: closest(name, &all_names),
                     });
                 }
             };
@@ -471,6 +499,8 @@ impl Machine {
             order: protocol.order,
             unlisted: protocol.unlisted,
             children: children.to_vec(),
+            groups: groups.clone(),
+            outstanding: 0,
             current: 0,
             entered: now,
             started: now,
@@ -580,7 +610,7 @@ impl Machine {
                     stream: only,
                     ..
                 },
-            )) if from == child => {
+            )) if names(&self.groups, from, child) => {
                 if let Some(k) = first_match(alts, *only, stream, frame, prompt, &mut self.captures)
                 {
                     let goto = alts[k].goto;
@@ -600,7 +630,7 @@ impl Machine {
                     stream: only,
                     ..
                 },
-            )) if from == child
+            )) if names(&self.groups, from, child)
                 && first_match(
                     std::slice::from_ref(alt),
                     *only,
@@ -612,7 +642,7 @@ impl Machine {
                 .is_some() =>
             {
                 let reason = format!(
-                    "`{from}` printed {}, which {} must not match",
+                    "`{child}` printed {}, which {} must not match",
                     frame_text(frame),
                     describe(&alt.spec, alt.prompt)
                 );
@@ -653,8 +683,8 @@ impl Machine {
                 alts,
                 ..
             } => {
-                f == from
-                    && t == to
+                names(&self.groups, f, from)
+                    && names(&self.groups, t, to)
                     && alts
                         .iter()
                         .any(|a| capture::match_frame(a.pattern.get(), frame, &mut Captures::new()))
@@ -751,8 +781,11 @@ impl Machine {
         if for_good {
             self.gone.insert(child.clone());
         }
+        let groups = &self.groups;
+        let all_gone =
+            |name: &Arc<str>| members(groups, name).iter().all(|m| self.gone.contains(m));
         match self.steps.get(self.current) {
-            Some((_, _, Compiled::ExpectExit { child: c, .. })) if c == child => {
+            Some((_, _, Compiled::ExpectExit { child: c, .. })) if names(groups, c, child) => {
                 self.check_exit(now, &mut fx);
             }
             // Its output is all in (it comes before the exit) and nothing
@@ -767,29 +800,32 @@ impl Machine {
                     on_exit,
                     ..
                 },
-            )) if for_good && from == child => match on_exit {
+            )) if for_good && names(groups, from, child) && all_gone(from) => match on_exit {
                 Some(next) => {
                     let next = Some(*next);
                     self.pass_to(next, Some(Taken::Exit), now, &mut fx);
                 }
                 None => {
-                    let reason = ended_reason(from, to.as_ref(), &describe_all(alts), exit);
+                    let reason = ended_reason(child, to.as_ref(), &describe_all(alts), exit);
                     self.fail(reason, now, &mut fx);
                 }
             },
             // Nothing more can come from it: nothing matched, nothing
             // will (unless it ended badly: that fails the run as anywhere).
             Some((_, _, Compiled::ExpectNot { from, .. }))
-                if for_good && from == child && (exit.requested || exit.status.success()) =>
+                if for_good
+                    && names(groups, from, child)
+                    && all_gone(from)
+                    && (exit.requested || exit.status.success()) =>
             {
                 self.pass(now, &mut fx);
             }
-            Some((_, _, Compiled::Stop(c))) if c == child => {}
+            Some((_, _, Compiled::Stop(c))) if names(groups, c, child) => {}
             _ => {
                 let unexpected = !exit.requested && !exit.status.success();
-                let awaited = self.steps[self.current..].iter().any(
-                    |(_, _, s)| matches!(s, Compiled::ExpectExit { child: c, .. } if c == child),
-                );
+                let awaited = self.steps[self.current..].iter().any(|(_, _, s)| {
+                    matches!(s, Compiled::ExpectExit { child: c, .. } if names(groups, c, child))
+                });
                 if for_good && unexpected && !awaited {
                     let reason = format!(
                         "child `{child}` exited with {} and no expect_exit step says so",
@@ -876,7 +912,10 @@ impl Machine {
     pub fn action_done(&mut self, step: usize, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.passed.is_none() && step == self.current {
-            self.pass(now, &mut fx);
+            self.outstanding = self.outstanding.saturating_sub(1);
+            if self.outstanding == 0 {
+                self.pass(now, &mut fx);
+            }
         }
         fx
     }
@@ -950,30 +989,36 @@ impl Machine {
                     }
                     Payload::Json(j) => Frame::Json(capture::substitute_json(j, &self.captures)),
                 };
-                fx.push(Effect::Send {
+                // To a group: each replica, in order.
+                let within = *within;
+                let to = members(&self.groups, to).to_vec();
+                self.act(now, fx, to, |child| Effect::Send {
                     step: i,
-                    to: to.clone(),
-                    frame,
-                    within: *within,
+                    to: child,
+                    frame: frame.clone(),
+                    within,
                 });
             }
-            Compiled::Close(c) => fx.push(Effect::Close {
-                step: i,
-                child: c.clone(),
-            }),
-            Compiled::Start(c) => fx.push(Effect::Start {
-                step: i,
-                child: c.clone(),
-            }),
-            Compiled::Stop(c) => fx.push(Effect::Stop {
-                step: i,
-                child: c.clone(),
-            }),
-            Compiled::Kill(c, s) => fx.push(Effect::Kill {
-                step: i,
-                child: c.clone(),
-                signal: *s,
-            }),
+            Compiled::Close(c) => {
+                let all = members(&self.groups, c).to_vec();
+                self.act(now, fx, all, |child| Effect::Close { step: i, child });
+            }
+            Compiled::Start(c) => {
+                let all = members(&self.groups, c).to_vec();
+                self.act(now, fx, all, |child| Effect::Start { step: i, child });
+            }
+            Compiled::Stop(c) => {
+                let all = members(&self.groups, c).to_vec();
+                self.act(now, fx, all, |child| Effect::Stop { step: i, child });
+            }
+            Compiled::Kill(c, s) => {
+                let (all, signal) = (members(&self.groups, c).to_vec(), *s);
+                self.act(now, fx, all, |child| Effect::Kill {
+                    step: i,
+                    child,
+                    signal,
+                });
+            }
             Compiled::Wait(d) => fx.push(Effect::Timer { step: i, after: *d }),
             Compiled::Expect {
                 from,
@@ -986,29 +1031,46 @@ impl Machine {
                 ..
             } => {
                 // Like expect(1): the earliest unconsumed frame that matches
-                // any alternative, consuming everything up to it.
-                let kept = self.unconsumed.entry(from.clone()).or_default();
-                let found = kept.entries().enumerate().find_map(|(p, (st, f, pr))| {
-                    first_match(alts, *only, st, f, pr, &mut self.captures).map(|k| (p, k))
-                });
-                match found {
-                    Some((p, k)) => {
+                // any alternative, consuming everything up to it (from a
+                // group: of the first replica that has one).
+                let all = members(&self.groups, from);
+                let mut found = None;
+                for m in all {
+                    let Some(kept) = self.unconsumed.get_mut(m) else {
+                        continue;
+                    };
+                    found = kept.entries().enumerate().find_map(|(p, (st, f, pr))| {
+                        first_match(alts, *only, st, f, pr, &mut self.captures).map(|k| (p, k))
+                    });
+                    if let Some((p, _)) = found {
                         kept.consume_through(p);
+                        break;
+                    }
+                }
+                let ended = all.iter().rev().find_map(|m| self.exits.get(m));
+                let gone = all.iter().all(|m| self.gone.contains(m));
+                match found {
+                    Some((_, k)) => {
                         let goto = alts[k].goto;
                         let taken = any.then_some(Taken::Alternative(k));
                         self.pass_to(goto, taken, now, fx);
                     }
-                    None if self.gone.contains(from) => match on_exit {
-                        Some(next) => {
-                            let next = Some(*next);
-                            self.pass_to(next, Some(Taken::Exit), now, fx);
+                    None if gone => {
+                        match (on_exit, ended) {
+                            (Some(next), _) => {
+                                let next = Some(*next);
+                                self.pass_to(next, Some(Taken::Exit), now, fx);
+                            }
+                            (None, Some(exit)) => {
+                                let reason = ended_reason(from, None, &describe_all(alts), exit);
+                                self.fail(reason, now, fx);
+                            }
+                            (None, None) => {
+                                let reason = format!("`{from}` has no replicas (count = 0): nothing can come from it");
+                                self.fail(reason, now, fx);
+                            }
                         }
-                        None => {
-                            let reason =
-                                ended_reason(from, None, &describe_all(alts), &self.exits[from]);
-                            self.fail(reason, now, fx);
-                        }
-                    },
+                    }
                     None => fx.push(Effect::Timer {
                         step: i,
                         after: *within,
@@ -1022,28 +1084,33 @@ impl Machine {
                 within,
             } => {
                 // What it printed before the step counts, as for `expect`.
-                let kept = self.unconsumed.entry(from.clone()).or_default();
-                let found = kept.entries().find(|(st, f, pr)| {
-                    first_match(
-                        std::slice::from_ref(alt),
-                        *only,
-                        *st,
-                        f,
-                        *pr,
-                        &mut Captures::new(),
-                    )
-                    .is_some()
+                let all = members(&self.groups, from);
+                let found = all.iter().find_map(|m| {
+                    let kept = self.unconsumed.get(m)?;
+                    kept.entries()
+                        .find(|(st, f, pr)| {
+                            first_match(
+                                std::slice::from_ref(alt),
+                                *only,
+                                *st,
+                                f,
+                                *pr,
+                                &mut Captures::new(),
+                            )
+                            .is_some()
+                        })
+                        .map(|(_, f, _)| (m, f))
                 });
                 match found {
-                    Some((_, f, _)) => {
+                    Some((m, f)) => {
                         let reason = format!(
-                            "`{from}` printed {}, which {} must not match",
+                            "`{m}` printed {}, which {} must not match",
                             frame_text(f),
                             describe(&alt.spec, alt.prompt)
                         );
                         self.fail(reason, now, fx);
                     }
-                    None if self.gone.contains(from) => self.pass(now, fx),
+                    None if all.iter().all(|m| self.gone.contains(m)) => self.pass(now, fx),
                     None => fx.push(Effect::Timer {
                         step: i,
                         after: *within,
@@ -1083,7 +1150,12 @@ impl Machine {
                 self.pass(now, fx);
             }
             Compiled::ExpectExit { child, within, .. } => {
-                if self.exits.contains_key(child) {
+                // Of a group: every replica.
+                if members(&self.groups, child)
+                    .iter()
+                    .any(|m| self.exits.contains_key(m))
+                    || members(&self.groups, child).is_empty()
+                {
                     self.check_exit(now, fx);
                 } else {
                     fx.push(Effect::Timer {
@@ -1101,22 +1173,47 @@ impl Machine {
         else {
             return;
         };
-        let exit = &self.exits[child];
-        let ok = match (status, exit.status) {
-            (ExpectedExit::Code(want), ExitStatus::Code(got)) => *want == got,
-            (ExpectedExit::Signal(want), ExitStatus::Signal(got)) => *want == got,
-            _ => false,
-        };
-        if ok {
-            self.pass(now, fx);
-        } else {
-            let reason = format!(
-                "`{child}` exited with {}, expected {}",
-                exit.status,
-                expected(status)
-            );
-            self.fail(reason, now, fx);
+        // Every replica of a group must have exited so; the first that
+        // exited otherwise fails the step at once.
+        let mut waiting = false;
+        for m in members(&self.groups, child) {
+            let Some(exit) = self.exits.get(m) else {
+                waiting = true;
+                continue;
+            };
+            let ok = match (status, exit.status) {
+                (ExpectedExit::Code(want), ExitStatus::Code(got)) => *want == got,
+                (ExpectedExit::Signal(want), ExitStatus::Signal(got)) => *want == got,
+                _ => false,
+            };
+            if !ok {
+                let reason = format!(
+                    "`{m}` exited with {}, expected {}",
+                    exit.status,
+                    expected(status)
+                );
+                return self.fail(reason, now, fx);
+            }
         }
+        if !waiting {
+            self.pass(now, fx);
+        }
+    }
+
+    /// Carries out an action step on each of `children` (one, or a group's
+    /// replicas); it passes when every one is done (at once for none).
+    fn act(
+        &mut self,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+        children: Vec<Arc<str>>,
+        effect: impl Fn(Arc<str>) -> Effect,
+    ) {
+        self.outstanding = children.len();
+        if children.is_empty() {
+            return self.pass(now, fx);
+        }
+        fx.extend(children.into_iter().map(effect));
     }
 
     fn pass(&mut self, now: Instant, fx: &mut Vec<Effect>) {

@@ -337,6 +337,113 @@ mod tests {
     }
 
     #[test]
+    fn a_group_name_in_a_step_means_its_replicas() {
+        let t = Instant::now();
+        let (w1, w2, srv): (Arc<str>, Arc<str>, Arc<str>) =
+            ("w-1".into(), "w-2".into(), "srv".into());
+        let mut groups = std::collections::HashMap::new();
+        groups.insert(Arc::from("w"), vec![w1.clone(), w2.clone()]);
+        groups.insert(Arc::from("none"), vec![]);
+        let mut m = Machine::grouped(
+            &Protocol {
+                steps: vec![
+                    Step::send_line("w", "hi"),
+                    Step::expect_line("w", "^from 2$"),
+                    Step::expect_line("srv", "^x$").routed_to("w"),
+                    Step::close("w"),
+                    Step::send_line("none", "nobody hears"),
+                    Step::expect_exit_code("w", 0),
+                    Step::expect_exit_code("none", 0),
+                ],
+                ..Protocol::default()
+            },
+            &names(&["w-1", "w-2", "srv"]),
+            &groups,
+        )
+        .unwrap();
+        // send: each replica, in order; passes when both are done.
+        let fx = m.start(t);
+        let to: Vec<String> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, .. } => Some(to.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to, ["w-1", "w-2"]);
+        m.action_done(0, t);
+        assert_eq!(
+            m.report()[0].outcome,
+            StepOutcome::NotRun,
+            "one of two done"
+        );
+        m.action_done(0, t);
+        assert!(matches!(m.report()[0].outcome, StepOutcome::Passed { .. }));
+        // expect: from any replica.
+        m.on_output(&w1, Stream::Stdout, &Frame::line("from 1"), false, t);
+        m.on_output(&w2, Stream::Stdout, &Frame::line("from 2"), false, t);
+        assert!(matches!(m.report()[1].outcome, StepOutcome::Passed { .. }));
+        // a routed expect to a group: to any replica.
+        let (verdict, fx) = m.on_routed(&srv, &w2, &Frame::line("x"), t);
+        assert_eq!(verdict, Verdict::Deliver);
+        assert!(matches!(m.report()[2].outcome, StepOutcome::Passed { .. }));
+        // close: every replica; then a send to an empty group passes at once.
+        let closes: Vec<String> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Close { child, .. } => Some(child.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes, ["w-1", "w-2"]);
+        m.action_done(3, t);
+        let fx = m.action_done(3, t);
+        assert!(
+            kinds(&fx).contains(&"passed 4".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        // expect_exit: every replica.
+        m.on_exit(&w2, &exit(0), true, t);
+        assert_eq!(
+            m.report()[5].outcome,
+            StepOutcome::NotRun,
+            "w-1 is still running"
+        );
+        m.on_exit(&w1, &exit(0), true, t);
+        assert_eq!(m.outcome(), Some(true), "{:?}", m.failure());
+        let _ = srv;
+    }
+
+    #[test]
+    fn a_replica_that_exits_otherwise_fails_a_group_expect_exit() {
+        let t = Instant::now();
+        let (w1, w2): (Arc<str>, Arc<str>) = ("w-1".into(), "w-2".into());
+        let mut groups = std::collections::HashMap::new();
+        groups.insert(Arc::from("w"), vec![w1.clone(), w2.clone()]);
+        let mut m = Machine::grouped(
+            &Protocol {
+                steps: vec![Step::expect_exit_code("w", 0)],
+                ..Protocol::default()
+            },
+            &names(&["w-1", "w-2"]),
+            &groups,
+        )
+        .unwrap();
+        m.start(t);
+        m.on_exit(&w2, &exit(3), true, t);
+        assert_eq!(m.outcome(), Some(false));
+        assert!(
+            m.failure()
+                .unwrap()
+                .starts_with("`w-2` exited with exit code 3"),
+            "{:?}",
+            m.failure()
+        );
+        let _ = w1;
+    }
+
+    #[test]
     fn a_loop_ends_when_its_exit_matches_and_max_visits_stops_one_that_does_not() {
         let a: Arc<str> = Arc::from("a");
         let t = Instant::now();

@@ -1,8 +1,9 @@
 //! Variables in a scenario file: `${vars.NAME}` (from `[vars]`, overridden
 //! by `--set NAME=VALUE`), `${env.NAME}` and `${env.NAME:-default}`,
 //! substituted once, when the file is read, in every string. `$${` writes a
-//! literal `${`. Run-time captures (`${name}`: a bare identifier) and
-//! `${child.…}` are left as they are for later.
+//! literal `${`. In a child's table, `${child.name}` is its name and (for a
+//! replica, made by `count`) `${child.index}` its number from 1. Run-time
+//! captures (`${name}`: a bare identifier) are left as they are for later.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -18,27 +19,63 @@ pub(crate) struct Vars<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Every `vars.NAME` / `env.NAME` substituted, with its value.
     pub used: BTreeMap<String, String>,
+    /// The child whose table is being substituted, if any.
+    pub child: Option<Child>,
+}
+
+/// The child a string belongs to, for `${child.name}` / `${child.index}`.
+#[derive(Clone)]
+pub(crate) struct Child {
+    pub name: String,
+    /// For a replica: its number, from 1.
+    pub index: Option<usize>,
 }
 
 /// A problem at a byte offset of the file.
 pub(crate) struct Problem {
     pub offset: usize,
     pub message: String,
+    /// The dotted key, when it cannot be found from the offset (a key
+    /// taken out of the document).
+    pub key: Option<String>,
 }
 
 impl Vars<'_> {
     /// Substitutes in every string of `table` (keys stay as they are),
-    /// except in `[vars]` itself, whose values are taken literally.
-    pub fn substitute_all(&mut self, table: &mut DeTable<'_>, problems: &mut Vec<Problem>) {
+    /// except in `[vars]` itself, whose values are taken literally, and in
+    /// `[defaults]`, which were copied into the children (and are
+    /// substituted there, as each child's own). `replicas` gives each
+    /// replica's number by its name.
+    pub fn substitute_all(
+        &mut self,
+        table: &mut DeTable<'_>,
+        replicas: &std::collections::HashMap<String, usize>,
+        problems: &mut Vec<Problem>,
+    ) {
         for (key, value) in table.iter_mut() {
-            if key.get_ref() == "vars" {
-                continue;
+            match key.get_ref().as_ref() {
+                "vars" | "defaults" => continue,
+                "children" => {
+                    if let DeValue::Table(children) = value.get_mut() {
+                        for (name, child) in children.iter_mut() {
+                            self.child = Some(Child {
+                                name: name.get_ref().to_string(),
+                                index: replicas.get(name.get_ref().as_ref()).copied(),
+                            });
+                            self.value(child, problems);
+                        }
+                        self.child = None;
+                        continue;
+                    }
+                }
+                _ => {}
             }
             self.value(value, problems);
         }
     }
 
-    fn value(&mut self, value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
+    /// Substitutes in one value.
+    pub fn value(&mut self, value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
         let start = value.span().start;
         match value.get_mut() {
             DeValue::String(s) => {
@@ -87,6 +124,7 @@ impl Vars<'_> {
             let Some(end) = rest[i..].find('}') else {
                 return Err(Problem {
                     offset,
+                    key: None,
                     message: format!(
                         "`{}` has no closing `}}` (write `$${{` for a literal `${{`)",
                         &rest[i..]
@@ -99,8 +137,14 @@ impl Vars<'_> {
                     out.push_str(&value);
                     changed = true;
                 }
-                Some(Err(message)) => return Err(Problem { offset, message }),
-                // A capture or `${child.…}`: for later.
+                Some(Err(message)) => {
+                    return Err(Problem {
+                        offset,
+                        message,
+                        key: None,
+                    })
+                }
+                // A capture: for later.
                 None => out.push_str(&rest[i..=i + end]),
             }
             rest = &rest[i + end + 1..];
@@ -148,15 +192,27 @@ impl Vars<'_> {
                 )),
             });
         }
+        if let Some(what) = inner.strip_prefix("child.") {
+            return Some(match (&self.child, what) {
+                (None, _) => Err(format!(
+                    "`{inner}` is only for a child's table ([children.NAME] or [defaults])"
+                )),
+                (Some(c), "name") => Ok(c.name.clone()),
+                (Some(Child { index: Some(i), .. }), "index") => Ok(i.to_string()),
+                (Some(c), "index") => Err(format!(
+                    "`child.index` is for replicas: child `{}` has no `count`",
+                    c.name
+                )),
+                (Some(_), _) => Err(format!(
+                    "unknown variable `{inner}`: a child has `child.name` and `child.index`"
+                )),
+            });
+        }
         if inner.contains('.') {
             let (space, _) = inner.split_once('.').unwrap_or((inner, ""));
-            let why = if space == "child" {
-                "`child.index` and `child.name` belong to replicas (`count`), which this version does not have"
-                    .to_string()
-            } else {
-                format!("`{space}.` is not a kind of variable: use `vars.NAME` or `env.NAME`")
-            };
-            return Some(Err(format!("unknown variable `{inner}`: {why}")));
+            return Some(Err(format!(
+                "unknown variable `{inner}`: `{space}.` is not a kind of variable: use `vars.NAME`, `env.NAME` or `child.name`"
+            )));
         }
         None
     }
@@ -173,6 +229,7 @@ mod tests {
             values,
             env,
             used: BTreeMap::new(),
+            child: None,
         }
     }
 
@@ -218,7 +275,32 @@ mod tests {
             err.message
         );
         let err = v.text("${child.index}", 0).err().unwrap();
-        assert!(err.message.contains("replicas"), "{}", err.message);
+        assert!(err.message.contains("only for a child"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_child_has_its_name_and_a_replica_its_index() {
+        let env = |_: &str| None;
+        let mut v = vars(&env);
+        v.child = Some(Child {
+            name: "worker-2".into(),
+            index: Some(2),
+        });
+        let out = v.text("${child.name}:${child.index} $${child.index}", 0);
+        assert_eq!(out.ok().flatten().unwrap(), "worker-2:2 ${child.index}");
+        v.child = Some(Child {
+            name: "db".into(),
+            index: None,
+        });
+        assert_eq!(v.text("${child.name}", 0).ok().flatten().unwrap(), "db");
+        let err = v.text("${child.index}", 0).err().unwrap();
+        assert!(
+            err.message.contains("`db` has no `count`"),
+            "{}",
+            err.message
+        );
+        let err = v.text("${child.nmae}", 0).err().unwrap();
+        assert!(err.message.contains("child.name"), "{}", err.message);
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub fn plan(s: &Scenario) -> String {
             out.push_str(&format!("  {name} = {value:?}\n"));
         }
     }
+    if !s.plan.groups().is_empty() {
+        out.push_str("\nreplicas:\n");
+        for (group, names) in s.plan.groups() {
+            let list = match names.as_slice() {
+                [] => "none (count = 0)".to_string(),
+                [one] => one.to_string(),
+                [first, .., last] => format!("{first} … {last}"),
+            };
+            out.push_str(&format!("  {group}: {} ({list})\n", names.len()));
+        }
+    }
     out.push_str("\nchildren, in start order:\n");
     for (i, child) in start_order(s.plan.children()).iter().enumerate() {
         out.push_str(&format!(

@@ -159,6 +159,13 @@ pub enum EventKind {
     },
     /// The child was stopped on request and stays down.
     Stopped,
+    /// A probe failed it: its liveness probe failed `failures` times in a
+    /// row, or it was not ready `within` its readiness probe's bound. It is
+    /// stopped, and its restart policy decides as for a failure.
+    Unhealthy {
+        /// Why, with the last failed try.
+        reason: String,
+    },
     /// A protocol step passed.
     StepPassed {
         /// 1-based.
@@ -245,6 +252,7 @@ impl EventKind {
             EventKind::Exited { .. } => "exited",
             EventKind::Restarting { .. } => "restarting",
             EventKind::GaveUp { .. } => "gave_up",
+            EventKind::Unhealthy { .. } => "unhealthy",
             EventKind::Stopped => "stopped",
             EventKind::StepPassed { .. } => "step_passed",
             EventKind::StepFailed { .. } => "step_failed",
@@ -385,6 +393,7 @@ impl EventKind {
                 d(format!("gave up after {restarts} restarts"), Bad, Always)
             }
             EventKind::Stopped => d("stopped".into(), Dim, Never),
+            EventKind::Unhealthy { reason } => d(format!("unhealthy: {reason}"), Bad, Always),
             EventKind::OversizedFrame { limit, .. } => {
                 d(format!("line over {limit} bytes, in chunks"), Plain, Always)
             }
@@ -497,6 +506,7 @@ pub const KIND_NAMES: &[&str] = &[
     "restarting",
     "gave_up",
     "stopped",
+    "unhealthy",
     "step_passed",
     "step_failed",
     "violation",

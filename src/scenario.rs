@@ -272,12 +272,14 @@ pub fn parse_with(
     // replicas, each a copy of its table; then every string, once.
     apply_defaults(root.get_mut(), &mut problems);
     let replicas = expand_counts(root.get_mut(), &mut vars, &mut problems);
-    let numbers = replicas
+    let mut numbers: std::collections::HashMap<String, usize> = replicas
         .groups
         .iter()
         .flat_map(|(_, names)| names.iter().enumerate())
         .map(|(i, n)| (n.to_string(), i + 1))
         .collect();
+    // A `count = 0` table is checked as a replica would be.
+    numbers.extend(replicas.templates.iter().map(|t| (t.clone(), 0)));
     vars.substitute_all(root.get_mut(), &numbers, &mut problems);
     let used = vars.used;
     let mut p = Parser::new(text, path, Some(root.get_ref()));
@@ -323,6 +325,12 @@ pub fn parse_with(
                 DeValue::Table(children) => {
                     for (name, child) in children {
                         let name: Arc<str> = Arc::from(name.get_ref().as_ref());
+                        if replicas.templates.contains(&*name) {
+                            // Checked for its problems, never run.
+                            let _ = p.de_child(&name, child);
+                            p.rejected.retain(|s| s.name != name);
+                            continue;
+                        }
                         all_names.push(name.clone());
                         if let Some(mut spec) = p.de_child(&name, child) {
                             spec.name = name;
@@ -382,6 +390,10 @@ pub fn parse_with(
 /// Replica groups made by `count`, each with its replicas' names.
 struct Replicas {
     groups: Vec<(Arc<str>, Vec<Arc<str>>)>,
+    /// Tables of groups with `count = 0`, kept under the group's name to
+    /// be checked (a file valid with `--set n=0` is valid with `n=3`), but
+    /// not run.
+    templates: std::collections::HashSet<String>,
 }
 
 /// The most replicas one `count` may make.
@@ -397,19 +409,26 @@ fn expand_counts(
     problems: &mut Vec<vars::Problem>,
 ) -> Replicas {
     let mut groups = Vec::new();
+    let mut templates = std::collections::HashSet::new();
     let Some((_, children)) = root.iter_mut().find(|(k, _)| k.get_ref() == "children") else {
-        return Replicas { groups };
+        return Replicas { groups, templates };
     };
     let DeValue::Table(table) = children.get_mut() else {
-        return Replicas { groups };
+        return Replicas { groups, templates };
     };
     let counted = |v: &Spanned<DeValue<'_>>| match v.get_ref() {
         DeValue::Table(t) => t.iter().any(|(k, _)| k.get_ref() == "count"),
         _ => false,
     };
     if !table.iter().any(|(_, v)| counted(v)) {
-        return Replicas { groups };
+        return Replicas { groups, templates };
     }
+    // A replica may not take the name of a child written out.
+    let plain: std::collections::HashSet<String> = table
+        .iter()
+        .filter(|(_, v)| !counted(v))
+        .map(|(k, _)| k.get_ref().to_string())
+        .collect();
     let mut expanded = DeTable::new();
     for (name, mut child) in std::mem::take(table) {
         if !counted(&child) {
@@ -459,16 +478,30 @@ fn expand_counts(
         let mut names = Vec::with_capacity(n);
         for index in 1..=n {
             let replica = format!("{group}-{index}");
+            if plain.contains(&replica) {
+                problems.push(vars::Problem {
+                    key: Some(format!("children.{group}.count")),
+                    offset: count.span().start,
+                    message: format!(
+                        "replica `{replica}` of `{group}` has the name of another child"
+                    ),
+                });
+                continue;
+            }
             names.push(Arc::from(replica.as_str()));
             expanded.insert(
                 Spanned::new(name.span(), std::borrow::Cow::Owned(replica)),
                 child.clone(),
             );
         }
+        if n == 0 {
+            templates.insert(group.to_string());
+            expanded.insert(name, child);
+        }
         groups.push((group, names));
     }
     *table = expanded;
-    Replicas { groups }
+    Replicas { groups, templates }
 }
 
 /// A message with replicas' names replaced by their group's, to tell
@@ -990,12 +1023,124 @@ to = "server"
         assert_eq!(errs.len(), 2, "one each, not one per replica: {errs:?}");
         assert!(errs[0].contains("children.w.framng"), "{errs:?}");
         assert!(errs[1].contains("children.w.depends_on"), "{errs:?}");
+        // count = 0 runs nothing, but its table is checked all the same.
+        let text =
+            "[children.w]\ncount = 0\ncmd = [\"echo\", \"${vars.nope}\"]\nframng = \"json\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].contains("children.w.cmd") && errs[0].contains("vars.nope"),
+            "{errs:?}"
+        );
+        assert!(errs[1].contains("children.w.framng"), "{errs:?}");
+        // A replica may not take a written-out child's name, before or after it.
+        for text in [
+            "[children.w]\ncount = 2\ncmd = [\"true\"]\n[children.w-2]\ncmd = [\"false\"]\n",
+            "[children.w-2]\ncmd = [\"false\"]\n[children.w]\ncount = 2\ncmd = [\"true\"]\n",
+        ] {
+            let errs = errors(text);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains(
+                    "children.w.count: replica `w-2` of `w` has the name of another child"
+                ),
+                "{errs:?}"
+            );
+        }
         let text = "[children.w]\ncmd = [\"echo\", \"${child.index}\"]\n";
         let errs = errors(text);
         assert!(errs[0].contains("child `w` has no `count`"), "{errs:?}");
         let text = "[children.w]\ncmd = [\"true\"]\n[[steps]]\nsend = { to = \"w\", line = \"${child.name}\" }\n";
         let errs = errors(text);
         assert!(errs[0].contains("only for a child's table"), "{errs:?}");
+    }
+
+    #[test]
+    fn bad_probes_are_errors_at_their_keys() {
+        let cases = [
+            (
+                "ready = { tcp = \"localhost\" }",
+                "children.a.ready",
+                "`tcp` is HOST:PORT",
+            ),
+            (
+                "ready = { http = \"https://x/\" }",
+                "children.a.ready",
+                "is https",
+            ),
+            (
+                "ready = { http = \"not a url\" }",
+                "children.a.ready",
+                "`http` is a URL",
+            ),
+            (
+                "ready = { exec = [] }",
+                "children.a.ready",
+                "`exec` needs at least the program",
+            ),
+            (
+                "ready = { line = \"x\", every = \"1s\" }",
+                "children.a.ready",
+                "go with a probe",
+            ),
+            (
+                "ready = { tcp = \"h:1\", http = \"http://h/\" }",
+                "children.a.ready",
+                "more than one",
+            ),
+            (
+                "ready = { tcp = \"h:1\", evry = \"1s\" }",
+                "children.a.ready",
+                "unknown field `evry`",
+            ),
+            (
+                "alive = { every = \"1s\" }",
+                "children.a.alive",
+                "`alive` needs a probe",
+            ),
+            (
+                "alive = { tcp = \"h:1\", failures = 0 }",
+                "children.a.alive",
+                "1 or more",
+            ),
+            (
+                "alive = { tcp = \"h:1\", within = \"1s\" }",
+                "children.a.alive",
+                "unknown field `within`",
+            ),
+            (
+                "alive = { tcp = \"h:1\", every = \"0s\" }",
+                "children.a.alive",
+                "more than 0",
+            ),
+        ];
+        for (line, key, message) in cases {
+            let text = format!("[children.a]\ncmd = [\"true\"]\n{line}\n");
+            let errs = errors(&text);
+            assert_eq!(errs.len(), 1, "{line}: {errs:?}");
+            assert!(
+                errs[0].starts_with("s.toml:3:")
+                    && errs[0].contains(key)
+                    && errs[0].contains(message),
+                "{line}: {errs:?}"
+            );
+        }
+        let good = "[children.a]\ncmd = [\"true\"]\nready = { http = \"http://127.0.0.1:80/h\", within = \"2s\" }\nalive = { exec = [\"true\"] }\n";
+        let s = parse(good, Path::new("s.toml")).unwrap();
+        let a = &s.plan.children()[0];
+        assert_eq!(
+            a.ready,
+            Some(crate::Ready::Probe(crate::Probe {
+                check: crate::Check::Http("http://127.0.0.1:80/h".into()),
+                every: std::time::Duration::from_millis(100),
+                timeout: std::time::Duration::from_secs(1),
+                within: Some(std::time::Duration::from_secs(2)),
+            }))
+        );
+        assert_eq!(
+            a.alive,
+            Some(crate::Alive::new(crate::Check::Exec(vec!["true".into()])))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::serde_text;
 use crate::frame::Framing;
+pub use crate::probe::{Alive, Check, Probe};
 use crate::Signal;
 
 /// Default cap on one frame: 1 MiB. Longer lines arrive in chunks.
@@ -97,6 +98,10 @@ pub struct ChildSpec {
     /// When the child counts as ready; at spawn when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Ready>,
+    /// Checked from readiness on; failing, the child is published
+    /// `unhealthy`, stopped, and restarted as for a failure (see [`Alive`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<Alive>,
     /// When the child is restarted after it exits (under a director).
     #[serde(default)]
     pub restart: RestartSpec,
@@ -157,16 +162,24 @@ fn de_terminal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Terminal>, D::E
 /// When a child counts as ready, so that children depending on it may start.
 ///
 /// In a scenario: `ready = { line = "^listening" }`,
-/// `ready = { json = { status = "up" } }` or `ready = { after = "200ms" }`.
+/// `ready = { json = { status = "up" } }`, `ready = { after = "200ms" }`, or
+/// a probe: `ready = { tcp = "127.0.0.1:8080" }`,
+/// `{ http = "http://127.0.0.1:8080/health" }`, `{ exec = ["pg_isready"] }`,
+/// each with `every`, `timeout` and `within` (see [`Probe`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    try_from = "crate::probe::ReadyTable",
+    into = "crate::probe::ReadyTable"
+)]
 pub enum Ready {
     /// A line on stdout or stderr matches this regex.
     Line(String),
     /// A JSON frame on stdout contains this partial object.
     Json(serde_json::Map<String, serde_json::Value>),
     /// This long after the spawn.
-    After(#[serde(with = "serde_text")] Duration),
+    After(Duration),
+    /// A probe passes.
+    Probe(Probe),
 }
 
 fn default_frame_cap() -> usize {
@@ -246,6 +259,7 @@ impl ChildSpec {
             drain: DEFAULT_DRAIN,
             depends_on: Vec::new(),
             ready: None,
+            alive: None,
             restart: RestartSpec::default(),
             significant: false,
         }
@@ -333,7 +347,13 @@ impl ChildSpec {
         self
     }
 
-    /// Sets when the child counts as ready.
+    /// Sets a liveness probe.
+    pub fn alive(mut self, alive: Alive) -> Self {
+        self.alive = Some(alive);
+        self
+    }
+
+    /// Sets the readiness condition.
     pub fn ready(mut self, ready: Ready) -> Self {
         self.ready = Some(ready);
         self

@@ -110,6 +110,23 @@ fn every_example_scenario_passes() {
         assert_eq!(code(&out), 0, "{example}:\n{}", stderr(&out));
         assert!(stderr(&out).contains("PASSED"), "{example}");
     }
+    // The web example listens: on a port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let set = format!("port={port}");
+    let out = procession(&[
+        "run",
+        "examples/web.toml",
+        "--set",
+        &set,
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(code(&out), 0, "examples/web.toml:\n{}", stderr(&out));
+    assert!(stderr(&out).contains("PASSED"));
 }
 
 #[test]

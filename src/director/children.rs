@@ -43,6 +43,17 @@ pub(crate) enum StopReason {
     Shutdown,
     /// It is restarted with a failed sibling (this restart group).
     Restart(u64),
+    /// A probe failed it: its exit counts as a failure.
+    Failed,
+}
+
+/// Which probe of a child a try is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeKind {
+    /// `ready`: until one try passes.
+    Ready,
+    /// `alive`: from readiness on; `failures` failed tries in a row so far.
+    Alive { failures: u32 },
 }
 
 /// Why a shutdown began.
@@ -98,6 +109,8 @@ pub(crate) struct Child<H> {
     /// Spawns so far (the `attempt` of the next `spawned`).
     spawns: u32,
     history: History,
+    /// Why the last probe try of this instance failed.
+    probe_error: Option<String>,
 }
 
 /// Something the director must do, in order.
@@ -121,6 +134,19 @@ pub(crate) enum Fact {
     },
     /// Call `restart_delay_over(group)` after `delay`.
     RestartAfter { group: u64, delay: Duration },
+    /// Try a probe of instance `pid` after `after` (see `probe_try`).
+    Probe {
+        child: Arc<str>,
+        pid: u32,
+        kind: ProbeKind,
+        after: Duration,
+    },
+    /// Call `ready_deadline(child, pid)` after `within` (a probe's bound).
+    ReadyDeadline {
+        child: Arc<str>,
+        pid: u32,
+        within: Duration,
+    },
     /// Tell the protocol.
     Tell(Tell),
     /// What waits for the child's stdin waits for its next instance.
@@ -380,6 +406,7 @@ impl<H: Clone> Children<H> {
                 ready: false,
                 spawns: 0,
                 history: History::default(),
+                probe_error: None,
             };
             self.children.insert(name, child);
         }
@@ -460,6 +487,7 @@ impl<H: Clone> Children<H> {
             EventKind::Spawned { pid, attempt },
         ));
         facts.push(Fact::Tell(Tell::Spawned(name.clone())));
+        child.probe_error = None;
         match ready {
             None => self.mark_ready(name, &mut facts),
             Some(Ready::After(delay)) => facts.push(Fact::ReadyAfter {
@@ -467,9 +495,143 @@ impl<H: Clone> Children<H> {
                 pid,
                 delay,
             }),
+            Some(Ready::Probe(probe)) => {
+                // The first try at once, then every `every`.
+                facts.push(Fact::Probe {
+                    child: name.clone(),
+                    pid,
+                    kind: ProbeKind::Ready,
+                    after: Duration::ZERO,
+                });
+                if let Some(within) = probe.within {
+                    facts.push(Fact::ReadyDeadline {
+                        child: name.clone(),
+                        pid,
+                        within,
+                    });
+                }
+            }
             Some(_) => {} // a matching frame will make it ready
         }
         facts
+    }
+
+    /// What a try of this probe checks, and its timeout, if instance `pid`
+    /// still wants it (running; not ready yet for `ready`, ready for
+    /// `alive`).
+    pub fn probe_try(
+        &self,
+        name: &Arc<str>,
+        pid: u32,
+        kind: ProbeKind,
+    ) -> Option<(crate::probe::Check, Duration)> {
+        let child = self.children.get(name)?;
+        // A shutdown stops children in its own order: probes are over.
+        let running = matches!(child.state, State::Running { pid: p, .. } if p == pid);
+        if !running || self.shutting_down() {
+            return None;
+        }
+        match (kind, &child.spec.ready, &child.spec.alive) {
+            (ProbeKind::Ready, Some(Ready::Probe(p)), _) if !child.ready => {
+                Some((p.check.clone(), p.timeout))
+            }
+            (ProbeKind::Alive { .. }, _, Some(a)) if child.ready => {
+                Some((a.check.clone(), a.timeout))
+            }
+            _ => None,
+        }
+    }
+
+    /// A try of a probe of instance `pid` ended: ready, the next try, or
+    /// (`alive` failing `failures` times in a row) unhealthy.
+    pub fn probe_result(
+        &mut self,
+        name: &Arc<str>,
+        pid: u32,
+        kind: ProbeKind,
+        result: Result<(), crate::probe::Failure>,
+    ) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        if self.probe_try(name, pid, kind).is_none() {
+            return facts; // another instance, or no longer wanted
+        }
+        let child = self.child(name);
+        let next = |kind, after| Fact::Probe {
+            child: name.clone(),
+            pid,
+            kind,
+            after,
+        };
+        match (kind, result) {
+            // A probe that cannot run (its program is missing) never will.
+            (_, Err(crate::probe::Failure::CannotRun(e))) => {
+                let reason = format!("its probe cannot run: {e}");
+                self.unhealthy(name, reason, &mut facts);
+            }
+            (ProbeKind::Ready, Ok(())) => self.mark_ready(name, &mut facts),
+            (ProbeKind::Ready, Err(crate::probe::Failure::Failed(e))) => {
+                child.probe_error = Some(e);
+                if let Some(Ready::Probe(p)) = &child.spec.ready {
+                    facts.push(next(ProbeKind::Ready, p.every));
+                }
+            }
+            (ProbeKind::Alive { .. }, result) => {
+                let Some(alive) = child.spec.alive.clone() else {
+                    return facts;
+                };
+                match result {
+                    Ok(()) => facts.push(next(ProbeKind::Alive { failures: 0 }, alive.every)),
+                    Err(e) => {
+                        let e = e.to_string();
+                        let ProbeKind::Alive { failures } = kind else {
+                            unreachable!("matched above")
+                        };
+                        let failures = failures + 1;
+                        if failures >= alive.failures {
+                            let reason = format!(
+                                "{failures} liveness checks failed in a row; the last: {e}"
+                            );
+                            self.unhealthy(name, reason, &mut facts);
+                        } else {
+                            facts.push(next(ProbeKind::Alive { failures }, alive.every));
+                        }
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    /// A readiness probe's `within` passed for instance `pid`: if it is
+    /// still not ready, it is unhealthy.
+    pub fn ready_deadline(&mut self, name: &Arc<str>, pid: u32) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        if self.probe_try(name, pid, ProbeKind::Ready).is_none() {
+            return facts;
+        }
+        let child = self.child(name);
+        let within = match &child.spec.ready {
+            Some(Ready::Probe(p)) => p.within.unwrap_or_default(),
+            _ => return facts,
+        };
+        let last = child
+            .probe_error
+            .as_deref()
+            .map(|e| format!("; the last try: {e}"))
+            .unwrap_or_default();
+        let reason = format!(
+            "not ready within {}{last}",
+            crate::duration::format_duration(within)
+        );
+        self.unhealthy(name, reason, &mut facts);
+        facts
+    }
+
+    /// A probe failed the child: published, and stopped with its stop spec;
+    /// its exit counts as a failure.
+    fn unhealthy(&mut self, name: &Arc<str>, reason: String, facts: &mut Vec<Fact>) {
+        facts.push(Fact::Publish(name.clone(), EventKind::Unhealthy { reason }));
+        self.stop_with(name, None, StopReason::Failed, facts);
     }
 
     /// A frame made the child ready.
@@ -508,9 +670,12 @@ impl<H: Clone> Children<H> {
             Some(StopReason::Restart(group)) if !self.shutting_down() => {
                 self.sibling_exited(group, name, exit, &mut facts)
             }
+            Some(StopReason::Failed) if !self.shutting_down() => {
+                self.decide(name, exit, true, now, &mut facts)
+            }
             Some(_) => self.stopped(name, exit, &mut facts),
             None if self.shutting_down() => self.stopped(name, exit, &mut facts),
-            None => self.decide(name, exit, now, &mut facts),
+            None => self.decide(name, exit, false, now, &mut facts),
         }
         facts
     }
@@ -536,6 +701,10 @@ impl<H: Clone> Children<H> {
             // Stopped to be restarted with a sibling: asked now, it stays
             // down, and its group goes on without it.
             State::Stopping { reason, .. } => {
+                // Stopped because a probe failed it: asked now, it stays down.
+                if *reason == StopReason::Failed {
+                    *reason = StopReason::Asked;
+                }
                 if let StopReason::Restart(group) = *reason {
                     // The group still waits for its exit (all down before
                     // any comes back), then goes on without it.
@@ -713,6 +882,14 @@ impl<H: Clone> Children<H> {
             return;
         }
         child.ready = true;
+        if let (Some(alive), State::Running { pid, .. }) = (&child.spec.alive, &child.state) {
+            facts.push(Fact::Probe {
+                child: name.clone(),
+                pid: *pid,
+                kind: ProbeKind::Alive { failures: 0 },
+                after: alive.every,
+            });
+        }
         facts.push(Fact::Publish(name.clone(), EventKind::Ready));
         facts.push(Fact::Tell(Tell::Ready(name.clone())));
         self.resolve_dependents(name, facts);
@@ -766,11 +943,20 @@ impl<H: Clone> Children<H> {
         self.check_shutdown(facts);
     }
 
-    /// It exited by itself: its restart policy decides.
-    fn decide(&mut self, name: &Arc<str>, exit: Exit, now: Instant, facts: &mut Vec<Fact>) {
+    /// It exited by itself (or, `failed`, was stopped because a probe
+    /// failed it): its restart policy decides.
+    fn decide(
+        &mut self,
+        name: &Arc<str>,
+        exit: Exit,
+        failed: bool,
+        now: Instant,
+        facts: &mut Vec<Fact>,
+    ) {
         let group = self.next_group + 1;
         let child = self.child(name);
-        let decision = supervision::decide(&child.spec.restart, &exit, &mut child.history, now);
+        let decision =
+            supervision::decide_as(&child.spec.restart, &exit, failed, &mut child.history, now);
         let restarts = child.history.total;
         // The state changes first and the input queue is settled before the
         // protocol hears of the exit (a step it passes may start the child
@@ -803,7 +989,14 @@ impl<H: Clone> Children<H> {
             for_good: !matches!(decision, Decision::Restart { .. }),
         }));
         match decision {
-            Decision::Stay => self.down_for_good(name, facts),
+            Decision::Stay => {
+                if failed {
+                    facts.push(Fact::Tell(Tell::Abort(format!(
+                        "child `{name}` was unhealthy and is not restarted"
+                    ))));
+                }
+                self.down_for_good(name, facts)
+            }
             Decision::GiveUp => {
                 facts.push(Fact::Publish(name.clone(), EventKind::GaveUp { restarts }));
                 facts.push(Fact::Tell(Tell::Abort(format!(
@@ -1007,6 +1200,7 @@ impl<H: Clone> Children<H> {
 mod tests {
     use super::*;
     use crate::child::ExitStatus;
+    use crate::probe::Failure;
     use crate::spec::RestartSpec;
 
     fn n(s: &str) -> Arc<str> {
@@ -1040,6 +1234,11 @@ mod tests {
                 Fact::Kill(c) => format!("kill {c}"),
                 Fact::ReadyAfter { child, .. } => format!("ready-timer {child}"),
                 Fact::RestartAfter { group, .. } => format!("restart-timer {group}"),
+                Fact::Probe { child, kind, .. } => match kind {
+                    ProbeKind::Ready => format!("probe-ready {child}"),
+                    ProbeKind::Alive { failures } => format!("probe-alive {child} {failures}"),
+                },
+                Fact::ReadyDeadline { child, .. } => format!("ready-deadline {child}"),
                 Fact::Tell(Tell::Spawned(c)) => format!("tell spawned {c}"),
                 Fact::Tell(Tell::Ready(c)) => format!("tell ready {c}"),
                 Fact::Tell(Tell::Exit {
@@ -1099,6 +1298,97 @@ mod tests {
             ["db:ready", "tell ready db", "spawn api"]
         );
         assert_eq!(reg.public_state("api"), ChildState::Starting { pid: None });
+    }
+
+    #[test]
+    fn a_failing_liveness_probe_stops_the_child_and_its_exit_counts_as_a_failure() {
+        use crate::probe::{Alive, Check};
+        let alive = Alive {
+            failures: 2,
+            ..Alive::new(Check::Tcp("127.0.0.1:1".into()))
+        };
+        let spec = ChildSpec::new("srv", ["srv"])
+            .alive(alive)
+            .restart(RestartSpec::policy(RestartPolicy::OnFailure));
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        reg.add(vec![spec]);
+        reg.spawned(&n("srv"), 1, 10);
+        let facts = reg.on_spawned(&n("srv"));
+        assert!(
+            words(&facts).contains(&"probe-alive srv 0".to_string()),
+            "{:?}",
+            words(&facts)
+        );
+        let alive0 = ProbeKind::Alive { failures: 0 };
+        // Another instance's result is not this one's.
+        let failed = |e: &str| Err(Failure::Failed(e.into()));
+        assert!(reg
+            .probe_result(&n("srv"), 9, alive0, failed("x"))
+            .is_empty());
+        let fail = |reg: &mut Children<u32>, kind| {
+            words(&reg.probe_result(&n("srv"), 10, kind, failed("refused")))
+        };
+        assert_eq!(fail(&mut reg, alive0), ["probe-alive srv 1"]);
+        assert_eq!(
+            words(&reg.probe_result(&n("srv"), 10, ProbeKind::Alive { failures: 1 }, Ok(()))),
+            ["probe-alive srv 0"],
+            "a pass starts the count again"
+        );
+        assert_eq!(fail(&mut reg, alive0), ["probe-alive srv 1"]);
+        assert_eq!(
+            fail(&mut reg, ProbeKind::Alive { failures: 1 }),
+            ["srv:unhealthy", "stop srv"]
+        );
+        // It exits 0 after the TERM, asked: on-failure restarts it all the same.
+        let mut quit = exit(0);
+        quit.requested = true;
+        let facts = reg.on_exit(&n("srv"), quit.clone(), Instant::now());
+        assert!(
+            words(&facts).contains(&"srv:restarting".to_string()),
+            "{:?}",
+            words(&facts)
+        );
+
+        // Made unhealthy again, then stopped on request before it exits:
+        // the request wins, it stays down.
+        let facts = reg.restart_delay_over(1);
+        assert!(
+            words(&facts).contains(&"spawn srv".to_string()),
+            "{:?}",
+            words(&facts)
+        );
+        reg.spawned(&n("srv"), 2, 20);
+        reg.on_spawned(&n("srv"));
+        let alive1 = ProbeKind::Alive { failures: 1 };
+        let facts = reg.probe_result(&n("srv"), 20, alive1, failed("refused"));
+        assert_eq!(words(&facts), ["srv:unhealthy", "stop srv"]);
+        assert!(reg.stop(&n("srv"), None).is_ok());
+        let facts = reg.on_exit(&n("srv"), quit, Instant::now());
+        assert!(
+            words(&facts).contains(&"srv:stopped".to_string()),
+            "{:?}",
+            words(&facts)
+        );
+        assert!(!words(&facts).contains(&"srv:restarting".to_string()));
+    }
+
+    #[test]
+    fn a_probe_that_cannot_run_makes_the_child_unhealthy_at_once() {
+        use crate::probe::{Check, Probe};
+        let spec =
+            ChildSpec::new("srv", ["srv"]).ready(Ready::Probe(Probe::new(Check::Exec(vec![
+                "no-such-program".into(),
+            ]))));
+        let mut reg: Children<u32> = Children::new(Strategy::OneForOne);
+        reg.add(vec![spec]);
+        reg.spawned(&n("srv"), 1, 10);
+        assert!(words(&reg.on_spawned(&n("srv"))).contains(&"probe-ready srv".to_string()));
+        let missing = Err(Failure::CannotRun("exec no-such-program: not found".into()));
+        let facts = reg.probe_result(&n("srv"), 10, ProbeKind::Ready, missing);
+        assert_eq!(words(&facts), ["srv:unhealthy", "stop srv"]);
+        // During a shutdown no probe runs.
+        reg.begin_shutdown("done".into(), ShutdownCause::Requested);
+        assert!(reg.probe_try(&n("srv"), 10, ProbeKind::Ready).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::children::{Fact, ShutdownCause, Tell};
+use super::children::{Fact, ProbeKind, ShutdownCause, Tell};
 use super::DirectorActor;
 use crate::child::{ChildActor, Exit, SendSignal, SpawnOptions, Stop};
 use crate::error::DirectorError;
@@ -63,6 +63,25 @@ impl DirectorActor {
                     act.drive_outbox(ctx);
                 });
             }
+            Fact::Probe {
+                child,
+                pid,
+                kind,
+                after,
+            } => {
+                if after.is_zero() {
+                    self.probe(child, pid, kind, ctx);
+                } else {
+                    ctx.run_later(after, move |act, ctx| act.probe(child, pid, kind, ctx));
+                }
+            }
+            Fact::ReadyDeadline { child, pid, within } => {
+                ctx.run_later(within, move |act, ctx| {
+                    let facts = act.children.ready_deadline(&child, pid);
+                    act.apply(facts, ctx);
+                    act.drive_outbox(ctx);
+                });
+            }
             Fact::Tell(tell) => self.tell(tell, ctx),
             Fact::KeepInput(child) => {
                 // What waited for the instance that ended fails; what comes
@@ -86,6 +105,23 @@ impl DirectorActor {
             Fact::Finished => self.finish(ctx),
         }
         Vec::new()
+    }
+
+    /// One try of a probe, as a future of its own on the director's
+    /// thread: a connect or an exec is asynchronous and an HTTP request
+    /// runs on the blocking pool, so frames keep flowing while it runs.
+    /// Its result goes to the registry, which decides what comes next.
+    fn probe(&mut self, child: Arc<str>, pid: u32, kind: ProbeKind, ctx: &mut Context<Self>) {
+        let Some((check, timeout)) = self.children.probe_try(&child, pid, kind) else {
+            return; // that instance ended, or no longer needs it
+        };
+        let marker = self.run.as_ref().map(|run| run.marker(&child));
+        let attempt = async move { crate::probe::attempt(&check, timeout, marker).await };
+        ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
+            let facts = act.children.probe_result(&child, pid, kind, result);
+            act.apply(facts, ctx);
+            act.drive_outbox(ctx);
+        }));
     }
 
     /// Spawns the child's actor and reports the outcome to the registry.

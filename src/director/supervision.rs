@@ -70,13 +70,30 @@ pub(crate) fn wants_restart(policy: RestartPolicy, exit: &Exit) -> bool {
 }
 
 /// Decides about one exit at `now`, updating the history.
+#[cfg(test)]
 pub(crate) fn decide(
     spec: &RestartSpec,
     exit: &Exit,
     history: &mut History,
     now: Instant,
 ) -> Decision {
-    if !wants_restart(spec.policy, exit) {
+    decide_as(spec, exit, false, history, now)
+}
+
+/// [`decide`]; `failed`: the exit counts as a failure whatever its status
+/// (a child stopped because a probe failed it).
+pub(crate) fn decide_as(
+    spec: &RestartSpec,
+    exit: &Exit,
+    failed: bool,
+    history: &mut History,
+    now: Instant,
+) -> Decision {
+    let wanted = match spec.policy {
+        RestartPolicy::OnFailure if failed => true,
+        policy => wants_restart(policy, exit),
+    };
+    if !wanted {
         return Decision::Stay;
     }
     if exit.runtime >= spec.within {

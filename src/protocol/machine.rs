@@ -786,7 +786,7 @@ impl Machine {
             |name: &Arc<str>| members(groups, name).iter().all(|m| self.gone.contains(m));
         match self.steps.get(self.current) {
             Some((_, _, Compiled::ExpectExit { child: c, .. })) if names(groups, c, child) => {
-                self.check_exit(now, &mut fx);
+                let _ = self.check_exit(now, &mut fx); // its timer runs already
             }
             // Its output is all in (it comes before the exit) and nothing
             // matched: nothing more can come.
@@ -1149,29 +1149,26 @@ impl Machine {
                 }
                 self.pass(now, fx);
             }
-            Compiled::ExpectExit { child, within, .. } => {
-                // Of a group: every replica.
-                if members(&self.groups, child)
-                    .iter()
-                    .any(|m| self.exits.contains_key(m))
-                    || members(&self.groups, child).is_empty()
-                {
-                    self.check_exit(now, fx);
-                } else {
+            Compiled::ExpectExit { within, .. } => {
+                // Of a group: every replica; some may have exited already.
+                let within = *within;
+                if self.check_exit(now, fx) {
                     fx.push(Effect::Timer {
                         step: i,
-                        after: *within,
+                        after: within,
                     });
                 }
             }
         }
     }
 
-    /// The current step is an `expect_exit` whose child has an exit on record.
-    fn check_exit(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    /// The current step is an `expect_exit`: it passes if its child (every
+    /// replica of a group) has exited so, fails if one exited otherwise.
+    /// Gives whether it still waits.
+    fn check_exit(&mut self, now: Instant, fx: &mut Vec<Effect>) -> bool {
         let Some((_, _, Compiled::ExpectExit { child, status, .. })) = self.steps.get(self.current)
         else {
-            return;
+            return false;
         };
         // Every replica of a group must have exited so; the first that
         // exited otherwise fails the step at once.
@@ -1192,12 +1189,14 @@ impl Machine {
                     exit.status,
                     expected(status)
                 );
-                return self.fail(reason, now, fx);
+                self.fail(reason, now, fx);
+                return false;
             }
         }
         if !waiting {
             self.pass(now, fx);
         }
+        waiting
     }
 
     /// Carries out an action step on each of `children` (one, or a group's

@@ -416,6 +416,37 @@ mod tests {
     }
 
     #[test]
+    fn a_group_expect_exit_with_one_replica_gone_already_still_has_its_timer() {
+        let t = Instant::now();
+        let (w1, w2): (Arc<str>, Arc<str>) = ("w-1".into(), "w-2".into());
+        let mut groups = std::collections::HashMap::new();
+        groups.insert(Arc::from("w"), vec![w1.clone(), w2.clone()]);
+        let mut m = Machine::grouped(
+            &Protocol {
+                steps: vec![
+                    Step::wait(Duration::from_secs(1)),
+                    Step::expect_exit_code("w", 0).within(Duration::from_secs(2)),
+                ],
+                ..Protocol::default()
+            },
+            &names(&["w-1", "w-2"]),
+            &groups,
+        )
+        .unwrap();
+        m.start(t);
+        m.on_exit(&w1, &exit(0), true, t);
+        let fx = m.on_timeout(0, t + Duration::from_secs(1));
+        assert!(
+            kinds(&fx).contains(&"timer 1".to_string()),
+            "{:?}",
+            kinds(&fx)
+        );
+        m.on_timeout(1, t + Duration::from_secs(3));
+        assert_eq!(m.outcome(), Some(false), "w-2 never exited");
+        let _ = w2;
+    }
+
+    #[test]
     fn a_replica_that_exits_otherwise_fails_a_group_expect_exit() {
         let t = Instant::now();
         let (w1, w2): (Arc<str>, Arc<str>) = ("w-1".into(), "w-2".into());

@@ -167,7 +167,28 @@ fn describe_child(c: &ChildSpec) -> String {
         Some(procession::Ready::After(d)) => {
             notes.push(format!("ready after {}", format_duration(*d)))
         }
+        Some(procession::Ready::Probe(p)) => {
+            let within = p
+                .within
+                .map(|w| format!(", within {}", format_duration(w)))
+                .unwrap_or_default();
+            notes.push(format!(
+                "ready when {} (every {}, timeout {}{within})",
+                describe_check(&p.check),
+                format_duration(p.every),
+                format_duration(p.timeout)
+            ));
+        }
         None => {}
+    }
+    if let Some(a) = &c.alive {
+        notes.push(format!(
+            "alive while {} (every {}, timeout {}, {} failures)",
+            describe_check(&a.check),
+            format_duration(a.every),
+            format_duration(a.timeout),
+            a.failures
+        ));
     }
     let r = &c.restart;
     if r.policy != procession::director::RestartPolicy::Never {
@@ -184,6 +205,14 @@ fn describe_child(c: &ChildSpec) -> String {
         notes.push("significant".into());
     }
     format!("{}  [{}]", shell_words(&c.cmd), notes.join("; "))
+}
+
+fn describe_check(check: &procession::Check) -> String {
+    match check {
+        procession::Check::Tcp(addr) => format!("tcp {addr} connects"),
+        procession::Check::Http(url) => format!("GET {url} answers 2xx"),
+        procession::Check::Exec(argv) => format!("`{}` exits 0", shell_words(argv)),
+    }
 }
 
 fn shell_words(argv: &[String]) -> String {

@@ -58,6 +58,7 @@ mod panics;
 pub mod plan;
 mod probe;
 pub mod protocol;
+mod runtime;
 pub mod scenario;
 pub mod spec;
 mod sys;

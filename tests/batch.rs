@@ -126,7 +126,7 @@ async fn failed_jobs_are_retried_and_a_missing_program_is_reported() {
     let results = Batch::start(
         vec![
             job("flaky", &["exit", "3"]),
-            Job::new("ghost", vec!["no-such-program-procession".into()]),
+            Job::new("ghost", ["no-such-program-procession"]),
         ],
         BatchOptions {
             retries: 2,
@@ -197,7 +197,7 @@ async fn a_job_stopped_by_its_timeout_failed_even_if_it_exited_0() {
     let mut batch = Batch::start(
         vec![procession::batch::Job::new(
             "polite",
-            vec!["sh".into(), "-c".into(), script.into()],
+            ["sh", "-c", script],
         )],
         BatchOptions {
             timeout: Some(Duration::from_millis(300)),

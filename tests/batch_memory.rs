@@ -16,7 +16,7 @@ async fn four_64_mib_outputs_to_files_with_bounded_memory() {
         .map(|i| {
             Job::new(
                 format!("flood{i}"),
-                vec![fixture().into(), "flood".into(), "64".into()],
+                [fixture(), "flood", "64"],
             )
         })
         .collect();

@@ -137,8 +137,8 @@ async fn a_director_that_panics_stops_its_children_and_ends_its_events() {
 async fn a_panic_in_a_batch_fails_it_and_stops_every_job() {
     fault::arm(Point::ChildOutput);
     let jobs = vec![
-        Job::new("talks", vec![fixture().into(), "lines".into(), "3".into()]),
-        Job::new("sleeps", vec![fixture().into(), "sleep".into()]),
+        Job::new("talks", [fixture(), "lines", "3"]),
+        Job::new("sleeps", [fixture(), "sleep"]),
     ];
     let options = BatchOptions {
         concurrency: 2,

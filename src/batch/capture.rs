@@ -52,6 +52,18 @@ impl Output {
         }
     }
 
+    /// All of it as text, invalid UTF-8 replaced with U+FFFD (read into
+    /// memory: for outputs known to be small). An output file that cannot
+    /// be read gives the reason.
+    pub fn text_lossy(&self) -> io::Result<String> {
+        match self {
+            Output::Memory(v) => Ok(String::from_utf8_lossy(v).into_owned()),
+            _ => self
+                .bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        }
+    }
+
     /// The file it is in, if it is in one.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -179,8 +179,13 @@ pub fn from_line(line: &str, number: usize, source_name: &str) -> Result<Option<
 }
 
 impl Job {
-    /// A job running `argv` under this key, with default settings.
-    pub fn new(key: impl Into<String>, argv: Vec<String>) -> Job {
+    /// A job running `argv` under this key, with default settings:
+    /// `Job::new("hello", ["echo", "hello"])`.
+    pub fn new<I, S>(key: impl Into<String>, argv: I) -> Job
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let key = key.into();
         Job {
             spec: ChildSpec::new(key.as_str(), argv),

@@ -7,8 +7,8 @@
 //! #[actix::main]
 //! async fn main() {
 //!     let jobs = vec![
-//!         Job::new("hello", vec!["echo".into(), "hello".into()]),
-//!         Job::new("date", vec!["date".into()]),
+//!         Job::new("hello", ["echo", "hello"]),
+//!         Job::new("date", ["date"]),
 //!     ];
 //!     let options = BatchOptions { concurrency: 8, ..BatchOptions::default() };
 //!     let mut batch = Batch::start(jobs, options).unwrap();
@@ -230,10 +230,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Checks the jobs and starts running them on the current arbiter.
-    ///
-    /// # Panics
-    /// Outside a running actix `System`.
+    /// Checks the jobs and starts running them: inside an actix `System` on
+    /// the current arbiter, else (plain tokio, or no runtime) on a thread
+    /// of its own that ends with the batch.
     pub fn start(jobs: Vec<Job>, options: BatchOptions) -> Result<Batch, BatchError> {
         let mut seen = std::collections::HashSet::new();
         for job in &jobs {
@@ -259,10 +258,8 @@ impl Batch {
     ///
     /// Keys should be unique; a job whose key is running or waiting already,
     /// or (with an output directory) cannot name a file, is not run and
-    /// gets a result with an `error` instead.
-    ///
-    /// # Panics
-    /// Outside a running actix `System`.
+    /// gets a result with an `error` instead. Runs where [`Batch::start`]
+    /// does.
     pub fn start_stream(
         jobs: mpsc::Receiver<Job>,
         options: BatchOptions,
@@ -283,8 +280,12 @@ impl Batch {
         }
         let (tx, results) = mpsc::unbounded_channel();
         let failure = Arc::default();
-        let addr =
-            runner::BatchActor::new(jobs, incoming, options, tx, Arc::clone(&failure)).start();
+        let shared = Arc::clone(&failure);
+        let addr = crate::runtime::start("procession-batch", move |own_thread| {
+            let mut batch = runner::BatchActor::new(jobs, incoming, options, tx, shared);
+            batch.own_thread = own_thread;
+            batch
+        });
         Ok(Batch {
             results,
             addr,

@@ -59,6 +59,8 @@ pub(super) struct BatchActor {
     failure: Arc<Mutex<Option<String>>>,
     /// The thread's panic count when we started (see `crate::panics`).
     panics_before: u64,
+    /// Set when the batch has a thread of its own: it ends with the batch.
+    pub(super) own_thread: Option<crate::runtime::OwnThread>,
 }
 
 impl BatchActor {
@@ -83,6 +85,7 @@ impl BatchActor {
             ending: false,
             failure,
             panics_before: 0,
+            own_thread: None,
         }
     }
 

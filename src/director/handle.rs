@@ -60,9 +60,27 @@ impl futures::Stream for EventStream {
     }
 }
 
+/// Refuses a filter that names a kind no event has.
+fn check_kinds(filter: &EventFilter) -> Result<(), DirectorError> {
+    match filter.unknown_kind() {
+        None => Ok(()),
+        Some(kind) => {
+            let known: Vec<Arc<str>> = crate::event::KIND_NAMES
+                .iter()
+                .map(|k| Arc::from(*k))
+                .collect();
+            Err(DirectorError::UnknownEventKind {
+                kind: kind.to_string(),
+                suggestion: crate::error::closest(kind, &known),
+            })
+        }
+    }
+}
+
 /// Hands a subscription's events to an [`EventStream`]; it stops when the
 /// director drops the subscription (and with it the stream's last sender).
-struct Forward(tokio::sync::mpsc::UnboundedSender<Event>);
+/// It runs on the director's thread.
+pub(super) struct Forward(pub(super) tokio::sync::mpsc::UnboundedSender<Event>);
 
 impl Actor for Forward {
     type Context = Context<Self>;
@@ -79,16 +97,21 @@ impl Handler<Event> for Forward {
 }
 
 impl Director {
-    /// Starts a director with default settings on the current arbiter.
+    /// Starts a director with default settings: inside an actix `System`
+    /// on the current arbiter, else (plain tokio, or no runtime) on a
+    /// thread of its own that ends once the director has shut down.
     pub fn start() -> Director {
         Director::with_config(DirectorConfig::default())
     }
 
-    /// Starts a director with these settings on the current arbiter.
+    /// [`Director::start`] with these settings.
     pub fn with_config(config: DirectorConfig) -> Director {
-        Director {
-            addr: DirectorActor::new(config).start(),
-        }
+        let addr = crate::runtime::start("procession-director", move |own_thread| {
+            let mut director = DirectorActor::new(config);
+            director.own_thread = own_thread;
+            director
+        });
+        Director { addr }
     }
 
     /// The actor's address, for sending messages directly.
@@ -238,16 +261,7 @@ impl Director {
         to: Recipient<Event>,
         filter: EventFilter,
     ) -> Result<SubscriptionId, DirectorError> {
-        if let Some(kind) = filter.unknown_kind() {
-            let known: Vec<Arc<str>> = crate::event::KIND_NAMES
-                .iter()
-                .map(|k| Arc::from(*k))
-                .collect();
-            return Err(DirectorError::UnknownEventKind {
-                kind: kind.to_string(),
-                suggestion: crate::error::closest(kind, &known),
-            });
-        }
+        check_kinds(&filter)?;
         self.ask(Subscribe { to, filter }).await
     }
 
@@ -257,12 +271,11 @@ impl Director {
     /// some and gets a `lagged` event saying how many, as any subscriber
     /// does; `EventFilter::drop_only` says which kinds it may lose.
     ///
-    /// # Panics
-    /// Outside a running actix `System` (as for starting any actor).
+    /// Works from any runtime: the forwarding runs beside the director.
     pub async fn events(&self, filter: EventFilter) -> Result<EventStream, DirectorError> {
+        check_kinds(&filter)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let forward = Forward(tx).start();
-        self.subscribe(forward.recipient(), filter).await?;
+        self.ask(StreamEvents { filter, tx }).await?;
         Ok(EventStream(rx))
     }
 
@@ -336,7 +349,7 @@ impl Director {
     /// them at once. The receiver gets the first signal (to choose an exit
     /// status: 130 for INT, 143 for TERM, 129 for HUP).
     ///
-    /// Call it once, inside the actix system.
+    /// Call it once, inside the actix system or a tokio runtime.
     pub fn shutdown_on_signals(&self) -> std::io::Result<oneshot::Receiver<Signal>> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt())?;
@@ -344,7 +357,7 @@ impl Director {
         let mut hup = signal(SignalKind::hangup())?;
         let (tx, rx) = oneshot::channel();
         let addr = self.addr.clone();
-        actix::spawn(async move {
+        crate::runtime::spawn(async move {
             let first = tokio::select! {
                 _ = int.recv() => Signal::Int,
                 _ = term.recv() => Signal::Term,

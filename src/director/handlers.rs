@@ -253,6 +253,25 @@ impl Handler<Subscribe> for DirectorActor {
     }
 }
 
+impl Handler<StreamEvents> for DirectorActor {
+    type Result = MessageResult<StreamEvents>;
+
+    /// The forwarder starts here, on the director's thread, so that a
+    /// caller needs no actix of its own.
+    fn handle(&mut self, msg: StreamEvents, ctx: &mut Context<Self>) -> Self::Result {
+        let forward = super::handle::Forward(msg.tx).start();
+        let MessageResult(id) = <Self as Handler<Subscribe>>::handle(
+            self,
+            Subscribe {
+                to: forward.recipient(),
+                filter: msg.filter,
+            },
+            ctx,
+        );
+        MessageResult(id)
+    }
+}
+
 impl Handler<ReportWriteFailure> for DirectorActor {
     type Result = ();
 

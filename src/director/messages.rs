@@ -103,6 +103,14 @@ pub struct Subscribe {
     pub filter: EventFilter,
 }
 
+/// Subscribes a channel (for `Director::events`).
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub(crate) struct StreamEvents {
+    pub filter: EventFilter,
+    pub tx: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
 /// Publishes a `write_failed` event: the caller's own stdout or stderr
 /// could not be written (the command line reports it once per stream).
 #[derive(Debug, Clone, Message)]

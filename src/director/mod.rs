@@ -137,6 +137,9 @@ pub struct DirectorActor {
     internal_error: Option<String>,
     /// The thread's panic count when we started (see `crate::panics`).
     panics_before: u64,
+    /// Set when the director has a thread of its own (started outside an
+    /// actix System): that thread ends with it. Dropped last.
+    own_thread: Option<crate::runtime::OwnThread>,
 }
 
 impl DirectorActor {
@@ -163,6 +166,7 @@ impl DirectorActor {
             finals: None,
             internal_error: None,
             panics_before: 0,
+            own_thread: None,
         }
     }
 

@@ -605,7 +605,34 @@ pub enum DirectorError {
         /// The child's name.
         child: Arc<str>,
     },
-    /// A protocol is already running; one runs at a time.
+    /// `wait_ready`: the child will not become ready (without a start).
+    #[error("child `{child}` is not ready: {reason}")]
+    NotReady {
+        /// The child's name.
+        child: Arc<str>,
+        /// Why: it could not be spawned, exited first, was not started.
+        reason: String,
+    },
+    /// A wait (`wait_ready_within`, `wait_exit_within`) ran out of time.
+    #[error("child `{child}`: not {what} within {within:?}")]
+    WaitTimedOut {
+        /// The child's name.
+        child: Arc<str>,
+        /// What was waited for: `ready`, `exited`.
+        what: &'static str,
+        /// How long.
+        within: std::time::Duration,
+    },
+    /// `remove`: other children depend on it.
+    #[error("child `{child}` cannot be removed: {} depend on it", dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", "))]
+    HasDependents {
+        /// The child's name.
+        child: Arc<str>,
+        /// Those that name it in `depends_on`.
+        dependents: Vec<Arc<str>>,
+    },
+    /// A protocol is already running; one runs at a time (and while it
+    /// runs, no child it may name is removed).
     #[error("a protocol is already running")]
     ProtocolRunning,
     /// The director is shutting down and starts nothing new.

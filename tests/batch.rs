@@ -195,10 +195,7 @@ async fn a_job_that_reads_stdin_sees_end_of_file() {
 async fn a_job_stopped_by_its_timeout_failed_even_if_it_exited_0() {
     let script = "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done";
     let mut batch = Batch::start(
-        vec![procession::batch::Job::new(
-            "polite",
-            ["sh", "-c", script],
-        )],
+        vec![procession::batch::Job::new("polite", ["sh", "-c", script])],
         BatchOptions {
             timeout: Some(Duration::from_millis(300)),
             ..BatchOptions::default()

@@ -13,12 +13,7 @@ async fn four_64_mib_outputs_to_files_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let before = peak_rss_kib();
     let jobs: Vec<Job> = (0..4)
-        .map(|i| {
-            Job::new(
-                format!("flood{i}"),
-                [fixture(), "flood", "64"],
-            )
-        })
+        .map(|i| Job::new(format!("flood{i}"), [fixture(), "flood", "64"]))
         .collect();
     let results = Batch::start(
         jobs,

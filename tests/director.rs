@@ -709,3 +709,126 @@ async fn a_filter_naming_an_unknown_kind_is_refused_with_a_suggestion() {
     assert!(err.to_string().contains("`outptu`"), "{err}");
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn wait_ready_fails_with_the_reason_for_a_program_that_does_not_exist() {
+    let director = Director::start();
+    director
+        .add(procession::ChildSpec::new(
+            "ghost",
+            ["procession-no-such-program"],
+        ))
+        .await
+        .expect("added: the spawn is what fails");
+    let err = director.wait_ready("ghost").await.unwrap_err();
+    assert!(
+        matches!(&err, DirectorError::NotReady { reason, .. }
+            if reason.contains("could not be spawned") && reason.contains("not found")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("child `ghost` is not ready: "),
+        "{err}"
+    );
+    director.shutdown("done").await;
+}
+
+#[actix_rt::test]
+async fn a_stopped_child_is_started_again_and_a_restart_does_not_use_its_intensity() {
+    use procession::director::{RestartPolicy, RestartSpec};
+    let director = Director::start();
+    let mut spawned = tap(&director, EventFilter::all().kinds(["spawned", "gave_up"])).await;
+    let restart = RestartSpec {
+        max: 1,
+        ..RestartSpec::policy(RestartPolicy::OnFailure)
+    };
+    director
+        .add(fixture_spec("echo", &["echo"]).restart(restart))
+        .await
+        .unwrap();
+    director.wait_ready("echo").await.unwrap();
+    director.stop("echo", None).await.unwrap();
+    let err = director.wait_ready("echo").await.unwrap_err();
+    assert!(err.to_string().contains("it was stopped"), "{err}");
+    director.start_child("echo").await.unwrap();
+    director.wait_ready("echo").await.unwrap();
+    let t = Duration::from_secs(10);
+    let reply: String = director.request("echo", "again", t).await.unwrap();
+    assert_eq!(reply, "again");
+    // Three restarts asked for, with an intensity of one: none gives up.
+    for _ in 0..3 {
+        director.restart("echo").await.unwrap();
+        let reply: String = director.request("echo", "back", t).await.unwrap();
+        assert_eq!(reply, "back", "the request waited for the new instance");
+    }
+    director.wait_ready("echo").await.unwrap();
+    let mut attempts = Vec::new();
+    while attempts.len() < 5 {
+        let e = next_event(&mut spawned).await;
+        assert_ne!(e.kind.name(), "gave_up");
+        if let EventKind::Spawned { attempt, .. } = e.kind {
+            attempts.push(attempt);
+        }
+    }
+    assert_eq!(attempts, [1, 2, 3, 4, 5]);
+    director.shutdown("done").await;
+}
+
+#[actix_rt::test]
+async fn remove_forgets_a_child_and_refuses_one_others_depend_on() {
+    let director = Director::start();
+    director
+        .launch(
+            [
+                fixture_spec("a", &["echo"]),
+                fixture_spec("b", &["echo"]).depends_on("a"),
+            ],
+            [Route::new("a", "b")],
+        )
+        .await
+        .unwrap();
+    director.wait_ready("b").await.unwrap();
+    let err = director.remove("a").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "child `a` cannot be removed: `b` depend on it"
+    );
+    director.remove("b").await.unwrap();
+    let names: Vec<String> = director
+        .children()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert!(matches!(
+        director.wait_ready("b").await,
+        Err(DirectorError::UnknownChild { .. })
+    ));
+    // Its name is free again.
+    director.add(fixture_spec("b", &["echo"])).await.unwrap();
+    director.wait_ready("b").await.unwrap();
+    director.remove("a").await.unwrap();
+    director.shutdown("done").await;
+}
+
+#[actix_rt::test]
+async fn waits_with_a_bound_say_what_they_waited_for() {
+    let director = Director::start();
+    director
+        .add(fixture_spec("mute", &["echo"]).ready(Ready::Line("^never$".into())))
+        .await
+        .unwrap();
+    let short = Duration::from_millis(50);
+    let err = director.wait_ready_within("mute", short).await.unwrap_err();
+    assert_eq!(err.to_string(), "child `mute`: not ready within 50ms");
+    let err = director.wait_exit_within("mute", short).await.unwrap_err();
+    assert_eq!(err.to_string(), "child `mute`: not exited within 50ms");
+    director.close_stdin("mute").await.unwrap();
+    let exit = director.wait_exit_within("mute", PATIENCE).await.unwrap();
+    assert!(exit.status.success());
+    let err = director.wait_ready("mute").await.unwrap_err();
+    assert!(err.to_string().contains("it exited with"), "{err}");
+    director.shutdown("done").await;
+}

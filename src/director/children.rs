@@ -45,6 +45,18 @@ pub(crate) enum StopReason {
     Restart(u64),
     /// A probe failed it: its exit counts as a failure.
     Failed,
+    /// A restart was asked for: it starts again at once, whatever its
+    /// policy, without counting against its restart intensity.
+    Again,
+}
+
+/// Whether a child is ready, will perhaps be, or will not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Ready,
+    Waiting,
+    /// It is down, or will never start: why.
+    Never(String),
 }
 
 /// Which probe of a child a try is for.
@@ -329,6 +341,28 @@ impl<H: Clone> Children<H> {
     #[cfg(test)]
     pub fn finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    /// Whether the child is ready now, may be later, or will not be
+    /// (without a start): for `wait_ready`.
+    pub fn readiness(&self, name: &str) -> Readiness {
+        let child = &self.children[name];
+        match &child.state {
+            State::Running { .. } if child.ready => Readiness::Ready,
+            State::Pending
+            | State::Spawning
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Restarting { .. } => Readiness::Waiting,
+            State::Stopping { .. } => Readiness::Never("it is being stopped".into()),
+            State::Exited(exit) => Readiness::Never(format!("it exited with {}", exit.status)),
+            State::Stopped(_) => Readiness::Never("it was stopped".into()),
+            State::GaveUp { restarts, .. } => {
+                Readiness::Never(format!("it gave up after {restarts} restarts"))
+            }
+            State::SpawnFailed(e) => Readiness::Never(format!("it could not be spawned: {e}")),
+            State::NotStarted(r) => Readiness::Never(format!("it was not started: {r}")),
+        }
     }
 
     /// The public view of a child's state.
@@ -673,6 +707,7 @@ impl<H: Clone> Children<H> {
             Some(StopReason::Failed) if !self.shutting_down() => {
                 self.decide(name, exit, true, now, &mut facts)
             }
+            Some(StopReason::Again) if !self.shutting_down() => self.again(name, exit, &mut facts),
             Some(_) => self.stopped(name, exit, &mut facts),
             None if self.shutting_down() => self.stopped(name, exit, &mut facts),
             None => self.decide(name, exit, false, now, &mut facts),
@@ -762,6 +797,85 @@ impl<H: Clone> Children<H> {
         let mut facts = Vec::new();
         self.try_start(name, &mut facts);
         Start::Later(facts)
+    }
+
+    /// A restart asked for (the API, the control socket): a running child
+    /// is stopped with its stop spec and started again once it exited; one
+    /// that is down starts now. Neither counts against its intensity.
+    pub fn restart(&mut self, name: &Arc<str>) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        match &mut self.child(name).state {
+            State::Starting { .. } | State::Running { .. } => {
+                self.stop_with(name, None, StopReason::Again, &mut facts);
+            }
+            State::Stopping { reason, .. } => {
+                // Its exit comes: then it starts again. (A sibling restart
+                // group goes on without it.)
+                let was = std::mem::replace(reason, StopReason::Again);
+                if let StopReason::Restart(group) = was {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.leave(name);
+                    }
+                }
+            }
+            State::Pending | State::Spawning => {}
+            _ => {
+                if let Start::Later(more) = self.start(name) {
+                    facts.extend(more);
+                }
+            }
+        }
+        facts
+    }
+
+    /// It exited after a restart asked for: it starts again (its restart
+    /// intensity untouched), and what is sent to it waits for the new one.
+    fn again(&mut self, name: &Arc<str>, exit: Exit, facts: &mut Vec<Fact>) {
+        let child = self.child(name);
+        child.state = State::Pending;
+        child.ready = false;
+        facts.push(Fact::KeepInput(name.clone()));
+        facts.push(Fact::Tell(Tell::Exit {
+            child: name.clone(),
+            exit,
+            for_good: false,
+        }));
+        self.try_start(name, facts);
+    }
+
+    /// Forgets a child that is down for good (not running, starting or
+    /// restarting). Refused while others depend on it: they are named.
+    pub fn remove(&mut self, name: &Arc<str>) -> Result<(), Vec<Arc<str>>> {
+        self.remove_check(name)?;
+        let Some(child) = self.children.remove(name) else {
+            return Ok(());
+        };
+        for dep in &child.spec.depends_on {
+            if let Some(list) = self.dependents.get_mut(dep) {
+                list.retain(|d| d != name);
+            }
+        }
+        self.dependents.remove(name);
+        self.order.retain(|n| n != name);
+        self.start_order.retain(|n| n != name);
+        Ok(())
+    }
+
+    /// Whether `name` may be removed: no other child depends on it.
+    pub fn remove_check(&self, name: &Arc<str>) -> Result<(), Vec<Arc<str>>> {
+        let dependents: Vec<Arc<str>> = self
+            .dependents
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|d| self.children.contains_key(*d))
+            .cloned()
+            .collect();
+        if dependents.is_empty() {
+            Ok(())
+        } else {
+            Err(dependents)
+        }
     }
 
     /// Begins a shutdown (once): nothing new starts, restarts are called

@@ -305,6 +305,85 @@ impl Director {
         .await?
     }
 
+    /// [`Director::wait_exit`], for at most `within`
+    /// ([`DirectorError::WaitTimedOut`] past it; the child runs on).
+    pub async fn wait_exit_within(
+        &self,
+        child: impl Into<Arc<str>>,
+        within: Duration,
+    ) -> Result<Exit, DirectorError> {
+        let child = child.into();
+        match tokio::time::timeout(within, self.wait_exit(child.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(DirectorError::WaitTimedOut {
+                child,
+                what: "exited",
+                within,
+            }),
+        }
+    }
+
+    /// Waits until a child is ready (see `ready` in its spec). Fails with
+    /// the reason when it cannot become ready: it could not be spawned (a
+    /// missing program), exited first, was not started (a dependency
+    /// failed), was stopped or removed.
+    pub async fn wait_ready(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
+        self.ask(WaitReady {
+            child: child.into(),
+        })
+        .await?
+    }
+
+    /// [`Director::wait_ready`], for at most `within`.
+    pub async fn wait_ready_within(
+        &self,
+        child: impl Into<Arc<str>>,
+        within: Duration,
+    ) -> Result<(), DirectorError> {
+        let child = child.into();
+        match tokio::time::timeout(within, self.wait_ready(child.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(DirectorError::WaitTimedOut {
+                child,
+                what: "ready",
+                within,
+            }),
+        }
+    }
+
+    /// Starts a child that is down (exited, stopped, gave up, could not
+    /// be spawned): a stopped child can be started again, with a fresh
+    /// restart intensity. A child that runs or will is left as it is.
+    /// Returns once it is under way: [`Director::wait_ready`] waits for it.
+    pub async fn start_child(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
+        self.ask(StartChild {
+            child: child.into(),
+        })
+        .await?
+    }
+
+    /// Stops a running child with its stop spec and starts it again,
+    /// whatever its restart policy; it does not count against its restart
+    /// intensity. A child that is down just starts. Returns once the old
+    /// instance has exited and the new one is under way: what is sent
+    /// after goes to the new one.
+    pub async fn restart(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
+        self.ask(RestartChild {
+            child: child.into(),
+        })
+        .await?
+    }
+
+    /// Stops a child if it runs (with its stop spec) and forgets it, with
+    /// its routes: its name may be added again. Refused while other
+    /// children depend on it or a protocol runs.
+    pub async fn remove(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
+        self.ask(RemoveChild {
+            child: child.into(),
+        })
+        .await?
+    }
+
     /// Sends a signal to a child's process group.
     pub async fn signal(
         &self,

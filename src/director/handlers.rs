@@ -356,6 +356,140 @@ impl Handler<StopChild> for DirectorActor {
     }
 }
 
+impl Handler<StartChild> for DirectorActor {
+    type Result = Result<(), DirectorError>;
+
+    fn handle(&mut self, msg: StartChild, ctx: &mut Context<Self>) -> Self::Result {
+        self.known(&msg.child)?;
+        if self.children.shutting_down() {
+            return Err(DirectorError::ShuttingDown);
+        }
+        if let super::children::Start::Later(facts) = self.children.start(&msg.child) {
+            self.apply(facts, ctx);
+            self.drive_outbox(ctx);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<RestartChild> for DirectorActor {
+    type Result = ResponseFuture<Result<(), DirectorError>>;
+
+    /// Answers once the old instance has exited and the new one is under
+    /// way, so that what is sent next goes to the new one.
+    fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
+        let child = msg.child;
+        if let Err(e) = self.known(&child) {
+            return Box::pin(async move { Err(e) });
+        }
+        if self.children.shutting_down() {
+            return Box::pin(async { Err(DirectorError::ShuttingDown) });
+        }
+        let running = self.children.is_live(&child);
+        let exited = running.then(|| self.exit_of(child.clone()));
+        let facts = self.children.restart(&child);
+        self.apply(facts, ctx);
+        self.drive_outbox(ctx);
+        Box::pin(async move {
+            if let Some(exited) = exited {
+                exited.await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<RemoveChild> for DirectorActor {
+    type Result = ResponseActFuture<Self, Result<(), DirectorError>>;
+
+    fn handle(&mut self, msg: RemoveChild, ctx: &mut Context<Self>) -> Self::Result {
+        let child = msg.child;
+        let refused = |e| -> Self::Result { Box::pin(fut::ready(Err(e))) };
+        if let Err(e) = self.known(&child) {
+            return refused(e);
+        }
+        if self.protocol_running() {
+            return refused(DirectorError::ProtocolRunning);
+        }
+        if let Err(dependents) = self.children.remove_check(&child) {
+            return refused(DirectorError::HasDependents { child, dependents });
+        }
+        // Down already (or pending), else stopped first, or its restart
+        // called off; then it is forgotten.
+        let exited: futures::future::LocalBoxFuture<'static, ()> =
+            if let Some((_, facts)) = self.children.call_off_restart(&child) {
+                self.apply(facts, ctx);
+                Box::pin(async {})
+            } else {
+                match self.children.stop(&child, None) {
+                    Ok(facts) => {
+                        let exit = self.exit_of(child.clone());
+                        self.apply(facts, ctx);
+                        self.drive_outbox(ctx);
+                        Box::pin(async move {
+                            let _ = exit.await;
+                        })
+                    }
+                    Err(()) => Box::pin(async {}),
+                }
+            };
+        Box::pin(exited.into_actor(self).map(move |(), act, _| {
+            if act.children.is_live(&child) {
+                let e = act.not_running(&child);
+                return Err(DirectorError::NotRunning {
+                    child: child.clone(),
+                    state: format!("it could not be removed: {e}"),
+                });
+            }
+            act.children
+                .remove(&child)
+                .map_err(|dependents| DirectorError::HasDependents {
+                    child: child.clone(),
+                    dependents,
+                })?;
+            act.routes.remove_child(&child);
+            act.outbox.fail_all(&child, || DirectorError::UnknownChild {
+                child: child.clone(),
+                suggestion: None,
+            });
+            act.answer_ready(&child, Err("it was removed".into()));
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<WaitReady> for DirectorActor {
+    type Result = ResponseFuture<Result<(), DirectorError>>;
+
+    fn handle(&mut self, msg: WaitReady, _: &mut Context<Self>) -> Self::Result {
+        let child = msg.child;
+        if let Err(e) = self.known(&child) {
+            return Box::pin(async move { Err(e) });
+        }
+        match self.children.readiness(&child) {
+            super::children::Readiness::Ready => Box::pin(async { Ok(()) }),
+            super::children::Readiness::Never(reason) => {
+                Box::pin(async move { Err(DirectorError::NotReady { child, reason }) })
+            }
+            super::children::Readiness::Waiting => {
+                let (tx, rx) = oneshot::channel();
+                self.ready_waiters
+                    .entry(child.clone())
+                    .or_default()
+                    .push(tx);
+                Box::pin(async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(DirectorError::NotReady {
+                            child,
+                            reason: "the director stopped first".into(),
+                        })
+                    })
+                })
+            }
+        }
+    }
+}
+
 impl Handler<WaitChild> for DirectorActor {
     type Result = ResponseFuture<Result<Exit, DirectorError>>;
 

@@ -208,6 +208,19 @@ impl DirectorActor {
     }
 
     fn tell(&mut self, tell: Tell, ctx: &mut Context<Self>) {
+        // `wait_ready` callers hear first.
+        match &tell {
+            Tell::Ready(child) => self.answer_ready(child, Ok(())),
+            Tell::StartFailed(child, reason) => {
+                let reason = reason.clone();
+                self.answer_ready(child, Err(reason));
+            }
+            Tell::Exit { child, exit, .. } => {
+                let reason = format!("it exited with {} before it was ready", exit.status);
+                self.answer_ready(child, Err(reason));
+            }
+            _ => {}
+        }
         match tell {
             Tell::Spawned(child) => self.protocol_spawned(&child),
             Tell::Ready(child) => self.protocol_ready(&child, ctx),
@@ -219,6 +232,16 @@ impl DirectorActor {
             Tell::StartFailed(child, reason) => self.protocol_start_failed(&child, reason, ctx),
             Tell::Abort(reason) => self.abort_protocol(reason, ctx),
             Tell::EndIdle => self.end_idle_protocol(ctx),
+        }
+    }
+
+    /// Answers the `wait_ready` callers of `child`.
+    pub(super) fn answer_ready(&mut self, child: &Arc<str>, result: Result<(), String>) {
+        for waiter in self.ready_waiters.remove(child).unwrap_or_default() {
+            let _ = waiter.send(result.clone().map_err(|reason| DirectorError::NotReady {
+                child: child.clone(),
+                reason,
+            }));
         }
     }
 

@@ -111,6 +111,38 @@ pub(crate) struct StreamEvents {
     pub tx: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
+/// Starts a child that is down (see [`Director::start_child`](super::Director::start_child)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct StartChild {
+    /// The child.
+    pub child: Arc<str>,
+}
+
+/// Restarts a child whatever its policy (see [`Director::restart`](super::Director::restart)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct RestartChild {
+    /// The child.
+    pub child: Arc<str>,
+}
+
+/// Stops a child if it runs and forgets it (see [`Director::remove`](super::Director::remove)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct RemoveChild {
+    /// The child.
+    pub child: Arc<str>,
+}
+
+/// Answers once a child is ready, or cannot be (see [`Director::wait_ready`](super::Director::wait_ready)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DirectorError>")]
+pub struct WaitReady {
+    /// The child.
+    pub child: Arc<str>,
+}
+
 /// Publishes a `write_failed` event: the caller's own stdout or stderr
 /// could not be written (the command line reports it once per stream).
 #[derive(Debug, Clone, Message)]

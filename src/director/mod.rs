@@ -125,6 +125,8 @@ pub struct DirectorActor {
     subscriptions: HashMap<SubscriptionId, tokio::task::JoinHandle<()>>,
     next_subscription: u64,
     exit_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Exit>>>,
+    /// Callers of `wait_ready`, answered when the child is ready or cannot be.
+    ready_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Result<(), DirectorError>>>>,
     watchdog: Option<Watchdog>,
     /// Containment of what escapes the children's groups (set at start).
     run: Option<crate::sys::Run>,
@@ -159,6 +161,7 @@ impl DirectorActor {
             subscriptions: HashMap::new(),
             next_subscription: 0,
             exit_waiters: HashMap::new(),
+            ready_waiters: HashMap::new(),
             watchdog: None,
             run: None,
             protocol: None,

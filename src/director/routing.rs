@@ -99,6 +99,15 @@ impl RouteTable {
         }
     }
 
+    /// Drops every route from or to `name` (a child removed).
+    pub fn remove_child(&mut self, name: &str) {
+        self.by_from.remove(name);
+        for routes in self.by_from.values_mut() {
+            routes.retain(|r| &*r.to != name);
+        }
+        self.count = self.by_from.values().map(Vec::len).sum();
+    }
+
     /// The children a frame from `from` on `stream` goes to, in route order.
     pub fn targets<'a>(
         &'a self,

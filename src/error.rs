@@ -556,7 +556,7 @@ pub enum DirectorError {
         child: Arc<str>,
     },
     /// The reply does not decode into the type asked for.
-    #[error("child `{child}`: the reply {reply} does not fit the expected type")]
+    #[error("child `{child}`: the reply {reply} does not fit the expected type: {source}")]
     BadReply {
         /// The child.
         child: Arc<str>,
@@ -580,8 +580,17 @@ pub enum DirectorError {
     NotAnObject {
         /// The child.
         child: Arc<str>,
-        /// What was given.
+        /// What was given (`a string`, `an array`, `a line`, ...).
         got: &'static str,
+    },
+    /// A request to a JSON child already has the field that correlates it
+    /// with its reply (`id`, or the child's `request_id_field`).
+    #[error("child `{child}`: the request already has a `{field}` field, which correlates requests with replies (choose another with `request_id_field`)")]
+    IdConflict {
+        /// The child.
+        child: Arc<str>,
+        /// The field.
+        field: String,
     },
     /// The child is restarting (or not started yet) and its buffer is full.
     #[error("child `{child}` is not running yet and its buffer of {limit} bytes is full")]

@@ -109,6 +109,11 @@ pub struct ChildSpec {
     /// `auto_shutdown`, process-compose's `exit_on_end`).
     #[serde(default)]
     pub significant: bool,
+    /// For a `json` child: the field that correlates a request with its
+    /// reply (`"id"` when unset). A request that carries it already is
+    /// refused, never overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id_field: Option<String>,
 }
 
 /// A pseudo-terminal for a child: it is the child's controlling terminal
@@ -262,6 +267,7 @@ impl ChildSpec {
             alive: None,
             restart: RestartSpec::default(),
             significant: false,
+            request_id_field: None,
         }
     }
 
@@ -370,6 +376,17 @@ impl ChildSpec {
     pub fn significant(mut self) -> Self {
         self.significant = true;
         self
+    }
+
+    /// Correlates requests and replies by this field instead of `"id"`.
+    pub fn request_id_field(mut self, field: impl Into<String>) -> Self {
+        self.request_id_field = Some(field.into());
+        self
+    }
+
+    /// The field that correlates requests and replies.
+    pub(crate) fn id_field(&self) -> &str {
+        self.request_id_field.as_deref().unwrap_or("id")
     }
 }
 

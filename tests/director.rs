@@ -832,3 +832,61 @@ async fn waits_with_a_bound_say_what_they_waited_for() {
     assert!(err.to_string().contains("it exited with"), "{err}");
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn a_request_correlates_by_its_childs_field_and_a_conflicting_one_is_refused() {
+    let director = Director::start();
+    director
+        .launch(
+            [
+                fixture_spec("svc", &["echo"])
+                    .framing(Framing::Json)
+                    .request_id_field("rid"),
+                fixture_spec("plain", &["echo"]).framing(Framing::Json),
+            ],
+            [],
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(10);
+    // The caller's own `id` is left alone.
+    let reply: Value = director
+        .request("svc", &json!({"id": "mine", "x": 1}), t)
+        .await
+        .unwrap();
+    assert_eq!(reply["id"], "mine");
+    assert!(reply["rid"].is_u64(), "{reply}");
+    let err = director
+        .request::<_, Value>("svc", &json!({"rid": 5}), t)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, DirectorError::IdConflict { field, .. } if field == "rid"));
+    assert_eq!(
+        err.to_string(),
+        "child `svc`: the request already has a `rid` field, which correlates requests with replies (choose another with `request_id_field`)"
+    );
+    let err = director
+        .request::<_, Value>("plain", &json!({"id": 1}), t)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, DirectorError::IdConflict { field, .. } if field == "id"));
+    // Errors that say what is wrong.
+    let err = director
+        .request::<_, Value>("plain", "a string", t)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "child `plain` speaks JSON: a request must be a JSON object, not a string"
+    );
+    let err = director
+        .request::<_, u32>("plain", &json!({"n": 1}), t)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not fit the expected type: invalid type: map"),
+        "{err}"
+    );
+    director.shutdown("done").await;
+}

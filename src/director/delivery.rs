@@ -27,6 +27,11 @@ impl DirectorActor {
         }
     }
 
+    /// The field that correlates requests to `to` with their replies.
+    pub(super) fn id_field_of(&self, to: &Arc<str>) -> &str {
+        self.children.get(to).map_or("id", |c| c.spec.id_field())
+    }
+
     /// The framing a child's input is encoded for.
     pub(super) fn framing_of(&self, to: &Arc<str>) -> Framing {
         self.children.get(to).expect("known child").spec.framing
@@ -43,7 +48,8 @@ impl DirectorActor {
         batch: &RouteBatch,
     ) {
         if stream == Stream::Stdout && !partial && self.requests.waiting_on(from) {
-            match self.requests.answer(from, frame) {
+            let field = self.children.get(from).map_or("id", |c| c.spec.id_field());
+            match self.requests.answer(from, frame, field) {
                 Some(Answer::Reply(reply)) => {
                     let _ = reply.send(frame.clone());
                     return; // a reply is the requester's, not the routes'

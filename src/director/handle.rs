@@ -232,8 +232,12 @@ impl Director {
     /// Sends a serializable request and decodes the reply into `R`.
     ///
     /// For a `json` child the value must serialize to an object; it gets an
-    /// `"id"` and the reply with the same `"id"` decodes into `R` (extra
-    /// fields such as `id` are ignored unless `R` denies them). For a line
+    /// `"id"` (or the field its spec's `request_id_field` names) and the
+    /// reply with the same value there decodes into `R` (extra fields such
+    /// as `id` are ignored unless `R` denies them). An object that has that
+    /// field already is refused ([`DirectorError::IdConflict`]), never
+    /// overwritten. A reply that comes after `timeout` is dropped and
+    /// published as `late_reply`, never routed. For a line
     /// child a string is sent as the line itself, anything else as compact
     /// JSON, and the reply line decodes as JSON if it is JSON, else as a
     /// string.

@@ -188,13 +188,24 @@ impl Handler<Request> for DirectorActor {
         let (reply, answer) = oneshot::channel();
         let (id, frame) = match (framing, msg.frame) {
             (Framing::Json, Frame::Json(Value::Object(mut map))) => {
+                let field = self.id_field_of(&to).to_string();
+                if map.contains_key(&field) {
+                    return Box::pin(fut::ready(Err(DirectorError::IdConflict {
+                        child: to,
+                        field,
+                    })));
+                }
                 let id = self.requests.by_id(&to, reply);
-                map.insert("id".into(), Value::from(id));
+                map.insert(field, Value::from(id));
                 (id, Frame::Json(Value::Object(map)))
             }
             (Framing::Json, other) => {
                 let got = match other {
-                    Frame::Json(_) => "a JSON value that is not an object",
+                    Frame::Json(Value::String(_)) => "a string",
+                    Frame::Json(Value::Number(_)) => "a number",
+                    Frame::Json(Value::Bool(_)) => "true or false",
+                    Frame::Json(Value::Null) => "null",
+                    Frame::Json(_) => "an array",
                     Frame::Line(_) => "a line",
                     Frame::Bytes(_) => "bytes",
                 };

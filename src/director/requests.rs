@@ -1,5 +1,6 @@
-//! Request/reply correlation. JSON children: the director puts an `id` in
-//! the request and the reply carrying the same `id` answers it. Line
+//! Request/reply correlation. JSON children: the director puts an `id` (or
+//! the child's `request_id_field`) in the request, and the reply carrying
+//! the same value there answers it. Line
 //! children: replies are the next stdout frames, answered in request order.
 //!
 //! A request that timed out after it was written still owes its reply: when
@@ -73,10 +74,11 @@ impl Requests {
                 && self.in_order.get(child).is_some_and(|q| !q.is_empty()))
     }
 
-    /// What `frame` from `child` answers, if anything.
-    pub fn answer(&mut self, child: &Arc<str>, frame: &Frame) -> Option<Answer> {
+    /// What `frame` from `child` answers, if anything; `field` carries the
+    /// id of a JSON reply.
+    pub fn answer(&mut self, child: &Arc<str>, frame: &Frame, field: &str) -> Option<Answer> {
         if let Frame::Json(Value::Object(map)) = frame {
-            if let Some(id) = map.get("id").and_then(Value::as_u64) {
+            if let Some(id) = map.get(field).and_then(Value::as_u64) {
                 let key = (child.clone(), id);
                 if let Some(reply) = self.by_id.remove(&key) {
                     return Some(Answer::Reply(reply));
@@ -139,7 +141,7 @@ mod tests {
     use serde_json::json;
 
     fn reply(r: &mut Requests, child: &Arc<str>, frame: &Frame) -> &'static str {
-        match r.answer(child, frame) {
+        match r.answer(child, frame, "id") {
             Some(Answer::Reply(tx)) => {
                 let _ = tx.send(frame.clone());
                 "reply"

@@ -51,7 +51,13 @@ async fn main() {
     director
         .subscribe(
             printer.recipient(),
-            EventFilter::all().kinds(["spawned", "ready", "output", "routed", "exited"]),
+            EventFilter::all().kinds([
+                procession::event::Kind::Spawned,
+                procession::event::Kind::Ready,
+                procession::event::Kind::Output,
+                procession::event::Kind::Routed,
+                procession::event::Kind::Exited,
+            ]),
         )
         .await
         .unwrap();

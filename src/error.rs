@@ -511,14 +511,6 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectorError {
-    /// An event filter names a kind no event has.
-    #[error("no event kind `{kind}`{}", did_you_mean(suggestion))]
-    UnknownEventKind {
-        /// The kind asked for.
-        kind: String,
-        /// A kind spelled almost the same.
-        suggestion: Option<Arc<str>>,
-    },
     /// No child has this name.
     #[error("no child named `{child}`{}", did_you_mean(suggestion))]
     UnknownChild {

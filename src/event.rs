@@ -239,29 +239,34 @@ pub enum EventKind {
 impl EventKind {
     /// The kind's name as it appears in `"event"`.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Its kind, for filters.
+    pub fn kind(&self) -> Kind {
         match self {
-            EventKind::Spawned { .. } => "spawned",
-            EventKind::SpawnFailed { .. } => "spawn_failed",
-            EventKind::Ready => "ready",
-            EventKind::NotStarted { .. } => "not_started",
-            EventKind::Output { .. } => "output",
-            EventKind::OversizedFrame { .. } => "oversized_frame",
-            EventKind::DecodeError { .. } => "decode_error",
-            EventKind::Routed { .. } => "routed",
-            EventKind::Undeliverable { .. } => "undeliverable",
-            EventKind::Exited { .. } => "exited",
-            EventKind::Restarting { .. } => "restarting",
-            EventKind::GaveUp { .. } => "gave_up",
-            EventKind::Unhealthy { .. } => "unhealthy",
-            EventKind::Stopped => "stopped",
-            EventKind::StepPassed { .. } => "step_passed",
-            EventKind::StepFailed { .. } => "step_failed",
-            EventKind::Violation { .. } => "violation",
-            EventKind::LateReply { .. } => "late_reply",
-            EventKind::WriteFailed { .. } => "write_failed",
-            EventKind::Finished { .. } => "finished",
-            EventKind::Shutdown { .. } => "shutdown",
-            EventKind::Lagged { .. } => "lagged",
+            EventKind::Spawned { .. } => Kind::Spawned,
+            EventKind::SpawnFailed { .. } => Kind::SpawnFailed,
+            EventKind::Ready => Kind::Ready,
+            EventKind::NotStarted { .. } => Kind::NotStarted,
+            EventKind::Output { .. } => Kind::Output,
+            EventKind::OversizedFrame { .. } => Kind::OversizedFrame,
+            EventKind::DecodeError { .. } => Kind::DecodeError,
+            EventKind::Routed { .. } => Kind::Routed,
+            EventKind::Undeliverable { .. } => Kind::Undeliverable,
+            EventKind::Exited { .. } => Kind::Exited,
+            EventKind::Restarting { .. } => Kind::Restarting,
+            EventKind::GaveUp { .. } => Kind::GaveUp,
+            EventKind::Unhealthy { .. } => Kind::Unhealthy,
+            EventKind::Stopped => Kind::Stopped,
+            EventKind::StepPassed { .. } => Kind::StepPassed,
+            EventKind::StepFailed { .. } => Kind::StepFailed,
+            EventKind::Violation { .. } => Kind::Violation,
+            EventKind::LateReply { .. } => Kind::LateReply,
+            EventKind::WriteFailed { .. } => Kind::WriteFailed,
+            EventKind::Finished { .. } => Kind::Finished,
+            EventKind::Shutdown { .. } => Kind::Shutdown,
+            EventKind::Lagged { .. } => Kind::Lagged,
         }
     }
 
@@ -476,59 +481,164 @@ impl EventKind {
     }
 }
 
+/// The kind of an event, as filters name it ([`EventFilter::kinds`]);
+/// `name()` is its `event` field in JSON (`"exited"`, `"step_passed"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Kind {
+    /// `spawned`
+    Spawned,
+    /// `spawn_failed`
+    SpawnFailed,
+    /// `ready`
+    Ready,
+    /// `not_started`
+    NotStarted,
+    /// `output`
+    Output,
+    /// `oversized_frame`
+    OversizedFrame,
+    /// `decode_error`
+    DecodeError,
+    /// `routed`
+    Routed,
+    /// `undeliverable`
+    Undeliverable,
+    /// `exited`
+    Exited,
+    /// `restarting`
+    Restarting,
+    /// `gave_up`
+    GaveUp,
+    /// `unhealthy`
+    Unhealthy,
+    /// `stopped`
+    Stopped,
+    /// `step_passed`
+    StepPassed,
+    /// `step_failed`
+    StepFailed,
+    /// `violation`
+    Violation,
+    /// `late_reply`
+    LateReply,
+    /// `write_failed`
+    WriteFailed,
+    /// `finished`
+    Finished,
+    /// `shutdown`
+    Shutdown,
+    /// `lagged`
+    Lagged,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 22] = [
+        Kind::Spawned,
+        Kind::SpawnFailed,
+        Kind::Ready,
+        Kind::NotStarted,
+        Kind::Output,
+        Kind::OversizedFrame,
+        Kind::DecodeError,
+        Kind::Routed,
+        Kind::Undeliverable,
+        Kind::Exited,
+        Kind::Restarting,
+        Kind::GaveUp,
+        Kind::Unhealthy,
+        Kind::Stopped,
+        Kind::StepPassed,
+        Kind::StepFailed,
+        Kind::Violation,
+        Kind::LateReply,
+        Kind::WriteFailed,
+        Kind::Finished,
+        Kind::Shutdown,
+        Kind::Lagged,
+    ];
+
+    /// As events spell it (`"spawn_failed"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Spawned => "spawned",
+            Kind::SpawnFailed => "spawn_failed",
+            Kind::Ready => "ready",
+            Kind::NotStarted => "not_started",
+            Kind::Output => "output",
+            Kind::OversizedFrame => "oversized_frame",
+            Kind::DecodeError => "decode_error",
+            Kind::Routed => "routed",
+            Kind::Undeliverable => "undeliverable",
+            Kind::Exited => "exited",
+            Kind::Restarting => "restarting",
+            Kind::GaveUp => "gave_up",
+            Kind::Unhealthy => "unhealthy",
+            Kind::Stopped => "stopped",
+            Kind::StepPassed => "step_passed",
+            Kind::StepFailed => "step_failed",
+            Kind::Violation => "violation",
+            Kind::LateReply => "late_reply",
+            Kind::WriteFailed => "write_failed",
+            Kind::Finished => "finished",
+            Kind::Shutdown => "shutdown",
+            Kind::Lagged => "lagged",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no event kind's, with the nearest one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no event kind `{name}`{}", match suggestion { Some(s) => format!(" (did you mean `{s}`?)"), None => String::new() })]
+pub struct UnknownKind {
+    /// The name given.
+    pub name: String,
+    /// The kind closest to it.
+    pub suggestion: Option<&'static str>,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+
+    /// `"exited".parse::<Kind>()`; a misspelt name says the nearest one.
+    fn from_str(name: &str) -> Result<Kind, UnknownKind> {
+        if let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == name) {
+            return Ok(kind);
+        }
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let suggestion = crate::error::closest_str(name, &names)
+            .and_then(|s| Kind::ALL.into_iter().find(|k| k.name() == s))
+            .map(Kind::name);
+        Err(UnknownKind {
+            name: name.to_string(),
+            suggestion,
+        })
+    }
+}
+
 /// Which events a subscriber wants. The default takes everything.
 ///
 /// ```
-/// use procession::event::EventFilter;
-/// let filter = EventFilter::all().children(["server"]).kinds(["exited", "ready"]);
+/// use procession::event::{EventFilter, Kind};
+/// let filter = EventFilter::all().children(["server"]).kinds([Kind::Exited, Kind::Ready]);
 /// # let _ = filter;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     children: Option<HashSet<Arc<str>>>,
-    kinds: Option<HashSet<String>>,
-    without: Option<HashSet<String>>,
-    drop_only: Option<HashSet<String>>,
+    kinds: Option<HashSet<Kind>>,
+    without: Option<HashSet<Kind>>,
+    drop_only: Option<HashSet<Kind>>,
 }
 
-/// Every event kind's name, as events and filters spell them.
-pub const KIND_NAMES: &[&str] = &[
-    "spawned",
-    "spawn_failed",
-    "ready",
-    "not_started",
-    "output",
-    "oversized_frame",
-    "decode_error",
-    "routed",
-    "undeliverable",
-    "exited",
-    "restarting",
-    "gave_up",
-    "stopped",
-    "unhealthy",
-    "step_passed",
-    "step_failed",
-    "violation",
-    "late_reply",
-    "write_failed",
-    "finished",
-    "shutdown",
-    "lagged",
-];
-
 impl EventFilter {
-    /// The first kind this filter names that is no event's, if any (a
-    /// typo would otherwise select nothing, or drop nothing, in silence).
-    pub(crate) fn unknown_kind(&self) -> Option<&str> {
-        [&self.kinds, &self.without, &self.drop_only]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(String::as_str)
-            .find(|k| !KIND_NAMES.contains(k))
-    }
-
     /// Every event.
     pub fn all() -> EventFilter {
         EventFilter::default()
@@ -545,36 +655,23 @@ impl EventFilter {
         self
     }
 
-    /// Only events of these kinds (`"output"`, `"exited"`, ...); `lagged` is
-    /// always delivered.
-    pub fn kinds<I, S>(mut self, kinds: I) -> EventFilter
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.kinds = Some(kinds.into_iter().map(Into::into).collect());
+    /// Only events of these kinds; `lagged` is always delivered.
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = Kind>) -> EventFilter {
+        self.kinds = Some(kinds.into_iter().collect());
         self
     }
 
     /// No events of these kinds (`lagged` is always delivered).
-    pub fn without_kinds<I, S>(mut self, kinds: I) -> EventFilter
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.without = Some(kinds.into_iter().map(Into::into).collect());
+    pub fn without_kinds(mut self, kinds: impl IntoIterator<Item = Kind>) -> EventFilter {
+        self.without = Some(kinds.into_iter().collect());
         self
     }
 
     /// When the subscriber falls behind, drop only events of these kinds
-    /// (`"output"`, `"routed"`, ...) and deliver every other one it takes,
-    /// however far behind (see the [module docs](self)).
-    pub fn drop_only<I, S>(mut self, kinds: I) -> EventFilter
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.drop_only = Some(kinds.into_iter().map(Into::into).collect());
+    /// (`Kind::Output`, `Kind::Routed`, ...) and deliver every other one it
+    /// takes, however far behind (see the [module docs](self)).
+    pub fn drop_only(mut self, kinds: impl IntoIterator<Item = Kind>) -> EventFilter {
+        self.drop_only = Some(kinds.into_iter().collect());
         self
     }
 
@@ -590,11 +687,11 @@ impl EventFilter {
         let kind_ok = self
             .kinds
             .as_ref()
-            .is_none_or(|kinds| kinds.contains(event.kind.name()))
+            .is_none_or(|kinds| kinds.contains(&event.kind.kind()))
             && self
                 .without
                 .as_ref()
-                .is_none_or(|kinds| !kinds.contains(event.kind.name()));
+                .is_none_or(|kinds| !kinds.contains(&event.kind.kind()));
         child_ok && kind_ok
     }
 }
@@ -692,7 +789,7 @@ impl Keeper {
             .filter
             .drop_only
             .as_ref()
-            .is_some_and(|kinds| kinds.contains(event.kind.name()));
+            .is_some_and(|kinds| kinds.contains(&event.kind.kind()));
         if droppable && self.queued.load(Ordering::Relaxed) >= queue {
             self.missed += 1;
             return true;
@@ -930,17 +1027,19 @@ mod tests {
         for kind in kinds {
             let v = serde_json::to_value(event(None, None, kind.clone())).unwrap();
             assert_eq!(v["event"], kind.name());
-            assert!(
-                KIND_NAMES.contains(&kind.name()),
-                "{} is in KIND_NAMES",
-                kind.name()
-            );
+            assert_eq!(kind.name().parse::<Kind>(), Ok(kind.kind()));
         }
+        let names: std::collections::HashSet<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), Kind::ALL.len(), "every kind has its own name");
+        assert_eq!(
+            "exitted".parse::<Kind>().unwrap_err().to_string(),
+            "no event kind `exitted` (did you mean `exited`?)"
+        );
     }
 
     #[test]
     fn filters_select_children_and_kinds_but_never_hide_lagged() {
-        let f = EventFilter::all().children(["a"]).kinds(["ready"]);
+        let f = EventFilter::all().children(["a"]).kinds([Kind::Ready]);
         assert!(f.accepts(&event(Some("a"), Some(0), EventKind::Ready)));
         assert!(!f.accepts(&event(Some("b"), Some(0), EventKind::Ready)));
         assert!(!f.accepts(&event(Some("a"), Some(0), EventKind::Stopped)));

@@ -79,7 +79,10 @@ fn main() {
         director
             .subscribe(
                 printer.recipient(),
-                EventFilter::all().kinds(["spawned", "output"]),
+                EventFilter::all().kinds([
+                    procession::event::Kind::Spawned,
+                    procession::event::Kind::Output,
+                ]),
             )
             .await
             .unwrap();
@@ -123,7 +126,10 @@ fn many(args: Vec<String>) {
         director
             .subscribe(
                 Forward(tx).start().recipient(),
-                EventFilter::all().kinds(["spawned", "output"]),
+                EventFilter::all().kinds([
+                    procession::event::Kind::Spawned,
+                    procession::event::Kind::Output,
+                ]),
             )
             .await
             .unwrap();

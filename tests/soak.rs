@@ -82,7 +82,11 @@ async fn a_thousand_restarts_leak_no_descriptor_and_no_memory() {
     batch_of(1).await;
     let (fds0, rss0) = (fds(), rss_kib());
     let director = Director::start();
-    let mut events = tap(&director, EventFilter::all().kinds(["spawned"])).await;
+    let mut events = tap(
+        &director,
+        EventFilter::all().kinds([procession::event::Kind::Spawned]),
+    )
+    .await;
     let restart = RestartSpec {
         policy: RestartPolicy::OnFailure,
         max: u32::MAX,
@@ -180,7 +184,11 @@ async fn a_thousand_restarts_that_each_leave_a_daemon_leave_none() {
 
     let (fds0, rss0) = (fds(), rss_kib());
     let director = Director::start();
-    let mut events = tap(&director, EventFilter::all().kinds(["spawned"])).await;
+    let mut events = tap(
+        &director,
+        EventFilter::all().kinds([procession::event::Kind::Spawned]),
+    )
+    .await;
     let restart = RestartSpec {
         policy: RestartPolicy::OnFailure,
         max: u32::MAX,

@@ -45,7 +45,11 @@ async fn a_director_runs_from_plain_tokio_and_its_thread_ends_with_it() {
     let before = threads_named("procession-dire");
     let director = Director::start();
     let mut events = director
-        .events(EventFilter::all().kinds(["output", "exited", "finished"]))
+        .events(EventFilter::all().kinds([
+            procession::event::Kind::Output,
+            procession::event::Kind::Exited,
+            procession::event::Kind::Finished,
+        ]))
         .await
         .unwrap();
     director

@@ -60,23 +60,6 @@ impl futures::Stream for EventStream {
     }
 }
 
-/// Refuses a filter that names a kind no event has.
-fn check_kinds(filter: &EventFilter) -> Result<(), DirectorError> {
-    match filter.unknown_kind() {
-        None => Ok(()),
-        Some(kind) => {
-            let known: Vec<Arc<str>> = crate::event::KIND_NAMES
-                .iter()
-                .map(|k| Arc::from(*k))
-                .collect();
-            Err(DirectorError::UnknownEventKind {
-                kind: kind.to_string(),
-                suggestion: crate::error::closest(kind, &known),
-            })
-        }
-    }
-}
-
 /// Hands a subscription's events to an [`EventStream`]; it stops when the
 /// director drops the subscription (and with it the stream's last sender).
 /// It runs on the director's thread.
@@ -265,7 +248,6 @@ impl Director {
         to: Recipient<Event>,
         filter: EventFilter,
     ) -> Result<SubscriptionId, DirectorError> {
-        check_kinds(&filter)?;
         self.ask(Subscribe { to, filter }).await
     }
 
@@ -277,7 +259,6 @@ impl Director {
     ///
     /// Works from any runtime: the forwarding runs beside the director.
     pub async fn events(&self, filter: EventFilter) -> Result<EventStream, DirectorError> {
-        check_kinds(&filter)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.ask(StreamEvents { filter, tx }).await?;
         Ok(EventStream(rx))

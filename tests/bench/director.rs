@@ -443,7 +443,11 @@ pub async fn scale(size: Size) -> Row {
     });
     let mut taps = tap(
         &director,
-        EventFilter::all().kinds(["spawned", "ready", "lagged"]),
+        EventFilter::all().kinds([
+            procession::event::Kind::Spawned,
+            procession::event::Kind::Ready,
+            procession::event::Kind::Lagged,
+        ]),
     )
     .await;
     let specs: Vec<_> = (0..n)
@@ -533,7 +537,9 @@ async fn director_restart(n: usize) -> Vec<f64> {
     let director = Director::start();
     let mut taps = tap(
         &director,
-        EventFilter::all().children(["crash"]).kinds(["output"]),
+        EventFilter::all()
+            .children(["crash"])
+            .kinds([procession::event::Kind::Output]),
     )
     .await;
     let restart = RestartSpec {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use procession::event::{Description, Shown, Tone};
+use procession::event::{Description, Kind, Shown, Tone};
 use procession::{Event, EventFilter, EventKind};
 use tokio::sync::oneshot;
 
@@ -47,20 +47,20 @@ pub struct Ending {
 /// The kinds the timeline may lose when it falls behind (one per frame of
 /// output); everything else (steps, failures, lifecycle, the end) always
 /// reaches it.
-const DROPPABLE: [&str; 6] = [
-    "output",
-    "routed",
-    "undeliverable",
-    "oversized_frame",
-    "decode_error",
-    "late_reply",
+const DROPPABLE: [Kind; 6] = [
+    Kind::Output,
+    Kind::Routed,
+    Kind::Undeliverable,
+    Kind::OversizedFrame,
+    Kind::DecodeError,
+    Kind::LateReply,
 ];
 
 /// What the timeline subscribes to: with `-q`, no child output at all.
 pub fn filter(detail: Detail) -> EventFilter {
     let filter = EventFilter::all().drop_only(DROPPABLE);
     match detail {
-        Detail::Quiet => filter.without_kinds(["output", "routed"]),
+        Detail::Quiet => filter.without_kinds([Kind::Output, Kind::Routed]),
         _ => filter,
     }
 }

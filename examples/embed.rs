@@ -1,6 +1,6 @@
 //! Embedding a director in an actix application: two children, a route
-//! between them, a subscriber that prints events, a typed serde request with
-//! a typed reply, and a clean shutdown.
+//! between them, the events as a stream, a typed serde request with a typed
+//! reply, and a clean shutdown.
 //!
 //! - `calc` (examples/calc.py) answers JSON requests and logs to stderr; it is
 //!   ready when it prints `{"status": "up"}`.
@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
-use actix::prelude::*;
-use procession::director::{Director, Route};
-use procession::{ChildSpec, Event, EventFilter, Framing, Ready, Stream};
+use futures::StreamExt;
+use procession::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// What we ask calc.
 #[derive(Serialize)]
@@ -29,54 +29,36 @@ struct Answer {
     result: f64,
 }
 
-/// Prints every event it gets as one JSON line, as `--events` files will.
-struct Printer;
-
-impl Actor for Printer {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Printer {
-    type Result = ();
-
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        println!("event {}", serde_json::to_string(&event).unwrap());
-    }
-}
-
 #[actix::main]
-async fn main() {
+async fn main() -> Result<(), DirectorError> {
     let director = Director::start();
-    let printer = Printer.start();
-    director
-        .subscribe(
-            printer.recipient(),
-            EventFilter::all().kinds([
-                procession::event::Kind::Spawned,
-                procession::event::Kind::Ready,
-                procession::event::Kind::Output,
-                procession::event::Kind::Routed,
-                procession::event::Kind::Exited,
-            ]),
-        )
-        .await
-        .unwrap();
+    // Every event of these kinds, as one JSON line (as `--events` files
+    // have them); the stream ends after the run's `finished`.
+    let kinds = [
+        Kind::Spawned,
+        Kind::Ready,
+        Kind::Output,
+        Kind::Routed,
+        Kind::Exited,
+    ];
+    let mut events = director.events(EventFilter::all().kinds(kinds)).await?;
+    let printer = actix::spawn(async move {
+        while let Some(event) = events.next().await {
+            println!(
+                "event {}",
+                serde_json::to_string(&event).unwrap_or_default()
+            );
+        }
+    });
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/calc.py");
     let calc = ChildSpec::new("calc", ["python3", "-u", script])
         .framing(Framing::Json)
-        .ready(Ready::Json(
-            serde_json::json!({"status": "up"})
-                .as_object()
-                .unwrap()
-                .clone(),
-        ));
+        .ready(Ready::json(json!({"status": "up"})));
     let audit = ChildSpec::new("audit", ["cat"]).depends_on("calc");
     let calc_log = Route::new("calc", "audit").stream(Stream::Stderr);
-    director
-        .launch([calc, audit], [calc_log])
-        .await
-        .expect("a valid set of children");
+    director.launch([calc, audit], [calc_log]).await?;
+    director.wait_ready("calc").await?;
 
     let question = Compute {
         op: "add",
@@ -84,16 +66,20 @@ async fn main() {
     };
     let answer: Answer = director
         .request("calc", &question, Duration::from_secs(5))
-        .await
-        .expect("calc answers");
+        .await?;
     println!("reply: 2 + 3 + 37 = {}", answer.result);
 
     // Let audit echo what was routed to it: at EOF `cat` finishes and exits 0.
-    director.close_stdin("audit").await.unwrap();
-    let audit_exit = director.wait_exit("audit").await.unwrap();
+    director.close_stdin("audit").await?;
+    let audit_exit = director
+        .wait_exit_within("audit", Duration::from_secs(10))
+        .await?;
     println!("audit ended with {}", audit_exit.status);
 
-    // Shutdown stops what still runs (calc), in reverse dependency order.
+    // Shutdown stops what still runs (calc), in reverse dependency order;
+    // when it returns, every event is in the stream.
     director.shutdown("example done").await;
+    let _ = printer.await;
     println!("clean shutdown: every child stopped and reaped");
+    Ok(())
 }

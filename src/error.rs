@@ -160,6 +160,14 @@ pub enum ConfigError {
         /// The group.
         group: Arc<str>,
     },
+    /// `Ready::Json` holds a JSON value that is not an object.
+    #[error(
+        "child `{child}`: ready.json must be a partial JSON object such as {{\"status\": \"up\"}}"
+    )]
+    ReadyJsonNotObject {
+        /// The child.
+        child: Arc<str>,
+    },
     /// Two children share a name.
     #[error("child `{child}` is defined twice")]
     DuplicateChild {
@@ -399,6 +407,7 @@ impl ConfigError {
                 child(c, "cmd")
             }
             ConfigError::GroupNameTaken { group } => child(group, "count"),
+            ConfigError::ReadyJsonNotObject { child: c } => child(c, "ready"),
             ConfigError::UnknownDependency {
                 child, dependency, ..
             } => Location::Child {

@@ -27,6 +27,29 @@
 //!                                OS process (own group; the watchdog kills it if we die)
 //! ```
 //!
+//! ```
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use procession::prelude::*;
+//!
+//! // Plain tokio (as here) or an actix System: both work.
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), DirectorError> {
+//!     let director = Director::start();
+//!     let mut exits = director.events(EventFilter::all().kinds([Kind::Exited])).await?;
+//!     director.add(ChildSpec::new("cat", ["cat"])).await?;
+//!     director.wait_ready("cat").await?;
+//!     // A line child's reply is its next line, decoded into any type.
+//!     let n: u32 = director.request("cat", "42", Duration::from_secs(5)).await?;
+//!     assert_eq!(n, 42);
+//!     director.close_stdin("cat").await?;
+//!     let exited = exits.next().await.expect("cat exits");
+//!     assert_eq!(exited.child.as_deref(), Some("cat"));
+//!     director.shutdown("done").await;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Data flows one way: spec -> plan -> director -> child actor -> OS process;
 //! bytes -> frames -> director -> routes / protocol / subscribers. A child
 //! actor never talks to another child actor. Inside the director, the
@@ -56,6 +79,7 @@ pub mod frame;
 pub mod matching;
 mod panics;
 pub mod plan;
+pub mod prelude;
 mod probe;
 pub mod protocol;
 mod runtime;
@@ -71,3 +95,8 @@ pub use event::{Event, EventFilter, EventKind};
 pub use frame::{Frame, Framing};
 pub use spec::{Alive, Check, ChildSpec, Probe, Ready, StderrMode, StopSpec, Terminal};
 pub use sys::{adopt_all_orphans, raise_open_files_limit, OpenFiles, Signal, UnknownSignal};
+
+/// The README's Rust blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

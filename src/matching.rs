@@ -39,6 +39,27 @@ pub enum PatternSpec {
     Json(serde_json::Map<String, Value>),
 }
 
+/// A regex: `"^DATA".into()`.
+impl From<&str> for PatternSpec {
+    fn from(regex: &str) -> PatternSpec {
+        PatternSpec::Regex(regex.to_string())
+    }
+}
+
+/// A regex.
+impl From<String> for PatternSpec {
+    fn from(regex: String) -> PatternSpec {
+        PatternSpec::Regex(regex)
+    }
+}
+
+/// A partial JSON object.
+impl From<serde_json::Map<String, Value>> for PatternSpec {
+    fn from(partial: serde_json::Map<String, Value>) -> PatternSpec {
+        PatternSpec::Json(partial)
+    }
+}
+
 /// A compiled [`PatternSpec`].
 #[derive(Debug, Clone)]
 pub enum Pattern {

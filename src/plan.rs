@@ -453,6 +453,13 @@ fn validate(
                 });
             }
         }
+        if let Some(Ready::Json(other)) = &spec.ready {
+            if !other.is_object() {
+                problems.push(ConfigError::ReadyJsonNotObject {
+                    child: spec.name.clone(),
+                });
+            }
+        }
         if let Some(Ready::Line(re)) = &spec.ready {
             if let Err(source) = regex::Regex::new(re) {
                 problems.push(ConfigError::BadRegex {

@@ -207,7 +207,7 @@ pub(crate) struct ReadyTable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     line: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    json: Option<serde_json::Map<String, serde_json::Value>>,
+    json: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
     after: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +242,11 @@ impl TryFrom<ReadyTable> for crate::spec::Ready {
             forms.push(Ready::Line(line));
         }
         if let Some(json) = t.json {
+            if !json.is_object() {
+                return Err(
+                    "`ready.json` is a partial JSON object: { json = { status = \"up\" } }".into(),
+                );
+            }
             forms.push(Ready::Json(json));
         }
         if let Some(after) = t.after {

@@ -179,8 +179,9 @@ fn de_terminal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Terminal>, D::E
 pub enum Ready {
     /// A line on stdout or stderr matches this regex.
     Line(String),
-    /// A JSON frame on stdout contains this partial object.
-    Json(serde_json::Map<String, serde_json::Value>),
+    /// A JSON frame on stdout contains this partial object (a plan with
+    /// any other JSON value here is refused).
+    Json(serde_json::Value),
     /// This long after the spawn.
     After(Duration),
     /// A probe passes.
@@ -435,7 +436,36 @@ impl Default for RestartSpec {
     }
 }
 
+impl Ready {
+    /// Ready when a line of its output matches this regex.
+    pub fn line(regex: impl Into<String>) -> Ready {
+        Ready::Line(regex.into())
+    }
+
+    /// Ready when a JSON frame contains this partial object:
+    /// `Ready::json(json!({"status": "up"}))`.
+    pub fn json(partial: serde_json::Value) -> Ready {
+        Ready::Json(partial)
+    }
+
+    /// Ready this long after the spawn.
+    pub fn after(delay: Duration) -> Ready {
+        Ready::After(delay)
+    }
+}
+
 impl RestartSpec {
+    /// Restarts when it fails (exits non-zero or by a signal it was not
+    /// asked to take), with the default intensity and backoff.
+    pub fn on_failure() -> RestartSpec {
+        RestartSpec::policy(RestartPolicy::OnFailure)
+    }
+
+    /// Restarts whenever it exits, with the default intensity and backoff.
+    pub fn always() -> RestartSpec {
+        RestartSpec::policy(RestartPolicy::Always)
+    }
+
     /// Defaults with this policy.
     pub fn policy(policy: RestartPolicy) -> RestartSpec {
         RestartSpec {
@@ -525,6 +555,11 @@ mod tests {
         assert_eq!(spec.env["LEVEL"], "debug");
         assert_eq!(spec.depends_on, [Arc::from("db")]);
         assert!(matches!(spec.ready, Some(Ready::Json(ref m)) if m["status"] == "up"));
+        assert_eq!(
+            Ready::json(serde_json::json!({"status": "up"})),
+            spec.ready.clone().unwrap()
+        );
+        assert_eq!(Ready::line("^up"), Ready::Line("^up".into()));
         let after: ChildSpec =
             toml::from_str("cmd = [\"x\"]\nready = { after = \"200ms\" }").unwrap();
         assert_eq!(after.ready, Some(Ready::After(Duration::from_millis(200))));

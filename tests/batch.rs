@@ -403,3 +403,26 @@ async fn a_batch_is_a_stream_of_its_results() {
     failed.sort();
     assert_eq!(failed, ["1", "3"]);
 }
+
+#[actix_rt::test]
+async fn a_job_reads_the_input_it_was_given_then_end_of_file() {
+    let big = "x".repeat(3 << 20); // more than a pipe and a stdin queue hold
+    let jobs = vec![
+        Job::new("cat", ["cat"]).stdin("one\ntwo\n"),
+        Job::new("count", ["wc", "-c"]).stdin(big.clone()),
+        Job::new("none", ["cat"]),
+    ];
+    let results = Batch::start(jobs, BatchOptions::default())
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(results["cat"].stdout.text_lossy().unwrap(), "one\ntwo\n");
+    let counted = results["count"].stdout.text_lossy().unwrap();
+    assert_eq!(counted.trim(), big.len().to_string());
+    assert_eq!(
+        results["none"].stdout.text_lossy().unwrap(),
+        "",
+        "/dev/null"
+    );
+    assert!(results.values().all(|r| r.success()));
+}

@@ -389,9 +389,17 @@ send = { to = "w", line = "echo hi" }
 [[steps]]
 expect = { from = "hub", line = "^echo hi$" }
 [[steps]]
+expect = { from = "hub", line = "^echo hi$" }
+[[steps]]
+expect = { from = "hub", line = "^echo hi$" }
+[[steps]]
 send = { to = "hub", line = "bcast x" }
 [[steps]]
 expect = { from = "w-3", line = "^bcast x$" }
+[[steps]]
+expect = { from = "w-1", line = "^bcast x$" }
+[[steps]]
+expect = { from = "w-2", line = "^bcast x$" }
 [[steps]]
 stop = { child = "w" }
 [[steps]]

@@ -147,7 +147,7 @@ async fn a_delay_and_a_json_object_can_mark_readiness() {
                 fixture_spec("slow", &["sleep"]).ready(Ready::After(Duration::from_millis(200))),
                 fixture_spec("jsonic", &["json", "3"])
                     .framing(Framing::Json)
-                    .ready(Ready::Json(json!({"n": 2}).as_object().unwrap().clone())),
+                    .ready(Ready::json(json!({"n": 2}))),
                 fixture_spec("after-both", &["sleep"])
                     .depends_on("slow")
                     .depends_on("jsonic"),

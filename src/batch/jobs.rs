@@ -190,7 +190,15 @@ impl Job {
         Job {
             spec: ChildSpec::new(key.as_str(), argv),
             key,
+            stdin: None,
         }
+    }
+
+    /// Gives the job this input on its stdin, then end of file (without,
+    /// its stdin is `/dev/null`): `Job::new("count", ["wc", "-l"]).stdin("a\nb\n")`.
+    pub fn stdin(mut self, input: impl Into<bytes::Bytes>) -> Job {
+        self.stdin = Some(input.into());
+        self
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Job {
     pub key: String,
     /// What to run. Its stop spec is used when the job times out.
     pub spec: ChildSpec,
+    /// What its stdin reads, then end of file (`None`: `/dev/null`).
+    pub stdin: Option<bytes::Bytes>,
 }
 
 /// How a batch runs.

@@ -203,17 +203,31 @@ impl BatchActor {
                 )
             }
         };
-        // Jobs read nothing: their stdin is /dev/null, so one that reads it
-        // sees end of file instead of waiting forever.
+        // A job without input gets /dev/null, so one that reads it sees
+        // end of file instead of waiting forever.
         let options = SpawnOptions {
             parent_death_signal: self.watchdog.is_none(),
-            stdin: false,
+            stdin: job.stdin.is_some(),
             marker: self.run.as_ref().map(|run| run.marker(&job.key)),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(child) => {
                 if let Some(watchdog) = &self.watchdog {
                     watchdog.watch(child.pid);
+                }
+                if let Some(input) = job.stdin.clone() {
+                    // Written beside the job (it may read slowly), then
+                    // closed; a job that exits without reading it all
+                    // just loses the rest.
+                    let stdin = child.stdin.clone();
+                    ctx.spawn(
+                        async move {
+                            if stdin.send(input).await.is_ok() {
+                                stdin.close().await;
+                            }
+                        }
+                        .into_actor(self),
+                    );
                 }
                 let addr = child.addr;
                 if let Some(limit) = self.options.timeout {

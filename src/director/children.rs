@@ -349,11 +349,20 @@ impl<H: Clone> Children<H> {
         let child = &self.children[name];
         match &child.state {
             State::Running { .. } if child.ready => Readiness::Ready,
+            // Once ready is enough, as for `depends_on`: a job that did its
+            // work and exited was ready.
+            State::Exited(_) if child.ready => Readiness::Ready,
             State::Pending
             | State::Spawning
             | State::Starting { .. }
             | State::Running { .. }
             | State::Restarting { .. } => Readiness::Waiting,
+            // Stopped to be started again (asked, with its group, or after
+            // a probe failed it): the next instance may be.
+            State::Stopping {
+                reason: StopReason::Again | StopReason::Restart(_) | StopReason::Failed,
+                ..
+            } => Readiness::Waiting,
             State::Stopping { .. } => Readiness::Never("it is being stopped".into()),
             State::Exited(exit) => Readiness::Never(format!("it exited with {}", exit.status)),
             State::Stopped(_) => Readiness::Never("it was stopped".into()),
@@ -421,7 +430,9 @@ impl<H: Clone> Children<H> {
         for spec in specs {
             let ready_on = match &spec.ready {
                 Some(Ready::Line(re)) => PatternSpec::Regex(re.clone()).compile().ok(),
-                Some(Ready::Json(map)) => PatternSpec::Json(map.clone()).compile().ok(),
+                Some(Ready::Json(serde_json::Value::Object(map))) => {
+                    PatternSpec::Json(map.clone()).compile().ok()
+                }
                 _ => None,
             };
             for dep in &spec.depends_on {
@@ -736,8 +747,9 @@ impl<H: Clone> Children<H> {
             // Stopped to be restarted with a sibling: asked now, it stays
             // down, and its group goes on without it.
             State::Stopping { reason, .. } => {
-                // Stopped because a probe failed it: asked now, it stays down.
-                if *reason == StopReason::Failed {
+                // Stopped because a probe failed it, or to be started again:
+                // asked now, it stays down.
+                if matches!(*reason, StopReason::Failed | StopReason::Again) {
                     *reason = StopReason::Asked;
                 }
                 if let StopReason::Restart(group) = *reason {
@@ -777,8 +789,13 @@ impl<H: Clone> Children<H> {
     /// with a fresh restart history; the step passes once it is ready.
     pub fn start(&mut self, name: &Arc<str>) -> Start {
         let child = self.child(name);
-        match &child.state {
-            State::Running { .. } if child.ready => return Start::Ready,
+        let ready = child.ready;
+        match &mut child.state {
+            State::Running { .. } if ready => return Start::Ready,
+            // Being stopped on request: started again once it exited.
+            State::Stopping { reason, .. } if *reason == StopReason::Asked => {
+                *reason = StopReason::Again;
+            }
             State::Pending
             | State::Spawning
             | State::Starting { .. }
@@ -808,14 +825,11 @@ impl<H: Clone> Children<H> {
             State::Starting { .. } | State::Running { .. } => {
                 self.stop_with(name, None, StopReason::Again, &mut facts);
             }
+            // Its exit comes: then it starts again. (One stopped for its
+            // restart group starts with the group, as asked.)
             State::Stopping { reason, .. } => {
-                // Its exit comes: then it starts again. (A sibling restart
-                // group goes on without it.)
-                let was = std::mem::replace(reason, StopReason::Again);
-                if let StopReason::Restart(group) = was {
-                    if let Some(g) = self.groups.get_mut(&group) {
-                        g.leave(name);
-                    }
+                if !matches!(*reason, StopReason::Restart(_)) {
+                    *reason = StopReason::Again;
                 }
             }
             State::Pending | State::Spawning => {}
@@ -1226,7 +1240,13 @@ impl<H: Clone> Children<H> {
         let Some(members) = self.groups.get(&group).and_then(|g| g.due()) else {
             return;
         };
-        let members = members.to_vec();
+        // A member removed meanwhile (`remove` of a child in its backoff)
+        // is not respawned.
+        let members: Vec<Arc<str>> = members
+            .iter()
+            .filter(|m| self.children.contains_key(*m))
+            .cloned()
+            .collect();
         self.groups.remove(&group);
         for name in &members {
             let child = self.child(name);
@@ -1484,6 +1504,33 @@ mod tests {
             words(&facts)
         );
         assert!(!words(&facts).contains(&"srv:restarting".to_string()));
+    }
+
+    #[test]
+    fn a_requested_restart_then_a_stop_stays_down_and_a_removed_child_in_backoff_is_not_respawned(
+    ) {
+        let spec = ChildSpec::new("w", ["w"]).restart(RestartSpec::policy(RestartPolicy::Always));
+        let mut reg = running(vec![spec], Strategy::OneForOne);
+        assert_eq!(words(&reg.restart(&n("w"))), ["stop w"]);
+        assert_eq!(reg.readiness("w"), Readiness::Waiting, "it comes back");
+        assert!(reg.stop(&n("w"), None).is_ok(), "then asked to stop");
+        let mut asked = exit(0);
+        asked.requested = true;
+        let facts = reg.on_exit(&n("w"), asked, Instant::now());
+        assert!(words(&facts).contains(&"w:stopped".to_string()), "{:?}", words(&facts));
+        assert!(!words(&facts).contains(&"spawn w".to_string()));
+        // It starts again; then crashes, and is removed during its backoff.
+        let Start::Later(facts) = reg.start(&n("w")) else {
+            panic!("not ready")
+        };
+        assert_eq!(words(&facts), ["spawn w"]);
+        reg.spawned(&n("w"), 7, 70);
+        reg.on_spawned(&n("w"));
+        let facts = reg.on_exit(&n("w"), exit(1), Instant::now());
+        assert!(words(&facts).iter().any(|f| f.starts_with("restart-timer")), "{:?}", words(&facts));
+        assert!(reg.call_off_restart(&n("w")).is_some());
+        reg.remove(&n("w")).unwrap();
+        assert!(reg.restart_delay_over(1).is_empty(), "nothing left to respawn");
     }
 
     #[test]

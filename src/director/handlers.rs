@@ -350,6 +350,7 @@ impl Handler<StopChild> for DirectorActor {
         if let Some((last, facts)) = self.children.call_off_restart(&child) {
             self.apply(facts, ctx);
             self.drive_outbox(ctx);
+            self.answer_ready(&child, Err("it was stopped".into()));
             return Box::pin(async move { Ok(last) });
         }
         match self.children.stop(&child, msg.grace) {
@@ -459,6 +460,8 @@ impl Handler<RemoveChild> for DirectorActor {
                     dependents,
                 })?;
             act.routes.remove_child(&child);
+            // A `wait_exit` on it (one that never ran) learns it never will.
+            act.exit_waiters.remove(&child);
             act.outbox.fail_all(&child, || DirectorError::UnknownChild {
                 child: child.clone(),
                 suggestion: None,

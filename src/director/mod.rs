@@ -298,6 +298,31 @@ impl Actor for DirectorActor {
                 .publish(None, EventKind::Finished { passed: false });
         }
         // Subscriptions are not aborted: each forwarder delivers what is
-        // still queued for it and ends when the bus closes with us.
+        // still queued for it and ends when the bus closes with us. On a
+        // thread of our own, that thread ends once they have (or after a
+        // bound, for a subscriber that does not take its events), and once
+        // the children stopped above have exited.
+        if let Some(own) = self.own_thread.take() {
+            let forwarders: Vec<_> = self.subscriptions.drain().map(|(_, task)| task).collect();
+            let children: Vec<_> = self
+                .children
+                .names()
+                .iter()
+                .filter_map(|name| self.children.handle(name).cloned())
+                .collect();
+            actix::spawn(async move {
+                let all = async {
+                    futures::future::join_all(forwarders).await;
+                    // A child actor that is gone answers at once.
+                    for child in children {
+                        while child.connected() {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), all).await;
+                drop(own);
+            });
+        }
     }
 }

@@ -60,6 +60,24 @@ impl Route {
         self.filter = Some(filter);
         self
     }
+
+    /// Only lines that match this regex: `Route::new("a", "b").matching("^DATA")`.
+    /// (For a partial JSON object, [`Route::matching_json`].)
+    pub fn matching(mut self, regex: impl Into<String>) -> Route {
+        self.filter = Some(PatternSpec::Regex(regex.into()));
+        self
+    }
+
+    /// Only JSON frames that contain this partial object:
+    /// `.matching_json(json!({"type": "vote"}))`. Any other JSON value
+    /// matches frames that are exactly it.
+    pub fn matching_json(mut self, partial: serde_json::Value) -> Route {
+        self.filter = Some(match partial {
+            serde_json::Value::Object(map) => PatternSpec::Json(map),
+            other => PatternSpec::Regex(format!("^{}$", regex::escape(&other.to_string()))),
+        });
+        self
+    }
 }
 
 struct Compiled {
@@ -143,6 +161,27 @@ pub(crate) fn envelope(from: &str, frame: &Frame) -> Option<(Arc<str>, Frame)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builders_make_the_filters_a_scenario_would() {
+        use serde_json::json;
+        let r = Route::new("a", "b").matching("^DATA");
+        assert_eq!(r.filter, Some(PatternSpec::Regex("^DATA".into())));
+        let r = Route::new("a", "b").matching_json(json!({"type": "vote"}));
+        assert_eq!(
+            r.filter,
+            Some(PatternSpec::Json(
+                json!({"type": "vote"}).as_object().unwrap().clone()
+            ))
+        );
+        let exact = Route::new("a", "b")
+            .matching_json(json!(42))
+            .filter
+            .unwrap();
+        let exact = exact.compile().unwrap();
+        assert!(exact.matches(&Frame::Json(json!(42))));
+        assert!(!exact.matches(&Frame::Json(json!(420))));
+    }
     use serde_json::json;
 
     #[test]

@@ -160,10 +160,7 @@ fn describe_child(c: &ChildSpec) -> String {
     }
     match &c.ready {
         Some(procession::Ready::Line(re)) => notes.push(format!("ready on line {re}")),
-        Some(procession::Ready::Json(j)) => notes.push(format!(
-            "ready on JSON {}",
-            serde_json::Value::Object(j.clone())
-        )),
+        Some(procession::Ready::Json(j)) => notes.push(format!("ready on JSON {j}")),
         Some(procession::Ready::After(d)) => {
             notes.push(format!("ready after {}", format_duration(*d)))
         }

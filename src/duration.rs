@@ -92,6 +92,23 @@ pub(crate) mod serde_text {
     }
 }
 
+/// `#[serde(with = "crate::duration::serde_text_opt")]` for
+/// `Option<Duration>` fields (with `default` for a missing key).
+pub(crate) mod serde_text_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serde_text::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::serde_text::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::serde_text;
-
 /// What one try checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,7 +206,11 @@ pub(crate) struct ReadyTable {
     line: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     json: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     after: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tcp: Option<String>,
@@ -216,11 +218,23 @@ pub(crate) struct ReadyTable {
     http: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exec: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     every: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     within: Option<Duration>,
 }
 
@@ -317,9 +331,17 @@ pub(crate) struct AliveTable {
     http: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exec: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     every: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_text_opt"
+    )]
     timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failures: Option<u32>,
@@ -376,22 +398,6 @@ impl<'de> Deserialize<'de> for Alive {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t = AliveTable::deserialize(d)?;
         Alive::try_from(t).map_err(serde::de::Error::custom)
-    }
-}
-
-mod opt_text {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => serde_text::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        serde_text::deserialize(d).map(Some)
     }
 }
 

@@ -1507,8 +1507,8 @@ mod tests {
     }
 
     #[test]
-    fn a_requested_restart_then_a_stop_stays_down_and_a_removed_child_in_backoff_is_not_respawned(
-    ) {
+    fn a_requested_restart_then_a_stop_stays_down_and_a_removed_child_in_backoff_is_not_respawned()
+    {
         let spec = ChildSpec::new("w", ["w"]).restart(RestartSpec::policy(RestartPolicy::Always));
         let mut reg = running(vec![spec], Strategy::OneForOne);
         assert_eq!(words(&reg.restart(&n("w"))), ["stop w"]);
@@ -1517,7 +1517,11 @@ mod tests {
         let mut asked = exit(0);
         asked.requested = true;
         let facts = reg.on_exit(&n("w"), asked, Instant::now());
-        assert!(words(&facts).contains(&"w:stopped".to_string()), "{:?}", words(&facts));
+        assert!(
+            words(&facts).contains(&"w:stopped".to_string()),
+            "{:?}",
+            words(&facts)
+        );
         assert!(!words(&facts).contains(&"spawn w".to_string()));
         // It starts again; then crashes, and is removed during its backoff.
         let Start::Later(facts) = reg.start(&n("w")) else {
@@ -1527,10 +1531,17 @@ mod tests {
         reg.spawned(&n("w"), 7, 70);
         reg.on_spawned(&n("w"));
         let facts = reg.on_exit(&n("w"), exit(1), Instant::now());
-        assert!(words(&facts).iter().any(|f| f.starts_with("restart-timer")), "{:?}", words(&facts));
+        assert!(
+            words(&facts).iter().any(|f| f.starts_with("restart-timer")),
+            "{:?}",
+            words(&facts)
+        );
         assert!(reg.call_off_restart(&n("w")).is_some());
         reg.remove(&n("w")).unwrap();
-        assert!(reg.restart_delay_over(1).is_empty(), "nothing left to respawn");
+        assert!(
+            reg.restart_delay_over(1).is_empty(),
+            "nothing left to respawn"
+        );
     }
 
     #[test]

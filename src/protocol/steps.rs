@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::child::Stream;
-use crate::duration::{format_duration, serde_text};
+use crate::duration::format_duration;
 use crate::matching::PatternSpec;
 use crate::Signal;
 
@@ -549,7 +549,7 @@ struct RawStep {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
+        with = "crate::duration::serde_text_opt"
     )]
     wait: Option<Duration>,
 }
@@ -565,7 +565,7 @@ struct RawSend {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
+        with = "crate::duration::serde_text_opt"
     )]
     within: Option<Duration>,
 }
@@ -589,7 +589,7 @@ struct RawExpect {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
+        with = "crate::duration::serde_text_opt"
     )]
     within: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -660,7 +660,7 @@ struct RawExpectNot {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
+        with = "crate::duration::serde_text_opt"
     )]
     within: Option<Duration>,
 }
@@ -676,7 +676,7 @@ struct RawExpectExit {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
+        with = "crate::duration::serde_text_opt"
     )]
     within: Option<Duration>,
 }
@@ -697,22 +697,6 @@ struct RawKill {
 
 fn kill_default() -> Signal {
     Signal::Kill
-}
-
-mod opt_duration {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => serde_text::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        serde_text::deserialize(d).map(Some)
-    }
 }
 
 const ACTIONS: &str = "send, expect, expect_not, expect_exit, close, start, stop, kill or wait";

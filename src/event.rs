@@ -37,7 +37,6 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::child::{Exit, ExitStatus, Stream};
 use crate::frame::Frame;
-use crate::Signal;
 
 /// One thing that happened, with when and to whom.
 #[derive(Debug, Clone, Serialize, Message)]
@@ -134,12 +133,11 @@ pub enum EventKind {
     },
     /// The child's process ended, after all its output.
     Exited {
-        /// Its exit code, if it exited.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        code: Option<i32>,
-        /// The signal that killed it, if one did.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        signal: Option<Signal>,
+        /// How it ended: in JSON, `code` or `signal` (neither when the
+        /// status could not be collected). The same type as
+        /// [`Exit::status`] and [`JobResult::status`](crate::batch::JobResult).
+        #[serde(flatten)]
+        status: ExitStatus,
         /// We asked for this end (a stop, or a signal we sent).
         requested: bool,
         /// All output was read (false: a pipe stayed open past the drain time).
@@ -271,14 +269,8 @@ impl EventKind {
     }
 
     pub(crate) fn exited(exit: &Exit) -> EventKind {
-        let (code, signal) = match exit.status {
-            ExitStatus::Code(c) => (Some(c), None),
-            ExitStatus::Signal(s) => (None, Some(s)),
-            ExitStatus::Unknown => (None, None),
-        };
         EventKind::Exited {
-            code,
-            signal,
+            status: exit.status,
             requested: exit.requested,
             output_complete: exit.output_complete,
         }
@@ -367,22 +359,21 @@ impl EventKind {
             EventKind::Ready => d("ready".into(), Dim, Always),
             EventKind::NotStarted { reason } => d(format!("not started: {reason}"), Plain, Always),
             EventKind::Exited {
-                code,
-                signal,
+                status,
                 requested,
                 output_complete,
             } => {
-                let how = match (code, signal) {
-                    (Some(c), _) => format!("exited with code {c}"),
-                    (_, Some(s)) => format!("killed by {s}"),
-                    _ => "exited".into(),
+                let how = match status {
+                    ExitStatus::Code(c) => format!("exited with code {c}"),
+                    ExitStatus::Signal(s) => format!("killed by {s}"),
+                    ExitStatus::Unknown => "exited".into(),
                 };
                 let why = if *requested { " (asked)" } else { "" };
                 let lost = match output_complete {
                     true => "",
                     false => "; output may be incomplete",
                 };
-                let tone = if *code == Some(0) || *requested {
+                let tone = if status.success() || *requested {
                     Dim
                 } else {
                     Bad
@@ -952,6 +943,7 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Signal;
     use serde_json::json;
 
     fn event(child: Option<&str>, seq: Option<u64>, kind: EventKind) -> Event {
@@ -984,8 +976,7 @@ mod tests {
             Some("x"),
             Some(9),
             EventKind::Exited {
-                code: None,
-                signal: Some(Signal::Kill),
+                status: ExitStatus::Signal(Signal::Kill),
                 requested: true,
                 output_complete: true,
             },

@@ -46,6 +46,21 @@ pub enum ExitStatus {
     Unknown,
 }
 
+/// As JSON object fields: `{"code": 3}`, `{"signal": "KILL"}`, or `{}`
+/// when the status is unknown (events have it flattened).
+impl serde::Serialize for ExitStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            ExitStatus::Code(c) => map.serialize_entry("code", c)?,
+            ExitStatus::Signal(sig) => map.serialize_entry("signal", sig)?,
+            ExitStatus::Unknown => {}
+        }
+        map.end()
+    }
+}
+
 impl ExitStatus {
     /// Exit code 0.
     pub fn success(self) -> bool {

@@ -463,6 +463,51 @@ expect_exit = { child = "hub", code = 0 }
 }
 
 #[test]
+fn log_dir_keeps_each_childs_exact_bytes_across_restarts() {
+    let s = TempScenario::new(
+        "logs.toml",
+        r#"
+[children.noisy]
+cmd = ["sh", "-c", "printf 'out\\377 no newline'; printf 'err line\\n' >&2; exit 3"]
+restart = { policy = "on-failure", max = 1, backoff = "10ms" }
+
+[children.tty]
+cmd = ["printf", "t1\\nt2\\n"]
+terminal = true
+"#,
+    );
+    let logs = s.file("logs/deeper");
+    let out = procession(&["run", s.path(), "--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "noisy gave up: {}", stderr(&out));
+    let read = |name: &str| std::fs::read(logs.join(name)).unwrap();
+    assert_eq!(
+        read("noisy.stdout"),
+        b"out\xff no newlineout\xff no newline",
+        "both instances, exact"
+    );
+    assert_eq!(read("noisy.stderr"), b"err line\nerr line\n");
+    assert_eq!(
+        read("tty.stdout"),
+        b"t1\nt2\n",
+        "after the terminal's \\r\\n"
+    );
+    assert_eq!(
+        read("tty.stderr"),
+        b"",
+        "a terminal has one stream; the file exists"
+    );
+    // A directory that cannot be made: exit 2, naming it, before anything runs.
+    let under_a_file = format!("{}/logs", s.path());
+    let out = procession(&["run", s.path(), "--log-dir", &under_a_file]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("cannot create the log directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn bad_arguments_and_a_missing_file_exit_2() {
     let out = procession(&["run", "examples/demo.toml", "--timeout", "soon"]);
     assert_eq!(code(&out), 2);

@@ -209,6 +209,7 @@ impl BatchActor {
             parent_death_signal: self.watchdog.is_none(),
             stdin: job.stdin.is_some(),
             marker: self.run.as_ref().map(|run| run.marker(&job.key)),
+            log_dir: None, // outputs are captured (or go to --output-dir)
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(child) => {

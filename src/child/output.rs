@@ -50,6 +50,34 @@ pub(crate) struct Source {
     /// A terminal's output: escape sequences go, `\r\n` is `\n` (see
     /// `terminal::Clean`).
     pub clean: bool,
+    /// Gets every byte read (after the cleaning), as it is read.
+    pub log: Option<std::fs::File>,
+}
+
+/// A reader that copies what it reads into a log file. A write that fails
+/// is reported once and the copying stops; the reading never does.
+struct Tee {
+    inner: Pipe,
+    file: Option<std::fs::File>,
+}
+
+impl AsyncRead for Tee {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(file)) = (&polled, self.file.as_mut()) {
+            use std::io::Write;
+            if let Err(e) = file.write_all(&buf.filled()[before..]) {
+                tracing::warn!(error = %e, "cannot write a log file; it stops here");
+                self.file = None;
+            }
+        }
+        polled
+    }
 }
 
 /// What the pump and its actor share about the end of the output.
@@ -165,6 +193,13 @@ pub(crate) async fn pump(
             Box::pin(super::terminal::Clean::new(pipe))
         } else {
             Box::pin(pipe)
+        };
+        let pipe: Pipe = match s.log {
+            Some(file) => Box::pin(Tee {
+                inner: pipe,
+                file: Some(file),
+            }),
+            None => pipe,
         };
         let reader =
             FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY);

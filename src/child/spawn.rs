@@ -46,6 +46,8 @@ pub(crate) struct Options {
     /// Its `PROCESSION_CHILD` marker (`<run>/<name>`), which its
     /// descendants inherit: how an escapee is known as the child's.
     pub marker: Option<Arc<str>>,
+    /// Where `NAME.stdout` / `NAME.stderr` get what it writes (`--log-dir`).
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -54,6 +56,36 @@ impl Default for Options {
             parent_death_signal: true,
             stdin: true,
             marker: None,
+            log_dir: None,
+        }
+    }
+}
+
+/// Opens (appending, creating) the log files of `name` in `dir` and gives
+/// each source its own; both files exist afterwards even when a stream has
+/// no pipe (stderr merged, a terminal). A file that cannot be opened is
+/// reported and left out: the child runs all the same.
+pub(crate) fn attach_logs(sources: &mut [Source], name: &str, dir: Option<&std::path::Path>) {
+    let Some(dir) = dir else { return };
+    // A name is one path component: `/` and a leading `.` are escaped.
+    let mut file_name = name.replace('%', "%25").replace('/', "%2F");
+    if file_name.starts_with('.') {
+        file_name = format!("%2E{}", &file_name[1..]);
+    }
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let path = dir.join(format!("{file_name}.{stream}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        match file {
+            Ok(file) => {
+                if let Some(source) = sources.iter_mut().find(|s| s.stream == stream) {
+                    source.log = Some(file);
+                }
+            }
+            Err(e) => tracing::warn!(child = %name, path = %path.display(), error = %e,
+                "cannot open the log file; the child runs without it"),
         }
     }
 }
@@ -168,6 +200,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 pipe: Box::pin(rx),
                 framing: spec.framing,
                 clean: false,
+                log: None,
             });
         }
         None => {
@@ -179,6 +212,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 pipe: Box::pin(stdout),
                 framing: spec.framing,
                 clean: false,
+                log: None,
             });
         }
     }
@@ -189,8 +223,10 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
             pipe: Box::pin(stderr),
             framing: stderr_framing(spec.framing),
             clean: false,
+            log: None,
         });
     }
+    attach_logs(&mut sources, &spec.name, options.log_dir.as_deref());
     Ok(Spawned {
         child,
         pid,
@@ -287,14 +323,16 @@ fn spawn_in_terminal(
     drop(pty.slave);
     let pid = child.id().expect("a child that was just spawned has a pid");
     spawning.spawned(pid, options.marker.clone());
-    let sources = vec![Source {
+    let mut sources = vec![Source {
         stream: Stream::Stdout,
         fd: reader.raw_fd(),
         pipe: Box::pin(reader),
         framing: spec.framing,
         // Raw bytes stay raw; everything else is text without escapes.
         clean: spec.framing != crate::Framing::Bytes,
+        log: None,
     }];
+    attach_logs(&mut sources, &spec.name, options.log_dir.as_deref());
     Ok(Spawned {
         child,
         pid,

@@ -137,6 +137,7 @@ impl DirectorActor {
             parent_death_signal: self.watchdog.is_none(),
             stdin: true,
             marker: self.run.as_ref().map(|run| run.marker(name)),
+            log_dir: self.config.log_dir.clone(),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(started) => {

@@ -90,6 +90,10 @@ pub struct DirectorConfig {
     pub watchdog: bool,
     /// A file that gets every event as a JSON line (complete, in order).
     pub journal: Option<Journal>,
+    /// A directory (it must exist) that gets `NAME.stdout` and
+    /// `NAME.stderr` for every child: the exact bytes it wrote (a terminal
+    /// child's after `\r\n` and escape handling), appended across restarts.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DirectorConfig {
@@ -102,6 +106,7 @@ impl Default for DirectorConfig {
             expect_buffer: 1 << 20,
             watchdog: true,
             journal: None,
+            log_dir: None,
         }
     }
 }

@@ -232,6 +232,10 @@ pub struct RunArgs {
     /// Set `${vars.NAME}` (over the file's [vars]), e.g. --set port=8080.
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, String)>,
+    /// Write each child's output to DIR/NAME.stdout and DIR/NAME.stderr:
+    /// the exact bytes, appended across restarts (DIR is created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// `NAME=VALUE` for `--set`.

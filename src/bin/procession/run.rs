@@ -34,6 +34,12 @@ pub fn run(args: RunArgs) -> u8 {
             }
         },
     };
+    if let Some(dir) = &args.log_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            errln!("cannot create the log directory {}: {e}", dir.display());
+            return 2;
+        }
+    }
     let detail = match (args.quiet, args.verbose) {
         (true, _) => Detail::Quiet,
         (false, 0) => Detail::Normal,
@@ -46,6 +52,7 @@ pub fn run(args: RunArgs) -> u8 {
         let director = Director::with_config(DirectorConfig {
             strategy: scenario.strategy,
             journal: journal.clone(),
+            log_dir: args.log_dir.clone(),
             ..DirectorConfig::default()
         });
         crate::stdio::report_to(Some(director.addr().clone().recipient()));

@@ -160,6 +160,12 @@ pub enum ConfigError {
         /// The group.
         group: Arc<str>,
     },
+    /// `request_id_field` on a child whose framing is not `json`.
+    #[error("child `{child}`: request_id_field is for a child with framing = \"json\" (a line child's replies come in order)")]
+    RequestIdNotJson {
+        /// The child.
+        child: Arc<str>,
+    },
     /// `Ready::Json` holds a JSON value that is not an object.
     #[error(
         "child `{child}`: ready.json must be a partial JSON object such as {{\"status\": \"up\"}}"
@@ -408,6 +414,7 @@ impl ConfigError {
             }
             ConfigError::GroupNameTaken { group } => child(group, "count"),
             ConfigError::ReadyJsonNotObject { child: c } => child(c, "ready"),
+            ConfigError::RequestIdNotJson { child: c } => child(c, "request_id_field"),
             ConfigError::UnknownDependency {
                 child, dependency, ..
             } => Location::Child {

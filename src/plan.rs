@@ -453,6 +453,11 @@ fn validate(
                 });
             }
         }
+        if spec.request_id_field.is_some() && spec.framing != crate::Framing::Json {
+            problems.push(ConfigError::RequestIdNotJson {
+                child: spec.name.clone(),
+            });
+        }
         if let Some(Ready::Json(other)) = &spec.ready {
             if !other.is_object() {
                 problems.push(ConfigError::ReadyJsonNotObject {
@@ -640,6 +645,15 @@ mod tests {
                 "route 1 (a -> c): `c` is not a child",
                 "step 1: `to` names `d`, which is not a child",
             ]
+        );
+    }
+
+    #[test]
+    fn a_request_id_field_on_a_line_child_is_named() {
+        let spec = spec("svc", &[]).request_id_field("rid");
+        assert_eq!(
+            messages(&validate(&[spec], &BTreeMap::new(), &HashMap::new())),
+            ["child `svc`: request_id_field is for a child with framing = \"json\" (a line child's replies come in order)"]
         );
     }
 

@@ -896,3 +896,34 @@ async fn a_request_correlates_by_its_childs_field_and_a_conflicting_one_is_refus
     );
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn wait_ready_waits_through_restarts_and_fails_once_the_child_is_down_for_good() {
+    use procession::director::{RestartPolicy, RestartSpec};
+    let director = Director::start();
+    let restart = RestartSpec {
+        max: 2,
+        backoff: Duration::from_millis(10),
+        ..RestartSpec::policy(RestartPolicy::OnFailure)
+    };
+    director
+        .add(
+            procession::ChildSpec::new("flaky", ["sh", "-c", "exit 3"])
+                .ready(Ready::line("^never$"))
+                .restart(restart),
+        )
+        .await
+        .unwrap();
+    let err = director.wait_ready("flaky").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("exited with exit code 3 before it was ready"),
+        "{err}"
+    );
+    let state = director.children().await.unwrap()[0].state.clone();
+    assert!(
+        matches!(state, ChildState::GaveUp { .. }),
+        "answered only once it gave up, not at its first exit: {state:?}"
+    );
+    director.shutdown("done").await;
+}

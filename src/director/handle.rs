@@ -310,8 +310,9 @@ impl Director {
 
     /// Waits until a child is ready (see `ready` in its spec). Fails with
     /// the reason when it cannot become ready: it could not be spawned (a
-    /// missing program), exited first, was not started (a dependency
-    /// failed), was stopped or removed.
+    /// missing program), exited for good first, was not started (a
+    /// dependency failed), was stopped or removed. Through a restart (one
+    /// asked for, or by its policy) it waits for the next instance.
     pub async fn wait_ready(&self, child: impl Into<Arc<str>>) -> Result<(), DirectorError> {
         self.ask(WaitReady {
             child: child.into(),

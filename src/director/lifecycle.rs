@@ -216,7 +216,13 @@ impl DirectorActor {
                 let reason = reason.clone();
                 self.answer_ready(child, Err(reason));
             }
-            Tell::Exit { child, exit, .. } => {
+            // An instance that ends before it is ready, with a restart to
+            // come, leaves its waiters waiting for the next one.
+            Tell::Exit {
+                child,
+                exit,
+                for_good: true,
+            } => {
                 let reason = format!("it exited with {} before it was ready", exit.status);
                 self.answer_ready(child, Err(reason));
             }

@@ -321,7 +321,9 @@ impl From<crate::spec::Ready> for ReadyTable {
     }
 }
 
-/// `alive` as written.
+/// `alive` as written. (The probe keys are written out here and in
+/// [`ReadyTable`] rather than flattened from one struct: serde's
+/// `deny_unknown_fields` does not work through `flatten`.)
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AliveTable {

@@ -927,3 +927,35 @@ async fn wait_ready_waits_through_restarts_and_fails_once_the_child_is_down_for_
     );
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn wait_ready_on_a_child_stopped_in_its_backoff_says_so() {
+    use procession::director::{RestartPolicy, RestartSpec};
+    let director = Director::start();
+    let restart = RestartSpec {
+        backoff: Duration::from_secs(60),
+        ..RestartSpec::policy(RestartPolicy::OnFailure)
+    };
+    director
+        .add(
+            procession::ChildSpec::new("flaky", ["sh", "-c", "exit 3"])
+                .ready(Ready::line("^never$"))
+                .restart(restart),
+        )
+        .await
+        .unwrap();
+    // Now in its long backoff. join! polls in order: the wait is queued
+    // before the stop.
+    director.wait_exit("flaky").await.unwrap();
+    let (ready, stopped) = futures::join!(
+        director.wait_ready_within("flaky", PATIENCE),
+        director.stop("flaky", None)
+    );
+    stopped.unwrap();
+    let err = ready.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "child `flaky` is not ready: it was stopped"
+    );
+    director.shutdown("done").await;
+}

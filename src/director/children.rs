@@ -167,6 +167,8 @@ pub(crate) enum Fact {
     CloseInput(Arc<str>),
     /// Answer `wait_exit` callers (`None`: it never ran).
     AnswerExit(Arc<str>, Option<Exit>),
+    /// Answer `wait_ready` callers: it will not be ready, for this reason.
+    NotReady(Arc<str>, String),
     /// Nothing runs any more after a shutdown: publish `finished` (once).
     Finished,
 }
@@ -779,6 +781,7 @@ impl<H: Clone> Children<H> {
             Fact::CloseInput(name.clone()),
             Fact::Publish(name.clone(), EventKind::Stopped),
             Fact::AnswerExit(name.clone(), Some(last.clone())),
+            Fact::NotReady(name.clone(), "it was stopped".into()),
         ];
         // Restarting means not ready: waiting dependents learn it stays down.
         self.resolve_dependents(name, &mut facts);
@@ -1386,6 +1389,7 @@ mod tests {
                 Fact::KeepInput(c) => format!("keep-input {c}"),
                 Fact::CloseInput(c) => format!("close-input {c}"),
                 Fact::AnswerExit(c, e) => format!("answer {c} {}", e.is_some()),
+                Fact::NotReady(c, _) => format!("not-ready {c}"),
                 Fact::Finished => "finished".into(),
             })
             .collect()
@@ -1738,6 +1742,7 @@ mod tests {
                 "close-input w",
                 "w:stopped",
                 "answer w true",
+                "not-ready w",
                 "finished"
             ]
         );

@@ -350,7 +350,6 @@ impl Handler<StopChild> for DirectorActor {
         if let Some((last, facts)) = self.children.call_off_restart(&child) {
             self.apply(facts, ctx);
             self.drive_outbox(ctx);
-            self.answer_ready(&child, Err("it was stopped".into()));
             return Box::pin(async move { Ok(last) });
         }
         match self.children.stop(&child, msg.grace) {

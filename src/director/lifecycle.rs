@@ -102,6 +102,7 @@ impl DirectorActor {
                 });
             }
             Fact::AnswerExit(child, exit) => self.answer_exit(&child, exit),
+            Fact::NotReady(child, reason) => self.answer_ready(&child, Err(reason)),
             Fact::Finished => self.finish(ctx),
         }
         Vec::new()

@@ -412,7 +412,6 @@ mod tests {
         );
         m.on_exit(&w1, &exit(0), true, t);
         assert_eq!(m.outcome(), Some(true), "{:?}", m.failure());
-        let _ = srv;
     }
 
     #[test]
@@ -443,7 +442,6 @@ mod tests {
         );
         m.on_timeout(1, t + Duration::from_secs(3));
         assert_eq!(m.outcome(), Some(false), "w-2 never exited");
-        let _ = w2;
     }
 
     #[test]
@@ -471,7 +469,6 @@ mod tests {
             "{:?}",
             m.failure()
         );
-        let _ = w1;
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use procession::director::Director;
 use procession::protocol::{Order, Protocol, Step, StepOutcome, Unlisted};
+use procession::Director;
 use procession::{ChildSpec, Event, EventFilter, EventKind, Framing};
 use serde_json::json;
 

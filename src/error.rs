@@ -549,6 +549,89 @@ pub enum DirectorError {
     /// Writing to the child's stdin failed.
     #[error(transparent)]
     Stdin(#[from] StdinError),
+    /// A message could not be encoded as JSON.
+    #[error("child `{child}`: cannot encode the message as JSON")]
+    Encode {
+        /// The child.
+        child: Arc<str>,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The child is restarting (or not started yet) and its buffer is full.
+    #[error("child `{child}` is not running yet and its buffer of {limit} bytes is full")]
+    BufferFull {
+        /// The child.
+        child: Arc<str>,
+        /// The buffer's size.
+        limit: usize,
+    },
+    /// A write waited past its deadline because the child did not read.
+    #[error("child `{child}` did not read its stdin: its queue stayed full for {waited:.1?}")]
+    StdinFull {
+        /// The child's name.
+        child: Arc<str>,
+        /// How long the write waited.
+        waited: std::time::Duration,
+    },
+    /// The child's stdin was closed (a `close` step or `close_stdin`).
+    #[error("child `{child}`: its stdin is closed")]
+    StdinClosed {
+        /// The child's name.
+        child: Arc<str>,
+    },
+    /// `wait_ready`: the child will not become ready (without a start).
+    #[error("child `{child}` is not ready: {reason}")]
+    NotReady {
+        /// The child's name.
+        child: Arc<str>,
+        /// Why: it could not be spawned, exited first, was not started.
+        reason: String,
+    },
+    /// A wait (`wait_ready_within`, `wait_exit_within`) ran out of time.
+    #[error("child `{child}`: not {what} within {within:?}")]
+    WaitTimedOut {
+        /// The child's name.
+        child: Arc<str>,
+        /// What was waited for: `ready`, `exited`.
+        what: &'static str,
+        /// How long.
+        within: std::time::Duration,
+    },
+    /// `remove`: other children depend on it.
+    #[error("child `{child}` cannot be removed: {} depend on it", dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", "))]
+    HasDependents {
+        /// The child's name.
+        child: Arc<str>,
+        /// Those that name it in `depends_on`.
+        dependents: Vec<Arc<str>>,
+    },
+    /// A request failed (converted from [`RequestError`] by `?`).
+    #[error(transparent)]
+    Request(Box<RequestError>),
+    /// A protocol is already running; one runs at a time (and while it
+    /// runs, no child it may name is removed).
+    #[error("a protocol is already running")]
+    ProtocolRunning,
+    /// The director is shutting down and starts nothing new.
+    #[error("the director is shutting down")]
+    ShuttingDown,
+    /// The director actor is gone.
+    #[error("the director is gone")]
+    Gone,
+}
+
+/// A request ([`Director::request`](crate::Director::request),
+/// [`request_frame`](crate::Director::request_frame)) failed: it was not
+/// sent, or it got no reply that fits.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request could not be written: the child is unknown or not
+    /// running, its stdin stayed full or is closed, or the director is
+    /// shutting down or gone.
+    #[error(transparent)]
+    NotSent(DirectorError),
     /// A request got no reply in time.
     #[error("child `{child}`: no reply within {timeout:?}")]
     Timeout {
@@ -600,64 +683,24 @@ pub enum DirectorError {
         /// The field.
         field: String,
     },
-    /// The child is restarting (or not started yet) and its buffer is full.
-    #[error("child `{child}` is not running yet and its buffer of {limit} bytes is full")]
-    BufferFull {
-        /// The child.
-        child: Arc<str>,
-        /// The buffer's size.
-        limit: usize,
-    },
-    /// A write waited past its deadline because the child did not read.
-    #[error("child `{child}` did not read its stdin: its queue stayed full for {waited:.1?}")]
-    StdinFull {
-        /// The child's name.
-        child: Arc<str>,
-        /// How long the write waited.
-        waited: std::time::Duration,
-    },
-    /// The child's stdin was closed (a `close` step or `close_stdin`).
-    #[error("child `{child}`: its stdin is closed")]
-    StdinClosed {
-        /// The child's name.
-        child: Arc<str>,
-    },
-    /// `wait_ready`: the child will not become ready (without a start).
-    #[error("child `{child}` is not ready: {reason}")]
-    NotReady {
-        /// The child's name.
-        child: Arc<str>,
-        /// Why: it could not be spawned, exited first, was not started.
-        reason: String,
-    },
-    /// A wait (`wait_ready_within`, `wait_exit_within`) ran out of time.
-    #[error("child `{child}`: not {what} within {within:?}")]
-    WaitTimedOut {
-        /// The child's name.
-        child: Arc<str>,
-        /// What was waited for: `ready`, `exited`.
-        what: &'static str,
-        /// How long.
-        within: std::time::Duration,
-    },
-    /// `remove`: other children depend on it.
-    #[error("child `{child}` cannot be removed: {} depend on it", dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", "))]
-    HasDependents {
-        /// The child's name.
-        child: Arc<str>,
-        /// Those that name it in `depends_on`.
-        dependents: Vec<Arc<str>>,
-    },
-    /// A protocol is already running; one runs at a time (and while it
-    /// runs, no child it may name is removed).
-    #[error("a protocol is already running")]
-    ProtocolRunning,
-    /// The director is shutting down and starts nothing new.
-    #[error("the director is shutting down")]
-    ShuttingDown,
-    /// The director actor is gone.
-    #[error("the director is gone")]
-    Gone,
+}
+
+impl From<RequestError> for DirectorError {
+    fn from(e: RequestError) -> DirectorError {
+        match e {
+            RequestError::NotSent(e) => e,
+            e => DirectorError::Request(Box::new(e)),
+        }
+    }
+}
+
+impl From<DirectorError> for RequestError {
+    fn from(e: DirectorError) -> RequestError {
+        match e {
+            DirectorError::Request(e) => *e,
+            e => RequestError::NotSent(e),
+        }
+    }
 }
 
 /// The known name closest to `name`, if one is close enough to be a typo.

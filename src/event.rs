@@ -1,30 +1,5 @@
 //! [`Event`]s: what the director publishes, and the bus that fans them out
 //! to subscribers.
-//!
-//! Every event serializes as one JSON object with `t_ms` (milliseconds since
-//! the director started), `event` (the snake_case kind), and `child` and
-//! `seq` where one child is concerned:
-//!
-//! ```json
-//! {"t_ms":12,"child":"server","seq":3,"event":"output","stream":"stdout","line":"listening"}
-//! ```
-//!
-//! # Delivery
-//! Events about one child carry consecutive sequence numbers and reach each
-//! subscriber in that order; all of a child's output comes before its
-//! `exited`. Each subscriber has a bounded queue and is sent its next event
-//! only when it handled the previous one. A subscriber that falls more than
-//! its queue behind loses the oldest events and then receives a `lagged`
-//! event with the number it missed (counted before its filter). It never
-//! slows the director or the children.
-//!
-//! A subscriber can instead say which kinds it can afford to lose
-//! ([`EventFilter::drop_only`]): then only those are dropped when it falls
-//! behind (counted in its next `lagged`), and every other event it takes
-//! reaches it, in order. That is how the command line's timeline never
-//! loses a step result under a flood of output. Keep the kinds not dropped
-//! to those the run bounds (steps, lifecycle): they are queued however far
-//! behind the subscriber is.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +14,31 @@ use crate::child::{Exit, ExitStatus, Stream};
 use crate::frame::Frame;
 
 /// One thing that happened, with when and to whom.
+///
+/// Every event serializes as one JSON object with `t_ms` (milliseconds since
+/// the director started), `event` (the snake_case kind), and `child` and
+/// `seq` where one child is concerned:
+///
+/// ```json
+/// {"t_ms":12,"child":"server","seq":3,"event":"output","stream":"stdout","line":"listening"}
+/// ```
+///
+/// # Delivery
+/// Events about one child carry consecutive sequence numbers and reach each
+/// subscriber in that order; all of a child's output comes before its
+/// `exited`. Each subscriber has a bounded queue and is sent its next event
+/// only when it handled the previous one. A subscriber that falls more than
+/// its queue behind loses the oldest events and then receives a `lagged`
+/// event with the number it missed (counted before its filter). It never
+/// slows the director or the children.
+///
+/// A subscriber can instead say which kinds it can afford to lose
+/// ([`EventFilter::drop_only`]): then only those are dropped when it falls
+/// behind (counted in its next `lagged`), and every other event it takes
+/// reaches it, in order. That is how the command line's timeline never
+/// loses a step result under a flood of output. Keep the kinds not dropped
+/// to those the run bounds (steps, lifecycle): they are queued however far
+/// behind the subscriber is.
 #[derive(Debug, Clone, Serialize, Message)]
 #[rtype(result = "()")]
 pub struct Event {
@@ -617,7 +617,7 @@ impl std::str::FromStr for Kind {
 /// Which events a subscriber wants. The default takes everything.
 ///
 /// ```
-/// use procession::event::{EventFilter, Kind};
+/// use procession::{EventFilter, Kind};
 /// let filter = EventFilter::all().children(["server"]).kinds([Kind::Exited, Kind::Ready]);
 /// # let _ = filter;
 /// ```
@@ -660,7 +660,7 @@ impl EventFilter {
 
     /// When the subscriber falls behind, drop only events of these kinds
     /// (`Kind::Output`, `Kind::Routed`, ...) and deliver every other one it
-    /// takes, however far behind (see the [module docs](self)).
+    /// takes, however far behind (see [`Event`] for the delivery promise).
     pub fn drop_only(mut self, kinds: impl IntoIterator<Item = Kind>) -> EventFilter {
         self.drop_only = Some(kinds.into_iter().collect());
         self

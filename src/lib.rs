@@ -1,17 +1,17 @@
 //! # procession: operating-system processes as actors
 //!
-//! Each child process is wrapped by a [`ChildActor`] that owns its pipes. It
+//! Each child process is wrapped by a [`ChildActor`](child::ChildActor) that owns its pipes. It
 //! spawns the process as the leader of its own process group, cuts its output
 //! into [`Frame`]s, numbers them, and hands them to its owner in order, with
 //! the exit status last. Writing to stdin goes through a bounded queue that
 //! pushes back on the writer.
 //!
-//! A [`DirectorActor`] (driven through the [`Director`] handle) owns a set of
+//! A director actor (driven through the [`Director`] handle) owns a set of
 //! children: it starts them in dependency order once their dependencies are
 //! ready, routes frames between them (routes and JSON envelopes), correlates
 //! requests with replies, runs a [`protocol`] of ordered steps,
 //! publishes [`Event`]s to subscribers, and stops everything in reverse
-//! dependency order. A [`Plan`](plan::Plan) is what it runs: children, routes
+//! dependency order. A [`Plan`] is what it runs: children, routes
 //! and a protocol checked together (a [`scenario`] file becomes one).
 //!
 //! ```text
@@ -67,34 +67,58 @@
 //! order).
 #![warn(missing_docs)]
 
+// Each public type has one path. The everyday ones are at the root (and in
+// the prelude); four modules hold the vocabularies of their own: `child`
+// (a ChildActor without a director), `batch`, `protocol` and `scenario`.
 pub mod batch;
 pub mod child;
-pub mod director;
+mod director;
 mod duration;
-pub mod error;
-pub mod event;
+mod error;
+mod event;
 #[doc(hidden)]
 pub mod fault;
-pub mod frame;
-pub mod matching;
+mod frame;
+mod matching;
 mod panics;
-pub mod plan;
+mod plan;
 pub mod prelude;
 mod probe;
 pub mod protocol;
 mod runtime;
 pub mod scenario;
-pub mod spec;
+mod spec;
 mod sys;
 
-pub use child::{ChildActor, ChildEvent, ChildEventKind, ChildEvents, Exit, ExitStatus, Stream};
-pub use director::{Director, DirectorActor, DirectorConfig, Route};
-pub use duration::{format_duration, parse_duration, DurationError};
-pub use error::{ChildError, ConfigError, DirectorError, SpawnError, StdinError};
-pub use event::{Event, EventFilter, EventKind};
+pub use child::messages::{Exit, ExitStatus, Stream};
+pub use director::{
+    ChildInfo, ChildState, Director, DirectorConfig, EventStream, RestartPolicy, RestartSpec,
+    Route, Strategy, SubscriptionId,
+};
+pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION};
+pub use error::{
+    ChildError, ConfigError, ConfigErrors, DirectorError, Location, Place, RequestError,
+    SpawnError, StdinError,
+};
+pub use event::{
+    Description, Event, EventFilter, EventKind, Journal, Kind, Shown, Tone, UnknownKind,
+};
 pub use frame::{Frame, Framing};
-pub use spec::{Alive, Check, ChildSpec, Probe, Ready, StderrMode, StopSpec, Terminal};
+pub use matching::PatternSpec;
+pub use plan::{Plan, PlanBuilder};
+pub use spec::{
+    Alive, Check, ChildSpec, Probe, Ready, StderrMode, StopSpec, Terminal, DEFAULT_DRAIN,
+    DEFAULT_FRAME_CAP, DEFAULT_STDIN_QUEUE,
+};
 pub use sys::{adopt_all_orphans, raise_open_files_limit, OpenFiles, Signal, UnknownSignal};
+
+/// Internals that the fuzz targets and property tests drive directly; not
+/// part of the API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::frame::{Decoded, FrameDecoder};
+    pub use crate::matching::json_matches;
+}
 
 /// The README's Rust blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -13,7 +13,7 @@ use crate::frame::Frame;
 ///
 /// ```
 /// use serde_json::json;
-/// use procession::matching::json_matches;
+/// use procession::internals::json_matches;
 /// let reply = json!({"type": "welcome", "session": {"id": 7, "ttl": 30}});
 /// assert!(json_matches(&json!({"session": {"id": 7}}), &reply));
 /// assert!(!json_matches(&json!({"type": "bye"}), &reply));

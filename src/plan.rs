@@ -5,7 +5,7 @@
 //! problems out.
 //!
 //! ```
-//! use procession::plan::Plan;
+//! use procession::Plan;
 //! use procession::{ChildSpec, Route};
 //!
 //! let plan = Plan::check(
@@ -50,7 +50,7 @@ pub struct Plan {
 /// may name as a whole (as `count` does in a scenario file).
 ///
 /// ```
-/// use procession::plan::Plan;
+/// use procession::Plan;
 /// use procession::{ChildSpec, Route};
 ///
 /// let plan = Plan::builder()

@@ -8,15 +8,10 @@
 //! protocols, events and their filters, batches, and the errors they give.
 
 pub use crate::batch::{Batch, BatchError, BatchOptions, Job, JobResult};
-pub use crate::child::{Exit, ExitStatus, Stream};
-pub use crate::director::{
-    ChildInfo, ChildState, Director, DirectorConfig, EventStream, RestartPolicy, RestartSpec,
-    Route, Strategy,
-};
-pub use crate::error::{ConfigError, ConfigErrors, DirectorError};
-pub use crate::event::{Event, EventFilter, EventKind, Kind};
-pub use crate::frame::{Frame, Framing};
-pub use crate::plan::{Plan, PlanBuilder};
 pub use crate::protocol::{Alternative, Protocol, ProtocolReport, Step};
-pub use crate::spec::{Alive, Check, ChildSpec, Probe, Ready, StderrMode, StopSpec, Terminal};
-pub use crate::Signal;
+pub use crate::{
+    Alive, Check, ChildInfo, ChildSpec, ChildState, ConfigError, ConfigErrors, Director,
+    DirectorConfig, DirectorError, Event, EventFilter, EventKind, EventStream, Exit, ExitStatus,
+    Frame, Framing, Kind, Plan, PlanBuilder, Probe, Ready, RequestError, RestartPolicy,
+    RestartSpec, Route, Signal, StderrMode, StopSpec, Strategy, Stream, Terminal,
+};

@@ -383,7 +383,7 @@ async fn a_streamed_job_whose_key_is_running_is_refused_by_name() {
 #[actix_rt::test]
 async fn a_batch_is_a_stream_of_its_results() {
     use futures::StreamExt;
-    let jobs = (0..5)
+    let jobs: Vec<Job> = (0..5)
         .map(|i| {
             Job::new(
                 i.to_string(),

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use procession::director::{ChildState, Director, RestartPolicy, RestartSpec};
-use procession::event::Journal;
+use procession::Journal;
+use procession::{ChildState, Director, RestartPolicy, RestartSpec};
 use procession::{DirectorConfig, DirectorError, Signal, StdinError};
 
 const CHILDREN: usize = 200;

@@ -6,7 +6,8 @@ mod common;
 
 use actix::prelude::*;
 use common::*;
-use procession::child::{ChildActor, ChildEventKind, ChildEvents, Exit};
+use procession::child::{ChildActor, ChildEventKind, ChildEvents};
+use procession::Exit;
 use procession::{Frame, Stream};
 use tokio::sync::oneshot;
 

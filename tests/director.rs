@@ -11,8 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::*;
 use futures::future::join_all;
-use procession::director::{ChildState, Director, Route};
-use procession::matching::PatternSpec;
+use procession::{ChildState, Director, PatternSpec, RequestError, Route};
 use procession::{
     DirectorConfig, DirectorError, Event, EventFilter, EventKind, ExitStatus, Frame, Framing, Ready,
 };
@@ -88,7 +87,7 @@ async fn concurrent_requests_each_get_their_own_reply() {
         .request::<_, u32>("line-echo", "not a number", t)
         .await
         .unwrap_err();
-    assert!(matches!(err, DirectorError::BadReply { .. }), "{err}");
+    assert!(matches!(err, RequestError::BadReply { .. }), "{err}");
     assert!(err.to_string().contains("line-echo"), "{err}");
     director.shutdown("test over").await;
 }
@@ -104,7 +103,7 @@ async fn a_request_that_gets_no_reply_times_out() {
         .request::<_, String>("mute", "hello?", Duration::from_millis(300))
         .await
         .unwrap_err();
-    assert!(matches!(err, DirectorError::Timeout { .. }), "{err}");
+    assert!(matches!(err, RequestError::Timeout { .. }), "{err}");
     director.shutdown("test over").await;
 }
 
@@ -135,10 +134,7 @@ async fn a_delay_and_a_json_object_can_mark_readiness() {
     let director = Director::start();
     let mut events = tap(
         &director,
-        EventFilter::all().kinds([
-            procession::event::Kind::Spawned,
-            procession::event::Kind::Ready,
-        ]),
+        EventFilter::all().kinds([procession::Kind::Spawned, procession::Kind::Ready]),
     )
     .await;
     director
@@ -297,7 +293,7 @@ async fn a_subscriber_behind_loses_only_the_kinds_it_said_it_can_lose() {
     director
         .subscribe(
             stuck.recipient(),
-            EventFilter::all().drop_only([procession::event::Kind::Output]),
+            EventFilter::all().drop_only([procession::Kind::Output]),
         )
         .await
         .unwrap();
@@ -399,7 +395,10 @@ async fn messages_to_unknown_or_exited_children_are_refused_by_name() {
         .request::<_, String>("quitter", "hi", Duration::from_secs(1))
         .await
         .unwrap_err();
-    assert!(matches!(err, DirectorError::NotRunning { .. }), "{err}");
+    assert!(
+        matches!(err, RequestError::NotSent(DirectorError::NotRunning { .. })),
+        "{err}"
+    );
     let err = director.stop("ghost", None).await.unwrap_err();
     assert!(err.to_string().contains("`ghost`"), "{err}");
     let listed = director.children().await.unwrap();
@@ -414,7 +413,7 @@ async fn envelopes_and_filtered_routes_deliver_to_the_right_child() {
         &director,
         EventFilter::all()
             .children(["bob", "carol"])
-            .kinds([procession::event::Kind::Output]),
+            .kinds([procession::Kind::Output]),
     )
     .await;
     director
@@ -490,7 +489,7 @@ async fn frames_for_a_gone_or_unknown_child_are_reported_undeliverable() {
     let director = Director::start();
     let mut events = tap(
         &director,
-        EventFilter::all().kinds([procession::event::Kind::Undeliverable]),
+        EventFilter::all().kinds([procession::Kind::Undeliverable]),
     )
     .await;
     director
@@ -533,10 +532,10 @@ async fn frames_for_a_gone_or_unknown_child_are_reported_undeliverable() {
 async fn a_wait_on_a_restarting_child_is_answered_when_a_shutdown_calls_the_restart_off() {
     let director = Director::start();
     let mut events = tap(&director, EventFilter::all()).await;
-    let slow_restart = procession::director::RestartSpec {
+    let slow_restart = procession::RestartSpec {
         backoff: Duration::from_secs(60),
         max_backoff: Duration::from_secs(60),
-        ..procession::director::RestartSpec::policy(procession::director::RestartPolicy::OnFailure)
+        ..procession::RestartSpec::policy(procession::RestartPolicy::OnFailure)
     };
     director
         .add(fixture_spec("flaky", &["exit", "3"]).restart(slow_restart))
@@ -570,7 +569,7 @@ async fn a_reply_after_its_request_timed_out_is_published_late_and_not_routed() 
         .request::<_, String>("slow", "ping", Duration::from_millis(200))
         .await
         .unwrap_err();
-    assert!(matches!(err, DirectorError::Timeout { .. }), "{err}");
+    assert!(matches!(err, RequestError::Timeout { .. }), "{err}");
     director
         .signal("slow", procession::Signal::Usr1)
         .await
@@ -607,7 +606,7 @@ async fn frames_kept_for_a_child_that_never_starts_are_reported_before_finished(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let director = Director::with_config(DirectorConfig {
-        journal: Some(procession::event::Journal::create(&path).unwrap()),
+        journal: Some(procession::Journal::create(&path).unwrap()),
         ..DirectorConfig::default()
     });
     let mut events = tap(&director, EventFilter::all()).await;
@@ -683,9 +682,9 @@ async fn events_are_a_stream_that_ends_after_finished() {
     let director = Director::start();
     let mut events = director
         .events(procession::EventFilter::all().kinds([
-            procession::event::Kind::Output,
-            procession::event::Kind::Exited,
-            procession::event::Kind::Finished,
+            procession::Kind::Output,
+            procession::Kind::Exited,
+            procession::Kind::Finished,
         ]))
         .await
         .unwrap();
@@ -734,14 +733,11 @@ async fn wait_ready_fails_with_the_reason_for_a_program_that_does_not_exist() {
 
 #[actix_rt::test]
 async fn a_stopped_child_is_started_again_and_a_restart_does_not_use_its_intensity() {
-    use procession::director::{RestartPolicy, RestartSpec};
+    use procession::{RestartPolicy, RestartSpec};
     let director = Director::start();
     let mut spawned = tap(
         &director,
-        EventFilter::all().kinds([
-            procession::event::Kind::Spawned,
-            procession::event::Kind::GaveUp,
-        ]),
+        EventFilter::all().kinds([procession::Kind::Spawned, procession::Kind::GaveUp]),
     )
     .await;
     let restart = RestartSpec {
@@ -866,7 +862,7 @@ async fn a_request_correlates_by_its_childs_field_and_a_conflicting_one_is_refus
         .request::<_, Value>("svc", &json!({"rid": 5}), t)
         .await
         .unwrap_err();
-    assert!(matches!(&err, DirectorError::IdConflict { field, .. } if field == "rid"));
+    assert!(matches!(&err, RequestError::IdConflict { field, .. } if field == "rid"));
     assert_eq!(
         err.to_string(),
         "child `svc`: the request already has a `rid` field, which correlates requests with replies (choose another with `request_id_field`)"
@@ -875,7 +871,7 @@ async fn a_request_correlates_by_its_childs_field_and_a_conflicting_one_is_refus
         .request::<_, Value>("plain", &json!({"id": 1}), t)
         .await
         .unwrap_err();
-    assert!(matches!(&err, DirectorError::IdConflict { field, .. } if field == "id"));
+    assert!(matches!(&err, RequestError::IdConflict { field, .. } if field == "id"));
     // Errors that say what is wrong.
     let err = director
         .request::<_, Value>("plain", "a string", t)
@@ -899,7 +895,7 @@ async fn a_request_correlates_by_its_childs_field_and_a_conflicting_one_is_refus
 
 #[actix_rt::test]
 async fn wait_ready_waits_through_restarts_and_fails_once_the_child_is_down_for_good() {
-    use procession::director::{RestartPolicy, RestartSpec};
+    use procession::{RestartPolicy, RestartSpec};
     let director = Director::start();
     let restart = RestartSpec {
         max: 2,
@@ -930,7 +926,7 @@ async fn wait_ready_waits_through_restarts_and_fails_once_the_child_is_down_for_
 
 #[actix_rt::test]
 async fn wait_ready_on_a_child_stopped_in_its_backoff_says_so() {
-    use procession::director::{RestartPolicy, RestartSpec};
+    use procession::{RestartPolicy, RestartSpec};
     let director = Director::start();
     let restart = RestartSpec {
         backoff: Duration::from_secs(60),

@@ -12,9 +12,9 @@
 use std::io::Write;
 
 use actix::prelude::*;
+use futures::StreamExt;
 use procession::child::{ChildActor, ChildEventKind, ChildEvents};
-use procession::director::Director;
-use procession::{ChildSpec, Event, EventFilter, EventKind, Frame, Signal};
+use procession::{ChildSpec, Director, Event, EventFilter, EventKind, Frame, Kind, Signal};
 
 struct PrintPid;
 
@@ -39,17 +39,27 @@ impl Handler<ChildEvents> for PrintPid {
     }
 }
 
-impl Handler<Event> for PrintPid {
-    type Result = ();
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        match event.kind {
-            EventKind::Spawned { pid, .. } => say(&format!("child {pid}")),
-            EventKind::Output {
-                frame: Frame::Line(line),
-                ..
-            } => say(&format!("out {line}")),
-            _ => {}
+/// What both director modes print of an event; true for an output line.
+fn print(event: Event) -> bool {
+    match event.kind {
+        EventKind::Spawned { pid, .. } => say(&format!("child {pid}")),
+        EventKind::Output {
+            frame: Frame::Line(line),
+            ..
+        } => {
+            say(&format!("out {line}"));
+            return true;
         }
+        _ => {}
+    }
+    false
+}
+
+fn exit_status(signal: Signal) -> i32 {
+    if signal == Signal::Int {
+        130
+    } else {
+        143
     }
 }
 
@@ -74,31 +84,25 @@ fn main() {
     }
     let code = system.block_on(async move {
         let director = Director::start();
-        let signals = director.shutdown_on_signals().unwrap();
-        let printer = PrintPid.start();
-        director
-            .subscribe(
-                printer.recipient(),
-                EventFilter::all().kinds([
-                    procession::event::Kind::Spawned,
-                    procession::event::Kind::Output,
-                ]),
-            )
+        let mut signals = director.shutdown_on_signals().unwrap();
+        let mut events = director
+            .events(EventFilter::all().kinds([Kind::Spawned, Kind::Output]))
             .await
             .unwrap();
         director
             .add(ChildSpec::new("victim", args))
             .await
             .expect("the child starts");
-        let signal = signals.await.unwrap();
+        let signal = loop {
+            tokio::select! {
+                Some(event) = events.next() => { print(event); }
+                signal = &mut signals => break signal.unwrap(),
+            }
+        };
         // Joins the shutdown the signal started; returns when all exited.
         director.shutdown("host").await;
         say(&format!("shutdown by {signal}"));
-        if signal == Signal::Int {
-            130
-        } else {
-            143
-        }
+        exit_status(signal)
     });
     std::process::exit(code);
 }
@@ -109,8 +113,8 @@ fn main() {
 /// With PANIC_AFTER > 0, the loop that reads the subscription panics once it
 /// has seen that many output lines: the panic unwinds out of `main`.
 fn many(args: Vec<String>) {
-    use procession::director::DirectorConfig;
-    use procession::event::Journal;
+    use procession::DirectorConfig;
+    use procession::Journal;
     let n: usize = args[1].parse().unwrap();
     let journal = Journal::create(std::path::Path::new(&args[2])).unwrap();
     let panic_after: usize = args[3].parse().unwrap();
@@ -122,15 +126,8 @@ fn many(args: Vec<String>) {
             ..DirectorConfig::default()
         });
         let signals = director.shutdown_on_signals().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        director
-            .subscribe(
-                Forward(tx).start().recipient(),
-                EventFilter::all().kinds([
-                    procession::event::Kind::Spawned,
-                    procession::event::Kind::Output,
-                ]),
-            )
+        let mut events = director
+            .events(EventFilter::all().kinds([Kind::Spawned, Kind::Output]))
             .await
             .unwrap();
         let specs = (0..n).map(|i| ChildSpec::new(format!("victim{i}"), cmd.clone()));
@@ -140,46 +137,21 @@ fn many(args: Vec<String>) {
             .expect("the children start");
         let mut lines = 0;
         let reader = async {
-            while let Some(event) = rx.recv().await {
-                match event.kind {
-                    EventKind::Spawned { pid, .. } => say(&format!("child {pid}")),
-                    EventKind::Output {
-                        frame: Frame::Line(line),
-                        ..
-                    } => {
-                        say(&format!("out {line}"));
-                        lines += 1;
-                        if panic_after > 0 && lines >= panic_after {
-                            panic!("a subscriber panics after {lines} lines");
-                        }
+            while let Some(event) = events.next().await {
+                if print(event) {
+                    lines += 1;
+                    if panic_after > 0 && lines >= panic_after {
+                        panic!("a subscriber panics after {lines} lines");
                     }
-                    _ => {}
                 }
             }
         };
         let signal = tokio::select! {
             signal = signals => signal.unwrap(),
-            _ = reader => unreachable!("the subscription ends only with the director"),
+            _ = reader => unreachable!("the stream ends only with the director"),
         };
         director.shutdown("host").await;
-        if signal == Signal::Int {
-            130
-        } else {
-            143
-        }
+        exit_status(signal)
     });
     std::process::exit(code);
-}
-
-struct Forward(tokio::sync::mpsc::UnboundedSender<Event>);
-
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Forward {
-    type Result = ();
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use procession::batch::{Batch, BatchOptions, Job};
-use procession::director::Director;
 use procession::fault::{self, Point};
 use procession::protocol::{Protocol, Step};
+use procession::Director;
 use procession::{DirectorError, EventFilter, EventKind};
 
 /// The pid in the first `spawned` event of `child`.

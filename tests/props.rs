@@ -2,8 +2,8 @@
 //! run the same inputs for much longer; see RELIABILITY.md).
 
 use bytes::BytesMut;
-use procession::frame::{Decoded, FrameDecoder};
-use procession::matching::json_matches;
+use procession::internals::json_matches;
+use procession::internals::{Decoded, FrameDecoder};
 use procession::{Frame, Framing};
 use proptest::prelude::*;
 use serde_json::Value;

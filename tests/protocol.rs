@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use procession::director::Director;
 use procession::protocol::{Order, Protocol, ProtocolReport, Step, StepOutcome, Unlisted};
+use procession::Director;
 use procession::{EventFilter, EventKind, Frame, Framing};
 use serde_json::json;
 

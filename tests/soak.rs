@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use procession::batch::{Batch, BatchOptions, Job};
-use procession::director::{Director, RestartPolicy, RestartSpec};
 use procession::EventFilter;
+use procession::{Director, RestartPolicy, RestartSpec};
 
 /// The two soaks measure the whole process: they must not run at once.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,7 +31,7 @@ fn rss_kib() -> u64 {
 }
 
 async fn batch_of(jobs: usize) {
-    let list = (0..jobs)
+    let list: Vec<Job> = (0..jobs)
         .map(|i| {
             Job::new(
                 i.to_string(),
@@ -84,7 +84,7 @@ async fn a_thousand_restarts_leak_no_descriptor_and_no_memory() {
     let director = Director::start();
     let mut events = tap(
         &director,
-        EventFilter::all().kinds([procession::event::Kind::Spawned]),
+        EventFilter::all().kinds([procession::Kind::Spawned]),
     )
     .await;
     let restart = RestartSpec {
@@ -186,7 +186,7 @@ async fn a_thousand_restarts_that_each_leave_a_daemon_leave_none() {
     let director = Director::start();
     let mut events = tap(
         &director,
-        EventFilter::all().kinds([procession::event::Kind::Spawned]),
+        EventFilter::all().kinds([procession::Kind::Spawned]),
     )
     .await;
     let restart = RestartSpec {

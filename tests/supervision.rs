@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use procession::director::{ChildState, Director, RestartPolicy, RestartSpec, Strategy};
 use procession::{ChildSpec, DirectorConfig, DirectorError, Event, EventFilter, EventKind, Frame};
+use procession::{ChildState, Director, RestartPolicy, RestartSpec, Strategy};
 use tokio::sync::mpsc;
 
 fn restart(policy: RestartPolicy, max: u32, backoff_ms: u64) -> RestartSpec {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use procession::director::Director;
+use procession::Director;
 use procession::{ChildSpec, Event, EventFilter, EventKind, Frame, Terminal};
 use tokio::sync::mpsc::UnboundedReceiver;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use procession::batch::{Batch, BatchOptions, Job};
-use procession::director::Director;
+use procession::Director;
 use procession::{EventFilter, Framing};
 use serde_json::{json, Value};
 
@@ -46,9 +46,9 @@ async fn a_director_runs_from_plain_tokio_and_its_thread_ends_with_it() {
     let director = Director::start();
     let mut events = director
         .events(EventFilter::all().kinds([
-            procession::event::Kind::Output,
-            procession::event::Kind::Exited,
-            procession::event::Kind::Finished,
+            procession::Kind::Output,
+            procession::Kind::Exited,
+            procession::Kind::Finished,
         ]))
         .await
         .unwrap();
@@ -89,7 +89,7 @@ async fn a_director_runs_from_plain_tokio_and_its_thread_ends_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_runs_from_plain_tokio_and_is_a_stream() {
     let jobs = (0..5).map(|i| Job::new(format!("j{i}"), ["echo", &format!("job {i}")]));
-    let batch = Batch::start(jobs.collect(), BatchOptions::default()).unwrap();
+    let batch = Batch::start(jobs, BatchOptions::default()).unwrap();
     let mut results: Vec<_> = StreamExt::collect::<Vec<_>>(batch).await;
     results.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(results.len(), 5);

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use procession::frame::{Decoded, FrameDecoder};
+use procession::internals::{Decoded, FrameDecoder};
 use procession::{Frame, Framing};
 use tokio_util::codec::Decoder;
 

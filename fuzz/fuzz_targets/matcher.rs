@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procession::matching::{json_matches, PatternSpec};
+use procession::internals::json_matches;
+use procession::PatternSpec;
 use procession::Frame;
 
 fuzz_target!(|data: &[u8]| {

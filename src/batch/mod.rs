@@ -32,7 +32,6 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 pub use capture::Output;
-pub use jobs::JobsError;
 
 use crate::child::ExitStatus;
 use crate::spec::ChildSpec;
@@ -235,7 +234,11 @@ impl Batch {
     /// Checks the jobs and starts running them: inside an actix `System` on
     /// the current arbiter, else (plain tokio, or no runtime) on a thread
     /// of its own that ends with the batch.
-    pub fn start(jobs: Vec<Job>, options: BatchOptions) -> Result<Batch, BatchError> {
+    pub fn start(
+        jobs: impl IntoIterator<Item = Job>,
+        options: BatchOptions,
+    ) -> Result<Batch, BatchError> {
+        let jobs: Vec<Job> = jobs.into_iter().collect();
         let mut seen = std::collections::HashSet::new();
         for job in &jobs {
             if !seen.insert(job.key.as_str()) {

@@ -12,7 +12,7 @@
 //! every frame, then stops. A restart is a new actor built from the spec.
 
 mod lifecycle;
-mod messages;
+pub(crate) mod messages;
 mod output;
 mod spawn;
 mod stdin;
@@ -28,9 +28,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use messages::{
-    ChildEvent, ChildEventKind, ChildEvents, CloseStdin, Exit, ExitStatus, GetStdin, SendSignal,
-    Stop, Stream, WaitExit, Write,
+    ChildEvent, ChildEventKind, ChildEvents, CloseStdin, GetStdin, SendSignal, Stop, WaitExit,
+    Write,
 };
+pub(crate) use messages::{Exit, ExitStatus, Stream};
 pub(crate) use spawn::Options as SpawnOptions;
 #[cfg(test)]
 pub(crate) use stdin::StdinCmd;

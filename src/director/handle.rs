@@ -14,7 +14,7 @@ use super::messages::Request;
 use super::messages::*;
 use super::{DirectorActor, DirectorConfig, Route};
 use crate::child::Exit;
-use crate::error::DirectorError;
+use crate::error::{DirectorError, RequestError};
 use crate::event::{Event, EventFilter};
 use crate::frame::Frame;
 use crate::plan::Plan;
@@ -26,7 +26,7 @@ use crate::Signal;
 ///
 /// ```
 /// use std::time::Duration;
-/// use procession::director::Director;
+/// use procession::Director;
 /// use procession::{ChildSpec, Framing};
 ///
 /// #[actix::main]
@@ -97,9 +97,16 @@ impl Director {
         Director { addr }
     }
 
-    /// The actor's address, for sending messages directly.
-    pub fn addr(&self) -> &Addr<DirectorActor> {
-        &self.addr
+    /// Tells the director that a write of this program's own failed (its
+    /// stdout is closed, a log collector is gone): it publishes
+    /// `write_failed` with `target` (`stdout`, `stderr`, a file) and the
+    /// error, so the events file says why output is missing. Call it once
+    /// per target; it never waits.
+    pub fn report_write_failure(&self, target: impl Into<String>, error: impl ToString) {
+        self.addr.do_send(ReportWriteFailure {
+            target: target.into(),
+            error: error.to_string(),
+        });
     }
 
     async fn ask<M>(&self, msg: M) -> Result<M::Result, DirectorError>
@@ -111,7 +118,11 @@ impl Director {
         self.addr.send(msg).await.map_err(|_| DirectorError::Gone)
     }
 
-    /// Adds children and routes, checked as a whole (see [`Launch`]).
+    /// Adds children and routes, checked as a whole: names, dependency
+    /// cycles, unknown children in `depends_on`, routes (they may name the
+    /// new children), regexes. On any problem nothing is added or started
+    /// and all problems are returned ([`DirectorError::Invalid`]). Then each
+    /// child starts as soon as its dependencies are ready.
     pub async fn launch(
         &self,
         children: impl IntoIterator<Item = ChildSpec>,
@@ -125,9 +136,12 @@ impl Director {
         .await?
     }
 
-    /// Adds children and routes and runs a protocol over them (see
-    /// [`Launch`]); returns its report once it has finished. The children
-    /// keep running: stop them with [`Director::shutdown`].
+    /// Adds children and routes (checked as [`launch`](Director::launch)
+    /// does, with the protocol's steps and captures) and runs a protocol
+    /// over them; returns its report once it has finished. The protocol
+    /// starts before any child can print, so its first `expect` sees
+    /// everything. The children keep running: stop them with
+    /// [`Director::shutdown`].
     pub async fn run(
         &self,
         children: impl IntoIterator<Item = ChildSpec>,
@@ -197,13 +211,18 @@ impl Director {
         self.deliver(to, Frame::Json(value)).await
     }
 
-    /// Sends a request and returns the raw reply frame (see [`Request`]).
+    /// Sends a request and returns the raw reply frame. For a `json` child
+    /// the request must be an object; the director adds `"id"` (or the
+    /// spec's `request_id_field`) and the reply is the first object from the
+    /// child with the same value there. For other children the reply is the
+    /// next stdout frame (concurrent requests are answered in order), and a
+    /// JSON string frame is sent as a plain line.
     pub async fn request_frame(
         &self,
         to: impl Into<Arc<str>>,
         frame: impl Into<Frame>,
         timeout: Duration,
-    ) -> Result<Frame, DirectorError> {
+    ) -> Result<Frame, RequestError> {
         self.ask(Request {
             to: to.into(),
             frame: frame.into(),
@@ -218,7 +237,7 @@ impl Director {
     /// `"id"` (or the field its spec's `request_id_field` names) and the
     /// reply with the same value there decodes into `R` (extra fields such
     /// as `id` are ignored unless `R` denies them). An object that has that
-    /// field already is refused ([`DirectorError::IdConflict`]), never
+    /// field already is refused ([`RequestError::IdConflict`]), never
     /// overwritten. A reply that comes after `timeout` is dropped and
     /// published as `late_reply`, never routed. For a line
     /// child a string is sent as the line itself, anything else as compact
@@ -229,13 +248,16 @@ impl Director {
         to: impl Into<Arc<str>>,
         value: &T,
         timeout: Duration,
-    ) -> Result<R, DirectorError>
+    ) -> Result<R, RequestError>
     where
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
         let to = to.into();
-        let value = to_json(&to, value)?;
+        let value = serde_json::to_value(value).map_err(|source| RequestError::Encode {
+            child: to.clone(),
+            source,
+        })?;
         let reply = self
             .request_frame(to.clone(), Frame::Json(value), timeout)
             .await?;
@@ -454,8 +476,8 @@ fn to_json<T: Serialize + ?Sized>(child: &Arc<str>, value: &T) -> Result<Value, 
     })
 }
 
-fn decode_reply<R: DeserializeOwned>(child: &Arc<str>, reply: Frame) -> Result<R, DirectorError> {
-    let bad = |reply: &str, source| DirectorError::BadReply {
+fn decode_reply<R: DeserializeOwned>(child: &Arc<str>, reply: Frame) -> Result<R, RequestError> {
+    let bad = |reply: &str, source| RequestError::BadReply {
         child: child.clone(),
         reply: reply.chars().take(80).collect(),
         source,

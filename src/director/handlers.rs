@@ -16,7 +16,7 @@ use super::messages::Request;
 use super::messages::*;
 use super::DirectorActor;
 use crate::child::{ChildEventKind, ChildEvents, Exit, SendSignal};
-use crate::error::{ConfigErrors, DirectorError};
+use crate::error::{ConfigErrors, DirectorError, RequestError};
 use crate::event::EventKind;
 use crate::frame::{Frame, Framing};
 use crate::plan::{Existing, Plan};
@@ -177,12 +177,12 @@ impl Handler<Deliver> for DirectorActor {
 }
 
 impl Handler<Request> for DirectorActor {
-    type Result = ResponseActFuture<Self, Result<Frame, DirectorError>>;
+    type Result = ResponseActFuture<Self, Result<Frame, RequestError>>;
 
     fn handle(&mut self, msg: Request, ctx: &mut Context<Self>) -> Self::Result {
         let to = msg.to;
         if let Err(e) = self.writable(&to) {
-            return Box::pin(fut::ready(Err(e)));
+            return Box::pin(fut::ready(Err(e.into())));
         }
         let framing = self.framing_of(&to);
         let (reply, answer) = oneshot::channel();
@@ -190,7 +190,7 @@ impl Handler<Request> for DirectorActor {
             (Framing::Json, Frame::Json(Value::Object(mut map))) => {
                 let field = self.id_field_of(&to).to_string();
                 if map.contains_key(&field) {
-                    return Box::pin(fut::ready(Err(DirectorError::IdConflict {
+                    return Box::pin(fut::ready(Err(RequestError::IdConflict {
                         child: to,
                         field,
                     })));
@@ -209,7 +209,7 @@ impl Handler<Request> for DirectorActor {
                     Frame::Line(_) => "a line",
                     Frame::Bytes(_) => "bytes",
                 };
-                return Box::pin(fut::ready(Err(DirectorError::NotAnObject {
+                return Box::pin(fut::ready(Err(RequestError::NotAnObject {
                     child: to,
                     got,
                 })));
@@ -228,13 +228,13 @@ impl Handler<Request> for DirectorActor {
             let wait = async {
                 written.await?;
                 sent = true;
-                answer.await.map_err(|_| DirectorError::NoReply {
+                answer.await.map_err(|_| RequestError::NoReply {
                     child: child.clone(),
                 })
             };
             let result = match tokio::time::timeout(timeout, wait).await {
                 Ok(result) => result,
-                Err(_) => Err(DirectorError::Timeout { child, timeout }),
+                Err(_) => Err(RequestError::Timeout { child, timeout }),
             };
             (result, sent)
         };
@@ -243,7 +243,7 @@ impl Handler<Request> for DirectorActor {
                 match &result {
                     Ok(_) => {}
                     // Written, so its reply may still come: it will be late.
-                    Err(DirectorError::Timeout { .. }) if sent => act.requests.expire(&to, id),
+                    Err(RequestError::Timeout { .. }) if sent => act.requests.expire(&to, id),
                     Err(_) => act.requests.cancel(&to, id),
                 }
                 result

@@ -8,7 +8,7 @@ use actix::{Message, Recipient};
 
 use super::routing::Route;
 use crate::child::Exit;
-use crate::error::DirectorError;
+use crate::error::{DirectorError, RequestError};
 use crate::event::{Event, EventFilter};
 use crate::frame::Frame;
 use crate::plan::Plan;
@@ -78,7 +78,7 @@ pub struct Deliver {
 /// is the next stdout frame (concurrent requests are answered in order), and
 /// a JSON string frame is sent as a plain line.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Frame, DirectorError>")]
+#[rtype(result = "Result<Frame, RequestError>")]
 pub struct Request {
     /// The child.
     pub to: Arc<str>,
@@ -88,7 +88,8 @@ pub struct Request {
     pub timeout: Duration,
 }
 
-/// An id for a subscription, to end it with [`Unsubscribe`].
+/// An id for a subscription, to end it with
+/// [`Director::unsubscribe`](crate::Director::unsubscribe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SubscriptionId(pub(crate) u64);
 
@@ -215,7 +216,8 @@ pub struct Shutdown {
     pub kill: bool,
 }
 
-/// A child and its state, as listed by [`ListChildren`].
+/// A child and its state, as listed by
+/// [`Director::children`](crate::Director::children).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChildInfo {
     /// Its name.
@@ -226,7 +228,8 @@ pub struct ChildInfo {
     pub restarts: u32,
 }
 
-/// Where a child is in its life (a snapshot; see [`ListChildren`]).
+/// Where a child is in its life (a snapshot; see
+/// [`Director::children`](crate::Director::children)).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ChildState {

@@ -52,11 +52,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use handle::{Director, EventStream};
-pub use messages::{
-    ChildInfo, ChildState, CloseChildStdin, Deliver, Launch, LaunchPlan, ListChildren,
-    ReportWriteFailure, Request, Run, RunPlan, Shutdown, SignalChild, StopChild, Subscribe,
-    SubscriptionId, Unsubscribe, WaitChild, WaitProtocol,
-};
+pub use messages::{ChildInfo, ChildState, SubscriptionId};
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};
 

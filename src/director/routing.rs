@@ -18,8 +18,8 @@ use crate::matching::{Pattern, PatternSpec};
 /// order they were printed.
 ///
 /// ```
-/// use procession::director::Route;
-/// use procession::matching::PatternSpec;
+/// use procession::Route;
+/// use procession::PatternSpec;
 /// let route = Route::new("client", "server").filter(PatternSpec::Regex("^DATA".into()));
 /// # let _ = route;
 /// ```

@@ -11,9 +11,9 @@ mod steps;
 use std::time::Duration;
 
 pub use machine::Taken;
+pub(crate) use steps::default_max_visits;
 pub use steps::{
-    default_max_visits, Action, Alternative, ExpectedExit, Order, Payload, Protocol, Step,
-    Unlisted, DEFAULT_WITHIN,
+    Action, Alternative, ExpectedExit, Order, Payload, Protocol, Step, Unlisted, DEFAULT_WITHIN,
 };
 
 /// How each step of a protocol went.

@@ -44,8 +44,8 @@ impl Default for Protocol {
     }
 }
 
-/// The default of [`Protocol::max_visits`]: 100.
-pub fn default_max_visits() -> u32 {
+/// The default of `Protocol::max_visits`: 100.
+pub(crate) fn default_max_visits() -> u32 {
     100
 }
 

@@ -53,7 +53,7 @@ async fn raw_spawn(jobs: usize) -> f64 {
 
 async fn batch_spawn(jobs: usize) -> f64 {
     let start = Instant::now();
-    let list = (0..jobs)
+    let list: Vec<Job> = (0..jobs)
         .map(|i| Job::new(i.to_string(), short_job()))
         .collect();
     let options = BatchOptions {
@@ -133,7 +133,7 @@ async fn raw_capture(mib: usize) -> f64 {
 
 async fn batch_capture(mib: usize) -> (f64, f64) {
     reset_peak_rss();
-    let list = (0..4)
+    let list: Vec<Job> = (0..4)
         .map(|i| {
             Job::new(
                 format!("j{i}"),

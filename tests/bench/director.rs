@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use procession::director::{Director, RestartPolicy, RestartSpec, Route};
 use procession::{
     ChildSpec, DirectorConfig, Event, EventFilter, EventKind, Frame, Ready, StderrMode,
 };
+use procession::{Director, RestartPolicy, RestartSpec, Route};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::report::{median, percentile, rss_mib, Row};
@@ -444,9 +444,9 @@ pub async fn scale(size: Size) -> Row {
     let mut taps = tap(
         &director,
         EventFilter::all().kinds([
-            procession::event::Kind::Spawned,
-            procession::event::Kind::Ready,
-            procession::event::Kind::Lagged,
+            procession::Kind::Spawned,
+            procession::Kind::Ready,
+            procession::Kind::Lagged,
         ]),
     )
     .await;
@@ -539,7 +539,7 @@ async fn director_restart(n: usize) -> Vec<f64> {
         &director,
         EventFilter::all()
             .children(["crash"])
-            .kinds([procession::event::Kind::Output]),
+            .kinds([procession::Kind::Output]),
     )
     .await;
     let restart = RestartSpec {

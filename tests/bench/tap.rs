@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use procession::director::Director;
+use procession::Director;
 use procession::{Event, EventFilter, EventKind, Frame};
 use tokio::sync::mpsc;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use procession::child::{ChildEvent, ChildEventKind, ChildEvents, Exit};
+use procession::child::{ChildEvent, ChildEventKind, ChildEvents};
+use procession::Exit;
 use procession::{ChildSpec, Frame, Stream};
 use tokio::sync::mpsc;
 
@@ -187,7 +188,7 @@ impl Handler<procession::Event> for Tap {
 
 /// Subscribes a [`Tap`] to `director` and returns the test's end.
 pub async fn tap(
-    director: &procession::director::Director,
+    director: &procession::Director,
     filter: procession::EventFilter,
 ) -> mpsc::UnboundedReceiver<procession::Event> {
     let (tx, rx) = mpsc::unbounded_channel();

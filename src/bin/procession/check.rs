@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use procession::matching::PatternSpec;
 use procession::scenario::{self, Scenario};
+use procession::PatternSpec;
 use procession::{format_duration, ChildSpec};
 
 pub fn check(path: &Path, set: &[(String, String)]) -> u8 {
@@ -188,7 +188,7 @@ fn describe_child(c: &ChildSpec) -> String {
         ));
     }
     let r = &c.restart;
-    if r.policy != procession::director::RestartPolicy::Never {
+    if r.policy != procession::RestartPolicy::Never {
         notes.push(format!(
             "restart {} (max {} in {}, backoff {}..{})",
             serde_plain(&r.policy),

@@ -42,8 +42,7 @@ macro_rules! errln {
 mod stdio {
     use std::cell::RefCell;
 
-    use actix::Recipient;
-    use procession::director::ReportWriteFailure;
+    use procession::Director;
 
     #[derive(Clone, Copy)]
     pub enum Target {
@@ -53,7 +52,7 @@ mod stdio {
 
     #[derive(Default)]
     struct State {
-        director: Option<Recipient<ReportWriteFailure>>,
+        director: Option<Director>,
         /// Per stream: not failed, failed and waiting for a director, or told.
         failures: [Option<(String, bool)>; 2],
     }
@@ -77,7 +76,7 @@ mod stdio {
     }
 
     /// Where to report failures from now on (`None` once the run is over).
-    pub fn report_to(director: Option<Recipient<ReportWriteFailure>>) {
+    pub fn report_to(director: Option<Director>) {
         let _ = STATE.try_with(|s| {
             let mut s = s.borrow_mut();
             s.director = director;
@@ -92,10 +91,7 @@ mod stdio {
         for (i, slot) in s.failures.iter_mut().enumerate() {
             if let Some((error, told @ false)) = slot {
                 let target = if i == 0 { "stdout" } else { "stderr" };
-                director.do_send(ReportWriteFailure {
-                    target: target.into(),
-                    error: error.clone(),
-                });
+                director.report_write_failure(target, &*error);
                 *told = true;
             }
         }

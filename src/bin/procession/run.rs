@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use procession::director::{ChildInfo, ChildState, Director, RunPlan, Shutdown};
-use procession::event::Journal;
 use procession::protocol::{ProtocolReport, StepOutcome};
 use procession::{format_duration, scenario, DirectorConfig, ExitStatus, Signal};
+use procession::{ChildInfo, ChildState, Director, Journal};
 use tokio::sync::oneshot;
 
 use crate::check::report_invalid;
@@ -55,7 +54,7 @@ pub fn run(args: RunArgs) -> u8 {
             log_dir: args.log_dir.clone(),
             ..DirectorConfig::default()
         });
-        crate::stdio::report_to(Some(director.addr().clone().recipient()));
+        crate::stdio::report_to(Some(director.clone()));
         let mut signals = match director.shutdown_on_signals() {
             Ok(rx) => rx,
             Err(e) => {
@@ -77,7 +76,8 @@ pub fn run(args: RunArgs) -> u8 {
         let steps = scenario.protocol().steps.len();
         // Launch, then wait for the protocol to end: by itself, by a signal,
         // or by the timeout.
-        let mut report_fut = Box::pin(director.addr().send(RunPlan(scenario.plan)));
+        let runner = director.clone();
+        let mut report_fut = Box::pin(async move { runner.run_plan(scenario.plan).await });
         let timeout = async {
             match args.timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -93,23 +93,26 @@ pub fn run(args: RunArgs) -> u8 {
             }
             () = timeout => {
                 let t = format_duration(args.timeout.unwrap_or_default());
-                director.addr().do_send(Shutdown { reason: format!("timed out after {t}"), kill: false });
+                let director = director.clone();
+                actix::spawn(async move {
+                    director.shutdown(format!("timed out after {t}")).await;
+                });
                 report_fut.await
             }
         };
         let report = match report {
-            Ok(Ok(report)) => Some(report),
-            Ok(Err(e @ procession::DirectorError::Invalid(_))) => {
+            Ok(report) => Some(report),
+            Err(e @ procession::DirectorError::Invalid(_)) => {
                 errln!("{}: {e}", args.scenario.display());
                 director.shutdown("invalid scenario").await;
                 return 2;
             }
-            Ok(Err(e)) => {
+            // The director is gone (it panicked: the message is above).
+            Err(procession::DirectorError::Gone) => None,
+            Err(e) => {
                 errln!("the run could not go on: {e}");
                 None
             }
-            // The director is gone (it panicked: the message is above).
-            Err(_) => None,
         };
         let finals = director.shutdown("the scenario is over").await;
         crate::stdio::report_to(None);
@@ -128,7 +131,15 @@ pub fn run(args: RunArgs) -> u8 {
         let passed = report.as_ref().is_some_and(|r| r.passed) && ending.passed == Some(true);
         err!(
             "{}",
-            summary(report.as_ref(), &ending, steps, &finals, started, interrupted, colour)
+            summary(
+                report.as_ref(),
+                &ending,
+                steps,
+                &finals,
+                started,
+                interrupted,
+                colour
+            )
         );
         // An events file that could not be written is a failed run.
         let events_lost = journal.as_ref().and_then(Journal::error);

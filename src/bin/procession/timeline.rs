@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use procession::event::{Description, Kind, Shown, Tone};
+use procession::{Description, Kind, Shown, Tone};
 use procession::{Event, EventFilter, EventKind};
 use tokio::sync::oneshot;
 

@@ -689,6 +689,7 @@ impl From<RequestError> for DirectorError {
     fn from(e: RequestError) -> DirectorError {
         match e {
             RequestError::NotSent(e) => e,
+            RequestError::Encode { child, source } => DirectorError::Encode { child, source },
             e => DirectorError::Request(Box::new(e)),
         }
     }
@@ -698,6 +699,7 @@ impl From<DirectorError> for RequestError {
     fn from(e: DirectorError) -> RequestError {
         match e {
             DirectorError::Request(e) => *e,
+            DirectorError::Encode { child, source } => RequestError::Encode { child, source },
             e => RequestError::NotSent(e),
         }
     }

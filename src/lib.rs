@@ -15,7 +15,7 @@
 //! and a protocol checked together (a [`scenario`] file becomes one).
 //!
 //! ```text
-//!  caller ──Launch/LaunchPlan/Deliver/Request/StopChild──► DirectorActor ──► subscribers
+//!  Director ──launch/deliver/request/stop/..───────────────► director actor ─► subscribers
 //!                                                          │   ▲        (bounded, `lagged`)
 //!     registry (children.rs): one state per child ─────────┤   │ ChildEvents (numbered
 //!     outbox (outbox.rs): one ordered stdin queue per child┘   │  batches; the next one
@@ -117,7 +117,7 @@ pub use sys::{adopt_all_orphans, raise_open_files_limit, OpenFiles, Signal, Unkn
 #[doc(hidden)]
 pub mod internals {
     pub use crate::frame::{Decoded, FrameDecoder};
-    pub use crate::matching::json_matches;
+    pub use crate::matching::{json_matches, Pattern};
 }
 
 /// The README's Rust blocks, compiled and run as doctests.

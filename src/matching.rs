@@ -71,6 +71,7 @@ pub enum Pattern {
 
 impl PatternSpec {
     /// Compiles the pattern (a regex may be invalid).
+    #[doc(hidden)]
     pub fn compile(&self) -> Result<Pattern, regex::Error> {
         Ok(match self {
             PatternSpec::Regex(re) => Pattern::Regex(Regex::new(re)?),

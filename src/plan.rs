@@ -35,8 +35,8 @@ use crate::protocol::Protocol;
 use crate::spec::{ChildSpec, Ready};
 
 /// Children, routes and a protocol that were checked together. Build it with
-/// [`Plan::check`]; run it with [`Director::launch_plan`](crate::director::Director::launch_plan)
-/// or [`Director::run_plan`](crate::director::Director::run_plan).
+/// [`Plan::check`]; run it with [`Director::launch_plan`](crate::Director::launch_plan)
+/// or [`Director::run_plan`](crate::Director::run_plan).
 pub struct Plan {
     children: Vec<ChildSpec>,
     /// Replica groups: a name and its replicas `NAME-1` … `NAME-N`.

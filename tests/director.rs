@@ -955,3 +955,27 @@ async fn wait_ready_on_a_child_stopped_in_its_backoff_says_so() {
     );
     director.shutdown("done").await;
 }
+
+#[actix_rt::test]
+async fn shutdown_now_kills_a_child_that_ignores_term_without_waiting_for_its_grace() {
+    let director = Director::start();
+    let stubborn = fixture_spec("stubborn", &["ignore-term"])
+        .ready(Ready::line("^ready$"))
+        .grace(Duration::from_secs(120));
+    director.add(stubborn).await.unwrap();
+    director
+        .wait_ready_within("stubborn", Duration::from_secs(20))
+        .await
+        .unwrap();
+    // A plain shutdown would wait the whole 120 s grace.
+    let finals = tokio::time::timeout(Duration::from_secs(20), director.shutdown_now("now"))
+        .await
+        .expect("shutdown_now does not wait for the grace");
+    assert_eq!(finals.len(), 1);
+    match &finals[0].state {
+        ChildState::Stopped(exit) => {
+            assert_eq!(exit.status, ExitStatus::Signal(procession::Signal::Kill))
+        }
+        other => panic!("stubborn is {other}"),
+    }
+}

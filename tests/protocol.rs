@@ -502,3 +502,30 @@ async fn the_first_steps_send_to_and_close_a_running_child() {
     assert!(report.passed, "{report:#?}");
     director.shutdown("test over").await;
 }
+
+#[actix_rt::test]
+async fn wait_protocol_gives_the_report_of_the_protocol_a_plan_started() {
+    let director = Director::start();
+    assert!(
+        director.wait_protocol().await.unwrap().is_none(),
+        "none started yet"
+    );
+    let plan = procession::Plan::check(
+        [fixture_spec("echo", &["echo"])],
+        [],
+        Some(protocol(vec![
+            Step::send_line("echo", "hi"),
+            Step::expect_line("echo", "^hi$").label("echoed"),
+        ])),
+    )
+    .unwrap();
+    director.launch_plan(plan).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), director.wait_protocol())
+        .await
+        .expect("the protocol ends")
+        .unwrap()
+        .expect("a plan with steps started a protocol");
+    assert!(report.passed, "{report:#?}");
+    assert_eq!(report.steps[1].label.as_deref(), Some("echoed"));
+    director.shutdown("test over").await;
+}

@@ -431,6 +431,26 @@ impl Director {
         .unwrap_or_default()
     }
 
+    /// Kills every child at once (SIGKILL to each group, and to what
+    /// escaped it), without waiting for graces; what a second Ctrl-C does.
+    /// Returns every child's final state, like [`shutdown`](Director::shutdown).
+    pub async fn shutdown_now(&self, reason: impl Into<String>) -> Vec<ChildInfo> {
+        self.ask(Shutdown {
+            reason: reason.into(),
+            kill: true,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Waits for the report of the protocol started by
+    /// [`run`](Director::run), [`run_plan`](Director::run_plan) or a plan
+    /// given to [`launch_plan`](Director::launch_plan); `Ok(None)` when none
+    /// was started.
+    pub async fn wait_protocol(&self) -> Result<Option<ProtocolReport>, DirectorError> {
+        self.ask(WaitProtocol).await
+    }
+
     /// Turns SIGINT, SIGTERM and SIGHUP of this process into a shutdown:
     /// the first one stops every child with its grace, a second one kills
     /// them at once. The receiver gets the first signal (to choose an exit

@@ -209,6 +209,13 @@ pub enum EventKind {
         #[serde(flatten)]
         frame: Frame,
     },
+    /// A request came over the control socket (`procession ctl`): `op` is
+    /// `send`, `close`, `start`, `stop`, `restart`, `signal` or `shutdown`;
+    /// `child` is the child it names. Published before the director acts.
+    Control {
+        /// The request's `op`.
+        op: String,
+    },
     /// Our own stdout or stderr could not be written (a closed pipe, a full
     /// disk): reported once per stream; the run goes on.
     WriteFailed {
@@ -262,6 +269,7 @@ impl EventKind {
             EventKind::Violation { .. } => Kind::Violation,
             EventKind::LateReply { .. } => Kind::LateReply,
             EventKind::WriteFailed { .. } => Kind::WriteFailed,
+            EventKind::Control { .. } => Kind::Control,
             EventKind::Finished { .. } => Kind::Finished,
             EventKind::Shutdown { .. } => Kind::Shutdown,
             EventKind::Lagged { .. } => Kind::Lagged,
@@ -402,6 +410,7 @@ impl EventKind {
                 Always,
             ),
             EventKind::Routed { to, .. } => d(format!("-> {to}"), Dim, Verbose),
+            EventKind::Control { op } => d(format!("ctl: {op}"), Notice, Always),
             EventKind::WriteFailed { target, error } => d(
                 format!("cannot write to {target}: {error} (not reported again)"),
                 Bad,
@@ -515,6 +524,8 @@ pub enum Kind {
     LateReply,
     /// `write_failed`
     WriteFailed,
+    /// `control`
+    Control,
     /// `finished`
     Finished,
     /// `shutdown`
@@ -525,7 +536,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Spawned,
         Kind::SpawnFailed,
         Kind::Ready,
@@ -545,6 +556,7 @@ impl Kind {
         Kind::Violation,
         Kind::LateReply,
         Kind::WriteFailed,
+        Kind::Control,
         Kind::Finished,
         Kind::Shutdown,
         Kind::Lagged,
@@ -572,6 +584,7 @@ impl Kind {
             Kind::Violation => "violation",
             Kind::LateReply => "late_reply",
             Kind::WriteFailed => "write_failed",
+            Kind::Control => "control",
             Kind::Finished => "finished",
             Kind::Shutdown => "shutdown",
             Kind::Lagged => "lagged",

@@ -68,10 +68,12 @@
 #![warn(missing_docs)]
 
 // Each public type has one path. The everyday ones are at the root (and in
-// the prelude); four modules hold the vocabularies of their own: `child`
-// (a ChildActor without a director), `batch`, `protocol` and `scenario`.
+// the prelude); five modules hold vocabularies of their own: `child`
+// (a ChildActor without a director), `batch`, `control` (the control
+// socket), `protocol` and `scenario`.
 pub mod batch;
 pub mod child;
+pub mod control;
 mod director;
 mod duration;
 mod error;

@@ -76,6 +76,9 @@ pub(crate) enum ShutdownCause {
     /// A significant child ended: the run is over, and a protocol without
     /// steps ends as it would have anyway.
     Significant,
+    /// The person running it asked (`procession ctl shutdown`): a protocol
+    /// with steps left fails, one without steps ends as passed.
+    Operator,
 }
 
 /// Where one child is. See the [module docs](self) for the transitions.
@@ -123,6 +126,8 @@ pub(crate) struct Child<H> {
     history: History,
     /// Why the last probe try of this instance failed.
     probe_error: Option<String>,
+    /// When the current instance reported it was spawned.
+    up_since: Option<std::time::Instant>,
 }
 
 /// Something the director must do, in order.
@@ -408,10 +413,19 @@ impl<H: Clone> Children<H> {
     pub fn list(&self) -> Vec<ChildInfo> {
         self.order
             .iter()
-            .map(|name| ChildInfo {
-                name: name.clone(),
-                state: self.public_state(name),
-                restarts: self.children[name].history.total,
+            .map(|name| {
+                let state = self.public_state(name);
+                let up = matches!(
+                    state,
+                    ChildState::Running { .. } | ChildState::Stopping { .. }
+                );
+                let child = &self.children[name];
+                ChildInfo {
+                    name: name.clone(),
+                    uptime: child.up_since.filter(|_| up).map(|t| t.elapsed()),
+                    state,
+                    restarts: child.history.total,
+                }
             })
             .collect()
     }
@@ -454,6 +468,7 @@ impl<H: Clone> Children<H> {
                 spawns: 0,
                 history: History::default(),
                 probe_error: None,
+                up_since: None,
             };
             self.children.insert(name, child);
         }
@@ -535,6 +550,7 @@ impl<H: Clone> Children<H> {
         ));
         facts.push(Fact::Tell(Tell::Spawned(name.clone())));
         child.probe_error = None;
+        child.up_since = Some(Instant::now());
         match ready {
             None => self.mark_ready(name, &mut facts),
             Some(Ready::After(delay)) => facts.push(Fact::ReadyAfter {
@@ -1267,7 +1283,7 @@ impl<H: Clone> Children<H> {
         if self.shutting_down() {
             return;
         }
-        if cause == ShutdownCause::Significant {
+        if cause != ShutdownCause::Requested {
             facts.push(Fact::Tell(Tell::EndIdle));
         }
         facts.push(Fact::Tell(Tell::Abort(format!(

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::children::ShutdownCause;
 use super::messages::Request;
 use super::messages::*;
 use super::{DirectorActor, DirectorConfig, Route};
@@ -426,9 +427,30 @@ impl Director {
         self.ask(Shutdown {
             reason: reason.into(),
             kill: false,
+            cause: ShutdownCause::Requested,
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// A shutdown asked by the person running it (`procession ctl
+    /// shutdown`): like [`shutdown`](Director::shutdown), but a protocol
+    /// without steps (a run that lasts as long as its children) ends as
+    /// passed, as when a significant child ends.
+    pub(crate) async fn shutdown_by_operator(&self, reason: impl Into<String>) {
+        let _ = self
+            .ask(Shutdown {
+                reason: reason.into(),
+                kill: false,
+                cause: ShutdownCause::Operator,
+            })
+            .await;
+    }
+
+    /// Publishes a `control` event (the control socket calls it before it
+    /// acts on a request, so the event comes before the effects).
+    pub(crate) fn note_control(&self, op: &'static str, child: Option<Arc<str>>) {
+        self.addr.do_send(NoteControl { op, child });
     }
 
     /// Kills every child at once (SIGKILL to each group, and to what
@@ -438,6 +460,7 @@ impl Director {
         self.ask(Shutdown {
             reason: reason.into(),
             kill: true,
+            cause: ShutdownCause::Requested,
         })
         .await
         .unwrap_or_default()
@@ -474,6 +497,7 @@ impl Director {
             addr.do_send(Shutdown {
                 reason: format!("received SIG{first}"),
                 kill: false,
+                cause: ShutdownCause::Requested,
             });
             tokio::select! {
                 _ = int.recv() => {},
@@ -483,6 +507,7 @@ impl Director {
             addr.do_send(Shutdown {
                 reason: "received a second signal: killing".into(),
                 kill: true,
+                cause: ShutdownCause::Requested,
             });
         });
         Ok(rx)

@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 
 use std::rc::Rc;
 
-use super::children::ShutdownCause;
 use super::delivery::RouteBatch;
 use super::messages::Request;
 use super::messages::*;
@@ -295,6 +294,18 @@ impl Handler<ReportWriteFailure> for DirectorActor {
     }
 }
 
+impl Handler<NoteControl> for DirectorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NoteControl, _: &mut Context<Self>) {
+        if self.finals.is_none() {
+            let op = msg.op.to_string();
+            self.bus
+                .publish(msg.child.as_ref(), EventKind::Control { op });
+        }
+    }
+}
+
 impl Handler<Unsubscribe> for DirectorActor {
     type Result = ();
 
@@ -573,7 +584,7 @@ impl Handler<Shutdown> for DirectorActor {
         }
         let (tx, rx) = oneshot::channel();
         self.shutdown_waiters.push(tx);
-        self.begin_shutdown(msg.reason, ShutdownCause::Requested, ctx);
+        self.begin_shutdown(msg.reason, msg.cause, ctx);
         if msg.kill {
             let facts = self.children.kill_all();
             self.apply(facts, ctx);

@@ -155,6 +155,15 @@ pub struct ReportWriteFailure {
     pub error: String,
 }
 
+/// Publishes a `control` event: a control-socket request is about to be
+/// carried out.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) struct NoteControl {
+    pub op: &'static str,
+    pub child: Option<Arc<str>>,
+}
+
 /// Ends a subscription.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -214,6 +223,8 @@ pub struct Shutdown {
     pub reason: String,
     /// Kill at once instead of stopping with the grace.
     pub kill: bool,
+    /// Who asked, which decides how a protocol without steps ends.
+    pub(crate) cause: super::children::ShutdownCause,
 }
 
 /// A child and its state, as listed by
@@ -226,6 +237,8 @@ pub struct ChildInfo {
     pub state: ChildState,
     /// How often it was restarted.
     pub restarts: u32,
+    /// How long its current instance has been up (while it runs or stops).
+    pub uptime: Option<Duration>,
 }
 
 /// Where a child is in its life (a snapshot; see

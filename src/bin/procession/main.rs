@@ -22,6 +22,13 @@ macro_rules! out {
         $crate::stdio::check($crate::stdio::Target::Stdout, written);
     }};
 }
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = writeln!(std::io::stdout().lock(), $($arg)*);
+        $crate::stdio::check($crate::stdio::Target::Stdout, written);
+    }};
+}
 macro_rules! err {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -100,6 +107,7 @@ mod stdio {
 
 mod batch;
 mod check;
+mod ctl;
 mod run;
 mod timeline;
 
@@ -153,6 +161,9 @@ enum Command {
     /// Run many commands, a bounded number at a time, and collect every result.
     #[command(after_help = BATCH_HELP)]
     Batch(batch::BatchArgs),
+    /// Steer a running scenario over its control socket (run --control).
+    #[command(after_help = ctl::CTL_HELP)]
+    Ctl(ctl::CtlArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  procession completions bash > ~/.local/share/bash-completion/completions/procession"
@@ -232,6 +243,10 @@ pub struct RunArgs {
     /// the exact bytes, appended across restarts (DIR is created if missing).
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Listen on this Unix socket for `procession ctl` (mode 0600, only your
+    /// uid; removed at the end). See `procession ctl --help`.
+    #[arg(long, value_name = "SOCKET")]
+    pub control: Option<PathBuf>,
 }
 
 /// `NAME=VALUE` for `--set`.
@@ -285,6 +300,7 @@ fn main() -> ExitCode {
             init_logging(false, 0);
             ExitCode::from(batch::batch(args))
         }
+        Command::Ctl(args) => ctl::main(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

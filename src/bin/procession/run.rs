@@ -55,6 +55,17 @@ pub fn run(args: RunArgs) -> u8 {
             ..DirectorConfig::default()
         });
         crate::stdio::report_to(Some(director.clone()));
+        let control = match &args.control {
+            Some(path) => match procession::control::ControlSocket::bind(path, &director).await {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    errln!("--control: {e}");
+                    director.shutdown("cannot listen for control").await;
+                    return 2;
+                }
+            },
+            None => None,
+        };
         let mut signals = match director.shutdown_on_signals() {
             Ok(rx) => rx,
             Err(e) => {
@@ -120,6 +131,11 @@ pub fn run(args: RunArgs) -> u8 {
             interrupted = signals.try_recv().ok();
         }
         drop(director);
+        if let Some(control) = control {
+            // After the director's end: `ctl events --follow` gets `finished`.
+            // A client that stopped reading holds the end by at most this.
+            control.close(std::time::Duration::from_secs(1)).await;
+        }
         // Let the timeline print the last events before the summary; it
         // also tells how the run ended (a panic can fail a run whose steps
         // all passed).

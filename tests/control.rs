@@ -1,0 +1,547 @@
+//! `procession run --control SOCKET` and `procession ctl`, over a real Unix
+//! socket: every op, refusals, the peer-uid check, stale sockets, following
+//! the events, `attach`, and a client that never reads.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_procession");
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `kv` reads lines and says them back; `ticker` runs until stopped;
+/// `idle` keeps the run going when both have ended (a run without steps
+/// lasts as long as its children).
+const SCENARIO: &str = r#"
+[children.kv]
+cmd = ["cat"]
+
+[children.ticker]
+cmd = ["sh", "-c", "while true; do echo tick; sleep 1; done"]
+
+[children.idle]
+cmd = ["sleep", "1000"]
+"#;
+
+/// A temp dir with a scenario; a `procession run --control` in it.
+struct Run {
+    dir: PathBuf,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Run {
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("procession-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Starts the run and waits until its socket listens.
+    fn start(name: &str, scenario: &str) -> Run {
+        let mut run = Run::prepare(name, scenario);
+        run.spawn();
+        run.wait_for_socket();
+        run
+    }
+
+    fn prepare(name: &str, scenario: &str) -> Run {
+        let dir = Run::dir(name);
+        std::fs::write(dir.join("s.toml"), scenario).unwrap();
+        let socket = dir.join("ctl.sock");
+        Run {
+            dir,
+            socket,
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg(self.dir.join("s.toml"))
+            .arg("--control")
+            .arg(self.socket())
+            .arg("--events")
+            .arg(self.dir.join("events.jsonl"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            // A file, not a pipe nobody reads: the timeline must not block.
+            .stderr(std::fs::File::create(self.dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.socket.clone()
+    }
+
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        // Polls until the run listens (it binds at start; a stale socket
+        // may be there before).
+        while UnixStream::connect(self.socket()).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the run ended ({status}) before it listened: {}",
+                    self.stderr()
+                );
+            }
+            assert!(Instant::now() < deadline, "no socket after {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits for the run to end by itself; its exit status.
+    fn wait(&mut self) -> i32 {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().expect("exited, not signalled");
+            }
+            assert!(Instant::now() < deadline, "the run did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // SIGKILL: its watchdog then kills every child it started.
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn status_of(run: &Run, child: &str) -> Value {
+    let out = run.ctl(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == child)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {child} in {reply}"))
+}
+
+/// Asks until `child` is in `state` (a stop or restart is carried out
+/// asynchronously by the run).
+fn wait_state(run: &Run, child: &str, state: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = status_of(run, child);
+        if status["state"] == state {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{child} is {status}, not {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw connection: one request line, one reply line.
+struct Raw(BufReader<UnixStream>);
+
+impl Raw {
+    fn connect(path: &Path) -> Raw {
+        let stream = UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Raw(BufReader::new(stream))
+    }
+
+    fn ask(&mut self, line: &[u8]) -> Value {
+        self.0.get_mut().write_all(line).unwrap();
+        self.0.get_mut().write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.0.read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"))
+    }
+}
+
+#[test]
+fn every_op_steers_the_run_and_shows_in_its_events() {
+    let mut run = Run::start("ops", SCENARIO);
+    let kv = status_of(&run, "kv");
+    assert_eq!(kv["state"], "running");
+    assert_eq!(kv["ready"], true);
+    assert!(
+        kv["pid"].as_u64().is_some() && kv["uptime_ms"].as_u64().is_some(),
+        "{kv}"
+    );
+    assert_eq!(kv["restarts"], 0);
+    let table = run.ctl(&["status"]);
+    let table = text(&table);
+    assert!(
+        table.contains("NAME") && table.contains("ticker") && table.contains("running"),
+        "{table}"
+    );
+
+    // A follower, started before the changes: it ends with the run.
+    let follower = Command::new(BIN)
+        .arg("ctl")
+        .arg(run.socket())
+        .args(["events", "--follow", "--json", "--child", "kv"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reap_follower = Reap(Some(follower));
+
+    for args in [
+        &["send", "kv", "hello"][..],
+        &["send", "kv", "--json", r#"{"n": 1}"#],
+        &["stop", "ticker"],
+    ] {
+        let out = run.ctl(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+    wait_state(&run, "ticker", "stopped");
+    assert_eq!(run.ctl(&["start", "ticker"]).status.code(), Some(0));
+    let before = wait_state(&run, "ticker", "running")["pid"].clone();
+    assert_eq!(run.ctl(&["restart", "ticker"]).status.code(), Some(0));
+    let deadline = Instant::now() + PATIENCE;
+    // Polls until the restarted instance runs (another pid).
+    while wait_state(&run, "ticker", "running")["pid"] == before {
+        assert!(Instant::now() < deadline, "ticker was not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        run.ctl(&["signal", "ticker", "KILL"]).status.code(),
+        Some(0)
+    );
+    wait_state(&run, "ticker", "exited");
+    assert_eq!(run.ctl(&["close", "kv"]).status.code(), Some(0));
+    wait_state(&run, "kv", "exited"); // cat ends at the end of its input
+
+    let past = run.ctl(&["events", "--json", "--child", "kv"]);
+    let past: Vec<Value> = String::from_utf8_lossy(&past.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(past.iter().all(|e| e["child"] == "kv"), "only kv's");
+    assert!(past.iter().any(|e| e["line"] == "hello"));
+
+    assert_eq!(run.ctl(&["shutdown"]).status.code(), Some(0));
+    assert_eq!(
+        run.wait(),
+        0,
+        "an operator's shutdown of a run without steps passes"
+    );
+    assert!(!run.socket().exists(), "the socket is removed at the end");
+
+    let events = run.events();
+    let ops: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "control")
+        .map(|e| {
+            let child = e["child"].as_str().unwrap_or("-").to_string();
+            (e["op"].as_str().unwrap().to_string(), child)
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("send", "kv"),
+        ("send", "kv"),
+        ("stop", "ticker"),
+        ("start", "ticker"),
+        ("restart", "ticker"),
+        ("signal", "ticker"),
+        ("close", "kv"),
+        ("shutdown", "-"),
+    ]
+    .iter()
+    .map(|(o, c)| (o.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(ops, want);
+    let sent: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["child"] == "kv" && e["event"] == "output")
+        .collect();
+    assert_eq!(sent[0]["line"], "hello");
+    assert_eq!(sent[1]["line"], r#"{"n":1}"#);
+
+    // The follower had every kv event up to the end, then ended.
+    let mut follower = _reap_follower;
+    let mut out = String::new();
+    let mut child = follower.0.take().unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let followed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kv_events: Vec<&Value> = events.iter().filter(|e| e["child"] == "kv").collect();
+    assert_eq!(followed.iter().collect::<Vec<_>>(), kv_events);
+}
+
+/// Kills a helper process the test started, even when it fails.
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn refusals_say_why_and_leave_the_connection_usable() {
+    let run = Run::start("refusals", SCENARIO);
+    let out = run.ctl(&["send", "kb", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no child named `kb` (did you mean `kv`?)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(run.ctl(&["stop", "ticker"]).status.code(), Some(0));
+    wait_state(&run, "ticker", "stopped");
+    let out = run.ctl(&["send", "ticker", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("`ticker` is not running"),
+        "{}",
+        text(&out)
+    );
+    let out = run.ctl(&["signal", "kv", "NOPE"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("unknown signal `NOPE`"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(run.ctl(&["stat"]).status.code(), Some(2), "bad arguments");
+    let out = Command::new(BIN)
+        .args(["ctl", "/nonexistent/ctl.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "cannot connect");
+
+    let mut raw = Raw::connect(&run.socket());
+    let reply = raw.ask(b"{not json");
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().starts_with("bad request"),
+        "{reply}"
+    );
+    let reply = raw.ask(br#"{"op": "stpo", "child": "kv"}"#);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `stpo`"),
+        "{reply}"
+    );
+    let mut long = br#"{"op": "send", "child": "kv", "line": ""#.to_vec();
+    long.extend(std::iter::repeat_n(b'x', (1 << 20) + 10));
+    long.extend(br#""}"#);
+    let reply = raw.ask(&long);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1048576 bytes"),
+        "{reply}"
+    );
+    let reply = raw.ask(json!({"op": "status"}).to_string().as_bytes());
+    assert_eq!(reply["ok"], true, "the connection still answers: {reply}");
+}
+
+#[test]
+fn a_peer_with_another_uid_is_refused() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another uid (setpriv)");
+        return;
+    }
+    let run = Run::start("uid", SCENARIO);
+    let as_nobody = |socket: &Path| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                BIN,
+                "ctl",
+            ])
+            .arg(socket)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    // Mode 0600: the file system already keeps another uid out.
+    let out = as_nobody(&run.socket());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("Permission denied"), "{}", text(&out));
+    // Past the mode, SO_PEERCRED still refuses it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&run.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(run.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&run.socket());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused: uid 65534 is not procession's uid 0"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_anything_else_at_the_path_is_refused() {
+    // A socket whose listener is gone (a run that was killed).
+    let mut run = Run::prepare("stale", SCENARIO);
+    drop(std::os::unix::net::UnixListener::bind(run.socket()).unwrap());
+    assert!(run.socket().exists());
+    run.spawn();
+    run.wait_for_socket();
+    let reply = Raw::connect(&run.socket()).ask(br#"{"op": "status"}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+
+    // A live socket: another run's.
+    let mut second = Run::prepare("live", SCENARIO);
+    second.socket = run.socket();
+    second.spawn();
+    assert_eq!(second.wait(), 2);
+    assert!(second.stderr().contains("another process is listening"));
+    let reply = Raw::connect(&run.socket()).ask(br#"{"op": "status"}"#);
+    assert_eq!(reply["ok"], true, "the first run still listens: {reply}");
+
+    // A file that is not a socket.
+    let mut third = Run::prepare("file", SCENARIO);
+    std::fs::write(third.socket(), "keep me").unwrap();
+    third.spawn();
+    assert_eq!(third.wait(), 2);
+    assert!(third.stderr().contains("exists and is not a socket"));
+    assert_eq!(std::fs::read_to_string(third.socket()).unwrap(), "keep me");
+}
+
+#[test]
+fn attach_types_into_a_child_and_prints_what_it_says() {
+    let run = Run::start("attach", SCENARIO);
+    let mut attach = Command::new(BIN)
+        .arg("ctl")
+        .arg(run.socket())
+        .args(["attach", "kv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = attach.stdin.take().unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let reap = Reap(Some(attach));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for word in ["ping", "pong"] {
+        writeln!(stdin, "{word}").unwrap();
+        assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), word);
+    }
+    drop(stdin); // the end of input ends attach
+    let mut reap = reap;
+    let mut child = reap.0.take().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attach did not end with its input"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert_eq!(
+        status_of(&run, "kv")["state"],
+        "running",
+        "attach leaves the child running"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_loses_events_on_its_connection_only() {
+    // 200,000 output events; the run lasts as long as its child.
+    let mut run = Run::start("stall", "[children.flood]\ncmd = [\"seq\", \"200000\"]\n");
+    let mut stalled = UnixStream::connect(run.socket()).unwrap();
+    stalled
+        .write_all(b"{\"op\": \"events\", \"follow\": true}\n")
+        .unwrap();
+    // Never read while the run goes on: it still ends by itself.
+    assert_eq!(run.wait(), 0);
+    let events = run.events();
+    let outputs = events.iter().filter(|e| e["event"] == "output").count();
+    assert_eq!(outputs, 200_000, "the events file has every line");
+    // The connection was told what it missed.
+    stalled.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = String::new();
+    stalled.read_to_string(&mut got).unwrap();
+    let lines: Vec<Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let missed: u64 = lines
+        .iter()
+        .filter(|e| e["event"] == "lagged")
+        .map(|e| e["missed"].as_u64().unwrap())
+        .sum();
+    assert!(missed > 0, "a lagged line");
+    let got_outputs = lines.iter().filter(|e| e["event"] == "output").count() as u64;
+    assert!(got_outputs < 200_000);
+}

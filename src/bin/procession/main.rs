@@ -108,6 +108,7 @@ mod stdio {
 mod batch;
 mod check;
 mod ctl;
+mod diagram;
 mod run;
 mod timeline;
 
@@ -164,6 +165,9 @@ enum Command {
     /// Steer a running scenario over its control socket (run --control).
     #[command(after_help = ctl::CTL_HELP)]
     Ctl(ctl::CtlArgs),
+    /// Draw a run's events file as a sequence diagram (Mermaid or SVG).
+    #[command(after_help = diagram::DIAGRAM_HELP)]
+    Diagram(diagram::DiagramArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  procession completions bash > ~/.local/share/bash-completion/completions/procession"
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
             ExitCode::from(batch::batch(args))
         }
         Command::Ctl(args) => ctl::main(args),
+        Command::Diagram(args) => ExitCode::from(diagram::diagram(args)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

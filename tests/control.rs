@@ -31,6 +31,7 @@ cmd = ["sleep", "1000"]
 /// A temp dir with a scenario; a `procession run --control` in it.
 struct Run {
     dir: PathBuf,
+    scenario: PathBuf,
     socket: PathBuf,
     child: Option<Child>,
 }
@@ -57,6 +58,7 @@ impl Run {
         std::fs::write(dir.join("s.toml"), scenario).unwrap();
         let socket = dir.join("ctl.sock");
         Run {
+            scenario: dir.join("s.toml"),
             dir,
             socket,
             child: None,
@@ -66,7 +68,7 @@ impl Run {
     fn spawn(&mut self) {
         let child = Command::new(BIN)
             .arg("run")
-            .arg(self.dir.join("s.toml"))
+            .arg(&self.scenario)
             .arg("--control")
             .arg(self.socket())
             .arg("--events")
@@ -305,14 +307,17 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
 
     // The follower had every kv event up to the end, then ended.
     let mut follower = _reap_follower;
-    let mut out = String::new();
+    let mut stdout = follower.0.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(PATIENCE)
+        .expect("the follower ends with the run");
     let mut child = follower.0.take().unwrap();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
     assert!(child.wait().unwrap().success());
     let followed: Vec<Value> = out
         .lines()
@@ -544,4 +549,55 @@ fn a_client_that_never_reads_loses_events_on_its_connection_only() {
     assert!(missed > 0, "a lagged line");
     let got_outputs = lines.iter().filter(|e| e["event"] == "output").count() as u64;
     assert!(got_outputs < 200_000);
+}
+
+#[test]
+fn the_kv_example_is_steered_as_the_readme_shows() {
+    let mut run = Run::prepare("kv", "");
+    run.scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kv.toml");
+    run.spawn();
+    run.wait_for_socket();
+    wait_until_ready(&run, "kv");
+    assert_eq!(
+        run.ctl(&["send", "kv", "SET colour blue"]).status.code(),
+        Some(0)
+    );
+    let mut attach = Command::new(BIN)
+        .arg("ctl")
+        .arg(run.socket())
+        .args(["attach", "kv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Piped input: attach prints the answer to the last line, then ends.
+    attach
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET colour\n")
+        .unwrap();
+    let mut stdout = attach.stdout.take().unwrap();
+    let _reap = Reap(Some(attach));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(PATIENCE)
+        .expect("attach ends after its input");
+    assert_eq!(out, "VALUE blue\n");
+    assert_eq!(run.ctl(&["shutdown"]).status.code(), Some(0));
+    assert_eq!(run.wait(), 0);
+}
+
+fn wait_until_ready(run: &Run, child: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    // Polls the status until the child is ready.
+    while status_of(run, child)["ready"] != true {
+        assert!(Instant::now() < deadline, "{child} never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

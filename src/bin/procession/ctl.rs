@@ -284,7 +284,7 @@ fn table(children: &Value) -> String {
             child["state"].as_str().unwrap_or("?"),
             if child["ready"] == true { "yes" } else { "no" },
             pid,
-            child["restarts"],
+            child["restarts"].as_u64().unwrap_or_default(),
             uptime,
         ));
     }
@@ -328,6 +328,15 @@ fn attach(socket: &Path, child: &str) -> ExitCode {
         }
         Err(code) => return code,
     }
+    // Three sources, one loop: the child's events, the end of our input,
+    // and a refused send.
+    enum Heard {
+        Event(Value),
+        End(ExitCode),
+        InputDone,
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let to_loop = tx.clone();
     let child_name = child.to_string();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -336,37 +345,67 @@ fn attach(socket: &Path, child: &str) -> ExitCode {
             match sends.ask(&request) {
                 Ok(reply) if reply["ok"] == true => {}
                 Ok(reply) => {
-                    refusal(&reply);
-                    std::process::exit(1);
+                    let _ = to_loop.send(Heard::End(refusal(&reply)));
+                    return;
                 }
-                Err(_) => std::process::exit(3),
+                Err(code) => {
+                    let _ = to_loop.send(Heard::End(code));
+                    return;
+                }
             }
         }
-        let _ = std::io::stdout().flush();
-        std::process::exit(0);
+        let _ = to_loop.send(Heard::InputDone);
     });
+    std::thread::spawn(move || loop {
+        let heard = match events.line() {
+            Ok(Some(event)) => Heard::Event(event),
+            Ok(None) => Heard::End(ExitCode::SUCCESS),
+            Err(code) => Heard::End(code),
+        };
+        let end = matches!(heard, Heard::End(_));
+        if tx.send(heard).is_err() || end {
+            return;
+        }
+    });
+    // After the end of input, what the child still says to the last lines
+    // is printed until it has been quiet for this long.
+    const LAST_WORDS: std::time::Duration = std::time::Duration::from_millis(500);
+    let mut input_done = false;
     loop {
-        match events.line() {
-            Ok(Some(event)) => match event["event"].as_str() {
-                Some("output") => {
-                    let text = match (&event["line"], &event["json"]) {
-                        (Value::String(line), _) => line.clone(),
-                        (_, Value::Null) => event["bytes"].to_string(),
-                        (_, json) => json.to_string(),
-                    };
-                    if event["stream"] == "stderr" {
-                        errln!("{text}");
-                    } else {
-                        outln!("{text}");
-                    }
+        let heard = if input_done {
+            match rx.recv_timeout(LAST_WORDS) {
+                Ok(heard) => heard,
+                Err(_) => return ExitCode::SUCCESS,
+            }
+        } else {
+            match rx.recv() {
+                Ok(heard) => heard,
+                Err(_) => return ExitCode::SUCCESS,
+            }
+        };
+        let event = match heard {
+            Heard::Event(event) => event,
+            Heard::End(code) => return code,
+            Heard::InputDone => {
+                input_done = true;
+                continue;
+            }
+        };
+        match event["event"].as_str() {
+            Some("output") => {
+                let text = match (&event["line"], &event["json"]) {
+                    (Value::String(line), _) => line.clone(),
+                    (_, Value::Null) => event["bytes"].to_string(),
+                    (_, json) => json.to_string(),
+                };
+                if event["stream"] == "stderr" {
+                    errln!("{text}");
+                } else {
+                    outln!("{text}");
                 }
-                Some("exited" | "gave_up" | "stopped" | "spawn_failed") => {
-                    return ExitCode::SUCCESS
-                }
-                _ => {}
-            },
-            Ok(None) => return ExitCode::SUCCESS,
-            Err(code) => return code,
+            }
+            Some("exited" | "gave_up" | "stopped" | "spawn_failed") => return ExitCode::SUCCESS,
+            _ => {}
         }
     }
 }

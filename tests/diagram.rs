@@ -100,8 +100,8 @@ fn the_svg_is_xml_with_every_lifeline_and_failed_steps_in_their_own_colour() {
             .and_then(|rect| rect.attribute("fill"))
             .map(str::to_string)
     };
-    let passed = fill_of("step 0 passed").expect("a note for step 0");
-    let failed = fill_of("step 1 FAILED").expect("a note for step 1");
+    let passed = fill_of("step 1 passed").expect("a note for step 1");
+    let failed = fill_of("step 2 FAILED").expect("a note for step 2");
     assert_ne!(passed, failed);
 }
 

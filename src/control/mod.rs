@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -23,20 +24,23 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
-use crate::{ChildInfo, ChildState, Director, EventFilter, EventStream, Signal};
+use crate::{ChildInfo, ChildState, Director, EventFilter, EventKind, EventStream, Signal};
 
 /// The longest request line; a longer one is refused (and skipped).
 pub const MAX_REQUEST: usize = 1 << 20;
-/// Event lines kept for `events` (the newest).
+/// Event lines kept for `events` (the newest), and at most this many bytes.
 const HISTORY: usize = 10_000;
-/// Event lines queued for one following connection before it lags.
+const HISTORY_BYTES: usize = 16 << 20;
+/// Event lines queued for one following connection before it lags, and at
+/// most this many bytes.
 const FOLLOWER_QUEUE: usize = 1024;
+const FOLLOWER_BYTES: usize = 4 << 20;
 
 /// The control socket could not be set up. Each names the path.
 #[derive(Debug, thiserror::Error)]
@@ -87,21 +91,31 @@ impl ControlSocket {
         director: &Director,
     ) -> Result<ControlSocket, ControlError> {
         let path = path.into();
-        let io_error = |source| ControlError::Io {
-            path: path.clone(),
-            source,
+        clear_stale(&path).await?;
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).map_err(|source| ControlError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        // From here on, a failure removes the socket it made.
+        let set_up = async {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            let inode = std::fs::metadata(&path)?.ino();
+            listener.set_nonblocking(true)?;
+            let listener = UnixListener::from_std(listener)?;
+            let events = director
+                .events(EventFilter::all())
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            Ok::<_, io::Error>((inode, listener, events))
         };
-        clear_stale(&path)?;
-        let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io_error)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_error)?;
-        let inode = std::fs::metadata(&path).map_err(io_error)?.ino();
-        listener.set_nonblocking(true).map_err(io_error)?;
-        let listener = UnixListener::from_std(listener).map_err(io_error)?;
-        let events = director
-            .events(EventFilter::all())
-            .await
-            .map_err(|e| io_error(io::Error::other(e.to_string())))?;
+        let (inode, listener, events) = match set_up.await {
+            Ok(parts) => parts,
+            Err(source) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(ControlError::Io { path, source });
+            }
+        };
         let shared = Arc::new(Mutex::new(Shared::default()));
         let pump = spawn(pump(events, shared.clone()));
         let (alive, connections) = mpsc::channel(1);
@@ -151,7 +165,7 @@ impl Drop for ControlSocket {
 }
 
 /// Nothing at `path`, or a socket nobody listens on (then removed).
-fn clear_stale(path: &Path) -> Result<(), ControlError> {
+async fn clear_stale(path: &Path) -> Result<(), ControlError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -165,7 +179,7 @@ fn clear_stale(path: &Path) -> Result<(), ControlError> {
     if !meta.file_type().is_socket() {
         return Err(ControlError::NotASocket { path: path.into() });
     }
-    match std::os::unix::net::UnixStream::connect(path) {
+    match UnixStream::connect(path).await {
         Ok(_) => Err(ControlError::InUse { path: path.into() }),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
             .map_err(|source| ControlError::Io {
@@ -187,17 +201,49 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> JoinHa
     }
 }
 
-/// The event lines so far, and the connections that follow new ones.
+/// One event, serialized once.
+struct Line {
+    /// The child it is about.
+    child: Option<Arc<str>>,
+    /// A director-level `lagged`: for every follower, whatever its filter.
+    everyone: bool,
+    text: Arc<str>,
+}
+
+/// The event lines so far (the last [`HISTORY`], at most
+/// [`HISTORY_BYTES`]), and the connections that follow new ones.
 #[derive(Default)]
 struct Shared {
-    history: VecDeque<Arc<str>>,
+    history: VecDeque<Line>,
+    history_bytes: usize,
     followers: Vec<Follower>,
     /// The director has stopped: no more events.
     over: bool,
 }
 
+impl Shared {
+    fn keep(&mut self, line: &Line) {
+        self.history_bytes += line.text.len();
+        self.history.push_back(Line {
+            child: line.child.clone(),
+            everyone: line.everyone,
+            text: line.text.clone(),
+        });
+        while self.history.len() > HISTORY || self.history_bytes > HISTORY_BYTES {
+            match self.history.pop_front() {
+                Some(old) => self.history_bytes -= old.text.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// A connection that follows the events: a bounded queue (in lines and in
+/// bytes) that its writer drains, and what did not fit.
 struct Follower {
     tx: mpsc::Sender<Arc<str>>,
+    /// Bytes in the queue (the writer takes off what it took).
+    queued: Arc<AtomicUsize>,
     /// Only events about these children (all when empty).
     children: Vec<String>,
     /// Lines that did not fit since the last one that did.
@@ -205,33 +251,46 @@ struct Follower {
 }
 
 impl Follower {
-    fn wants(&self, child: Option<&str>) -> bool {
-        self.children.is_empty() || child.is_some_and(|c| self.children.iter().any(|n| n == c))
+    fn wants(&self, line: &Line) -> bool {
+        line.everyone
+            || self.children.is_empty()
+            || line
+                .child
+                .as_deref()
+                .is_some_and(|c| self.children.iter().any(|n| n == c))
     }
 
-    /// Queues a line (after a `lagged` line if some were missed); false
-    /// once the connection is gone.
-    fn offer(&mut self, line: &Arc<str>, t_ms: u64) -> bool {
-        use mpsc::error::TrySendError;
-        if self.missed > 0 {
-            let lagged = json!({"t_ms": t_ms, "event": "lagged", "missed": self.missed});
-            match self.tx.try_send(lagged.to_string().into()) {
-                Ok(()) => self.missed = 0,
-                Err(TrySendError::Full(_)) => {
-                    self.missed += 1;
-                    return true;
-                }
-                Err(TrySendError::Closed(_)) => return false,
-            }
+    /// Room for `bytes` more, keeping one slot free for a `lagged` line.
+    fn has_room(&self, bytes: usize) -> bool {
+        self.tx.capacity() >= 2 && self.queued.load(Ordering::Relaxed) + bytes <= FOLLOWER_BYTES
+    }
+
+    fn push(&self, text: Arc<str>) -> bool {
+        self.queued.fetch_add(text.len(), Ordering::Relaxed);
+        self.tx.try_send(text).is_ok()
+    }
+
+    /// Tells what was missed, in the slot kept free for it.
+    fn tell_missed(&mut self, t_ms: u64) -> bool {
+        let lagged = json!({"t_ms": t_ms, "event": "lagged", "missed": self.missed});
+        self.missed = 0;
+        self.push(lagged.to_string().into())
+    }
+
+    /// Queues a line, after a `lagged` line if some were missed; false once
+    /// the connection is gone.
+    fn offer(&mut self, line: &Line, t_ms: u64) -> bool {
+        if self.tx.is_closed() {
+            return false;
         }
-        match self.tx.try_send(line.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.missed += 1;
-                true
-            }
-            Err(TrySendError::Closed(_)) => false,
+        if self.missed > 0 && self.has_room(line.text.len() + 64) {
+            self.tell_missed(t_ms);
         }
+        if self.missed == 0 && self.has_room(line.text.len()) {
+            return self.push(line.text.clone());
+        }
+        self.missed += 1;
+        true
     }
 }
 
@@ -241,23 +300,31 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 /// Serializes each event once, keeps it, and offers it to the followers.
 async fn pump(mut events: EventStream, shared: Arc<Mutex<Shared>>) {
+    let mut t_ms = 0;
     while let Some(event) = events.next().await {
-        let Ok(line) = serde_json::to_string(&event) else {
+        let Ok(text) = serde_json::to_string(&event) else {
             continue;
         };
-        let line: Arc<str> = line.into();
+        t_ms = event.t_ms;
+        let line = Line {
+            everyone: event.child.is_none() && matches!(event.kind, EventKind::Lagged { .. }),
+            child: event.child,
+            text: text.into(),
+        };
         let mut s = lock(&shared);
-        if s.history.len() == HISTORY {
-            s.history.pop_front();
-        }
-        s.history.push_back(line.clone());
-        let child = event.child.as_deref();
+        s.keep(&line);
         s.followers
-            .retain_mut(|f| !f.wants(child) || f.offer(&line, event.t_ms));
+            .retain_mut(|f| !f.wants(&line) || f.offer(&line, t_ms));
     }
     let mut s = lock(&shared);
     s.over = true;
-    // Their connections see the end of the events and close.
+    // What a follower missed last is told in the slot kept for it; then
+    // their connections see the end of the events and close.
+    for follower in &mut s.followers {
+        if follower.missed > 0 {
+            follower.tell_missed(t_ms);
+        }
+    }
     s.followers.clear();
 }
 
@@ -331,8 +398,12 @@ fn yes() -> bool {
 /// What a request is answered with.
 enum Answer {
     Reply(Value),
-    /// Event lines, then the connection ends.
-    Events(Vec<Arc<str>>, Option<mpsc::Receiver<Arc<str>>>),
+    /// Event lines, then, when following, new ones from the queue (with
+    /// its byte count) until the run ends; then the connection ends.
+    Events(
+        Vec<Arc<str>>,
+        Option<(mpsc::Receiver<Arc<str>>, Arc<AtomicUsize>)>,
+    ),
 }
 
 fn refused(error: impl std::fmt::Display) -> Answer {
@@ -351,11 +422,12 @@ async fn serve(stream: UnixStream, uid: u32, director: Director, shared: Arc<Mut
             Ok(peer) => format!("uid {peer}"),
             Err(e) => format!("a peer whose uid is unknown ({e})"),
         };
-        let answer = refused(format!("refused: {who} is not procession's uid {uid}"));
-        let _ = send(&mut write, answer).await;
+        let error = format!("refused: {who} is not procession's uid {uid}");
+        let refusal = json!({"ok": false, "error": error});
+        let _ = write.write_all(format!("{refusal}\n").as_bytes()).await;
         return;
     }
-    let mut lines = FramedRead::new(read, RequestLines::default());
+    let mut lines: Requests = FramedRead::new(read, RequestLines::default());
     while let Some(line) = lines.next().await {
         let answer = match line {
             Ok(Ok(line)) if line.trim().is_empty() => continue,
@@ -363,20 +435,28 @@ async fn serve(stream: UnixStream, uid: u32, director: Director, shared: Arc<Mut
                 Ok(request) => answer(request, &director, &shared).await,
                 Err(e) => refused(format!("bad request: {e}")),
             },
-            Ok(Err(TooLong)) => refused(format!(
+            Ok(Err(BadLine::TooLong)) => refused(format!(
                 "bad request: a line is longer than {MAX_REQUEST} bytes"
             )),
+            Ok(Err(BadLine::NotUtf8)) => refused("bad request: the line is not UTF-8"),
             Err(_) => return,
         };
         let events = matches!(answer, Answer::Events(..));
-        if send(&mut write, answer).await.is_err() || events {
+        if send(&mut write, &mut lines, answer).await.is_err() || events {
             return;
         }
     }
 }
 
-/// A request line longer than [`MAX_REQUEST`] (skipped up to its newline).
-struct TooLong;
+/// A request line that cannot be read (skipped up to its newline).
+enum BadLine {
+    /// Longer than [`MAX_REQUEST`].
+    TooLong,
+    /// Not UTF-8.
+    NotUtf8,
+}
+
+type Requests = FramedRead<OwnedReadHalf, RequestLines>;
 
 /// Request lines of at most [`MAX_REQUEST`] bytes. A longer one is an item
 /// of its own, not an error: `FramedRead` ends at the first error, and the
@@ -392,17 +472,21 @@ impl Default for RequestLines {
 impl RequestLines {
     fn item(
         got: Result<Option<String>, LinesCodecError>,
-    ) -> io::Result<Option<Result<String, TooLong>>> {
+    ) -> io::Result<Option<Result<String, BadLine>>> {
         match got {
             Ok(line) => Ok(line.map(Ok)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Err(TooLong))),
+            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Err(BadLine::TooLong))),
+            // The codec has taken the line off before it checked it.
+            Err(LinesCodecError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                Ok(Some(Err(BadLine::NotUtf8)))
+            }
             Err(LinesCodecError::Io(e)) => Err(e),
         }
     }
 }
 
 impl Decoder for RequestLines {
-    type Item = Result<String, TooLong>;
+    type Item = Result<String, BadLine>;
     type Error = io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Self::Item>> {
@@ -414,23 +498,41 @@ impl Decoder for RequestLines {
     }
 }
 
-async fn send(write: &mut OwnedWriteHalf, answer: Answer) -> io::Result<()> {
-    match answer {
-        Answer::Reply(value) => write.write_all(format!("{value}\n").as_bytes()).await,
-        Answer::Events(history, live) => {
-            for line in history {
-                write.write_all(line.as_bytes()).await?;
-                write.write_all(b"\n").await?;
-            }
-            if let Some(mut live) = live {
-                while let Some(line) = live.recv().await {
-                    write.write_all(line.as_bytes()).await?;
-                    write.write_all(b"\n").await?;
+/// Writes an answer. While following, the client's end of input (it went
+/// away) ends the connection too, not only the end of the run.
+async fn send(write: &mut OwnedWriteHalf, lines: &mut Requests, answer: Answer) -> io::Result<()> {
+    let (history, live) = match answer {
+        Answer::Reply(value) => return write.write_all(format!("{value}\n").as_bytes()).await,
+        Answer::Events(history, live) => (history, live),
+    };
+    let mut out = tokio::io::BufWriter::new(write);
+    for line in history {
+        out.write_all(line.as_bytes()).await?;
+        out.write_all(b"\n").await?;
+    }
+    out.flush().await?;
+    if let Some((mut live, queued)) = live {
+        loop {
+            tokio::select! {
+                line = live.recv() => {
+                    let Some(line) = line else { break };
+                    queued.fetch_sub(line.len(), Ordering::Relaxed);
+                    out.write_all(line.as_bytes()).await?;
+                    out.write_all(b"\n").await?;
+                    if live.is_empty() {
+                        out.flush().await?;
+                    }
                 }
+                input = lines.next() => match input {
+                    // More requests while following are not read.
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => return Ok(()),
+                },
             }
-            write.shutdown().await
         }
     }
+    out.flush().await?;
+    out.into_inner().shutdown().await
 }
 
 async fn answer(request: Request, director: &Director, shared: &Mutex<Shared>) -> Answer {
@@ -459,14 +561,17 @@ async fn answer(request: Request, director: &Director, shared: &Mutex<Shared>) -
             });
             return done();
         }
-        Request::Send { child, line, json } => {
-            let child = noted(director, "send", child).await;
-            match (line, json) {
-                (Some(line), None) => director.deliver_line(child, line).await,
-                (None, Some(json)) => director.deliver_json(child, &json).await,
-                _ => return refused("bad request: `send` takes `line` or `json`, one of them"),
+        Request::Send { child, line, json } => match (line, json) {
+            (Some(line), None) => {
+                let child = noted(director, "send", child).await;
+                director.deliver_line(child, line).await
             }
-        }
+            (None, Some(json)) => {
+                let child = noted(director, "send", child).await;
+                director.deliver_json(child, &json).await
+            }
+            _ => return refused("bad request: `send` takes `line` or `json`, one of them"),
+        },
         Request::Close { child } => {
             let child = noted(director, "close", child).await;
             director.close_stdin(child).await
@@ -515,27 +620,25 @@ async fn noted(director: &Director, op: &'static str, child: String) -> Arc<str>
 
 fn events(shared: &Mutex<Shared>, follow: bool, children: Vec<String>, history: bool) -> Answer {
     let mut s = lock(shared);
-    let wanted = |line: &Arc<str>| {
-        children.is_empty()
-            || serde_json::from_str::<Value>(line).is_ok_and(|v| {
-                v["child"]
-                    .as_str()
-                    .is_some_and(|c| children.iter().any(|n| n == c))
-            })
+    let follower = Follower {
+        tx: mpsc::channel(1).0,
+        queued: Arc::default(),
+        children,
+        missed: 0,
     };
     let past = if history {
-        s.history.iter().filter(|l| wanted(l)).cloned().collect()
+        let lines = s.history.iter().filter(|l| follower.wants(l));
+        lines.map(|l| l.text.clone()).collect()
     } else {
         Vec::new()
     };
+    // Registered under the same lock as the snapshot: nothing between the
+    // two is lost or told twice.
     let live = (follow && !s.over).then(|| {
         let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
-        s.followers.push(Follower {
-            tx,
-            children,
-            missed: 0,
-        });
-        rx
+        let queued = follower.queued.clone();
+        s.followers.push(Follower { tx, ..follower });
+        (rx, queued)
     });
     Answer::Events(past, live)
 }

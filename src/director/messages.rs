@@ -230,6 +230,7 @@ pub struct Shutdown {
 /// A child and its state, as listed by
 /// [`Director::children`](crate::Director::children).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ChildInfo {
     /// Its name.
     pub name: Arc<str>,

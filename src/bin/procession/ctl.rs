@@ -235,8 +235,17 @@ impl Conn {
                 Ok(Some(event)) if event.get("ok") == Some(&Value::Bool(false)) => {
                     return refusal(&event)
                 }
-                Ok(Some(event)) if json => outln!("{event}"),
-                Ok(Some(event)) => outln!("{}", readable(&event)),
+                Ok(Some(event)) => {
+                    let text = if json {
+                        event.to_string()
+                    } else {
+                        readable(&event)
+                    };
+                    // A closed stdout (`| head`) ends it.
+                    if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+                        return ExitCode::SUCCESS;
+                    }
+                }
                 Ok(None) => return ExitCode::SUCCESS,
                 Err(code) => return code,
             }
@@ -308,6 +317,7 @@ fn attach(socket: &Path, child: &str) -> ExitCode {
     };
     // Refuse an unknown child (with its "did you mean") before typing.
     match sends.ask(&json!({"op": "status"})) {
+        Ok(reply) if reply["ok"] != true => return refusal(&reply),
         Ok(reply) => {
             let known = reply["children"]
                 .as_array()
@@ -400,8 +410,8 @@ fn attach(socket: &Path, child: &str) -> ExitCode {
                 };
                 if event["stream"] == "stderr" {
                     errln!("{text}");
-                } else {
-                    outln!("{text}");
+                } else if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+                    return ExitCode::SUCCESS; // a closed stdout
                 }
             }
             Some("exited" | "gave_up" | "stopped" | "spawn_failed") => return ExitCode::SUCCESS,

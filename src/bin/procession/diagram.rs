@@ -275,24 +275,37 @@ impl Drawing {
                 }
                 _ => {}
             }
+            // Past the limit, messages and children's notes are left out;
+            // steps and the end are always drawn.
+            let about_run = child.is_none() && !matches!(kind, "routed" | "violation");
             for item in items {
                 if matches!(item, Item::Arrow { .. }) {
                     messages += 1;
                 }
-                if messages > MAX_MESSAGES {
-                    d.elided += usize::from(matches!(item, Item::Arrow { .. }));
-                } else {
+                if messages <= MAX_MESSAGES || about_run {
                     d.items.push(item);
+                } else {
+                    d.elided += usize::from(matches!(item, Item::Arrow { .. }));
                 }
             }
         }
         if d.elided > 0 {
+            // Where the elision began: after the last message drawn.
+            let at = d
+                .items
+                .iter()
+                .rposition(|i| matches!(i, Item::Arrow { .. }))
+                .map_or(0, |i| i + 1);
             let text = format!("… {} more messages elided", d.elided);
-            d.items.push(Item::Note {
+            let note = Item::Note {
                 over: 0,
                 text,
                 tone: Tone::Plain,
-            });
+            };
+            d.items.insert(at, note);
+        }
+        for name in &mut d.lifelines {
+            *name = cut(name);
         }
         for item in &mut d.items {
             let (Item::Arrow { text, .. } | Item::Note { text, .. } | Item::Across { text, .. }) =
@@ -472,9 +485,14 @@ fn cut(text: &str) -> String {
 }
 
 fn cut_to(text: &str, max: usize) -> String {
+    // One line, and only characters XML allows.
     let one_line: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            '\u{FFFE}' | '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
         .collect();
     if one_line.chars().count() <= max {
         return one_line;
@@ -551,6 +569,7 @@ mod tests {
             events.push(serde_json::json!({"t_ms": i, "child": "a", "event": "output", "stream": "stdout", "line": format!("m{i}")}));
             events.push(serde_json::json!({"t_ms": i, "child": "a", "event": "routed", "from": "a", "to": "b"}));
         }
+        events.push(serde_json::json!({"t_ms": 800, "event": "finished", "passed": true}));
         let d = Drawing::of(&events);
         let arrows = d
             .items
@@ -559,8 +578,14 @@ mod tests {
             .count();
         assert_eq!(arrows, 500);
         assert_eq!(d.elided, 200);
-        assert!(
-            matches!(d.items.last(), Some(Item::Note { text, .. }) if text == "… 200 more messages elided")
-        );
+        // The count where the elision began; the run's end still drawn.
+        let notes: Vec<&str> = d.items[d.items.len() - 2..]
+            .iter()
+            .filter_map(|i| match i {
+                Item::Note { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes, ["… 200 more messages elided", "finished: passed"]);
     }
 }

@@ -724,11 +724,28 @@ fn help_teaches_by_example_and_completions_are_generated() {
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("procession run examples/demo.toml"), "{help}");
     assert!(help.contains("130 interrupted"), "{help}");
+    for (command, example) in [
+        ("ctl", "procession ctl /tmp/kv.sock restart kv"),
+        (
+            "diagram",
+            "procession diagram run.jsonl --format svg -o run.svg",
+        ),
+    ] {
+        let out = procession(&[command, "--help"]);
+        assert_eq!(code(&out), 0);
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains(example), "{command} --help: {help}");
+    }
     let out = procession(&["completions", "bash"]);
     assert_eq!(code(&out), 0);
-    assert!(String::from_utf8(out.stdout)
-        .unwrap()
-        .contains("procession"));
+    let script = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "procession__subcmd__ctl",
+        "procession__subcmd__diagram",
+        "ctl__subcmd__attach",
+    ] {
+        assert!(script.contains(word), "completions know {word}");
+    }
 }
 
 /// `procession batch ARGS` run in `cwd` with `input` on its stdin.

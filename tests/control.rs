@@ -300,6 +300,13 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
         "an operator's shutdown of a run without steps passes"
     );
     assert!(!run.socket().exists(), "the socket is removed at the end");
+    let timeline = run.stderr();
+    for shown in ["ctl: send", "ctl: restart", "ctl: shutdown"] {
+        assert!(
+            timeline.contains(shown),
+            "the timeline shows {shown}: {timeline}"
+        );
+    }
 
     let events = run.events();
     let ops: Vec<(String, String)> = events

@@ -89,14 +89,14 @@ pub enum Op {
 }
 
 pub const CTL_HELP: &str = "\
-Examples (with `procession run demo.toml --control /tmp/demo.sock` in another terminal):
-  procession ctl /tmp/demo.sock status
-  procession ctl /tmp/demo.sock send kv 'GET x'
-  procession ctl /tmp/demo.sock send kv --json '{\"op\": \"get\", \"key\": \"x\"}'
-  procession ctl /tmp/demo.sock restart kv
-  procession ctl /tmp/demo.sock events --follow --child kv
-  procession ctl /tmp/demo.sock attach kv
-  procession ctl /tmp/demo.sock shutdown
+Examples (with `procession run examples/kv.toml --control /tmp/kv.sock` in another terminal):
+  procession ctl /tmp/kv.sock status
+  procession ctl /tmp/kv.sock send kv 'GET x'
+  procession ctl /tmp/kv.sock send worker --json '{\"op\": \"get\"}'   # a json child
+  procession ctl /tmp/kv.sock restart kv
+  procession ctl /tmp/kv.sock events --follow --child kv
+  procession ctl /tmp/kv.sock attach kv
+  procession ctl /tmp/kv.sock shutdown
 
 The wire protocol is one JSON object a line each way (README: \"Steering a
 run\"), so socat or a short script can speak it too.

@@ -340,16 +340,8 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
 
     // The follower had every kv event up to the end, then ended.
     let mut follower = _reap_follower;
-    let mut stdout = follower.0.as_mut().unwrap().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let _ = tx.send(out);
-    });
-    let out = rx
-        .recv_timeout(PATIENCE)
-        .expect("the follower ends with the run");
+    let stdout = follower.0.as_mut().unwrap().stdout.take().unwrap();
+    let out = read_all_within(stdout, PATIENCE).expect("the follower ends with the run");
     let mut child = follower.0.take().unwrap();
     assert!(child.wait().unwrap().success());
     let followed: Vec<Value> = out
@@ -358,6 +350,17 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
         .collect();
     let kv_events: Vec<&Value> = events.iter().filter(|e| e["child"] == "kv").collect();
     assert_eq!(followed.iter().collect::<Vec<_>>(), kv_events);
+}
+
+/// Everything `from` gives until its end, if that comes within `patience`.
+fn read_all_within(mut from: impl Read + Send + 'static, patience: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = from.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(patience).ok()
 }
 
 /// Kills a helper process the test started, even when it fails.
@@ -615,17 +618,9 @@ fn the_kv_example_is_steered_as_the_readme_shows() {
         .unwrap()
         .write_all(b"GET colour\n")
         .unwrap();
-    let mut stdout = attach.stdout.take().unwrap();
+    let stdout = attach.stdout.take().unwrap();
     let _reap = Reap(Some(attach));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let _ = tx.send(out);
-    });
-    let out = rx
-        .recv_timeout(PATIENCE)
-        .expect("attach ends after its input");
+    let out = read_all_within(stdout, PATIENCE).expect("attach ends after its input");
     assert_eq!(out, "VALUE blue\n");
     assert_eq!(run.ctl(&["shutdown"]).status.code(), Some(0));
     assert_eq!(run.wait(), 0);

@@ -505,15 +505,22 @@ fn cut_to(text: &str, max: usize) -> String {
 /// Text Mermaid shows as it is: its statement and markup characters as
 /// entity codes.
 fn mermaid_text(text: &str) -> String {
+    escape(text, |c| match c {
+        '#' => Some("#35;"),
+        ';' => Some("#59;"),
+        '<' => Some("#lt;"),
+        '>' => Some("#gt;"),
+        '%' => Some("#37;"),
+        _ => None,
+    })
+}
+
+fn escape(text: &str, code: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '#' => out.push_str("#35;"),
-            ';' => out.push_str("#59;"),
-            '<' => out.push_str("#lt;"),
-            '>' => out.push_str("#gt;"),
-            '%' => out.push_str("#37;"),
-            c => out.push(c),
+        match code(c) {
+            Some(code) => out.push_str(code),
+            None => out.push(c),
         }
     }
     out
@@ -529,17 +536,13 @@ fn mermaid_tinted(note: &str, tone: Tone) -> String {
 }
 
 fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(text, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

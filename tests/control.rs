@@ -112,34 +112,27 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(PATIENCE) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("ctl {args:?} did not end within {PATIENCE:?}");
-            }
-        }
+        bounded(child, PATIENCE, |c| c.wait_with_output().unwrap())
+            .unwrap_or_else(|| panic!("ctl {args:?} did not end within {PATIENCE:?}"))
     }
 
     /// Waits for the run to end by itself; its exit status.
     fn wait(&mut self) -> i32 {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code().expect("exited, not signalled");
-            }
-            assert!(Instant::now() < deadline, "the run did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.take().expect("the run was started");
+        let status = exit_within(child, PATIENCE).expect("the run ends by itself");
+        status.code().expect("exited, not signalled")
+    }
+
+    /// `procession ctl SOCKET ARGS` started, its stdin and stdout piped.
+    fn ctl_piped(&self, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn stderr(&self) -> String {
@@ -190,17 +183,53 @@ fn status_of(run: &Run, child: &str) -> Value {
 /// Asks until `child` is in `state` (a stop or restart is carried out
 /// asynchronously by the run).
 fn wait_state(run: &Run, child: &str, state: &str) -> Value {
+    wait_status(run, child, state, |s| s["state"] == state)
+}
+
+/// Asks for `child`'s status until `wanted` holds. Polled with a deadline:
+/// the socket has no event for a state reached, and the timeline's
+/// events would need a second connection to follow.
+fn wait_status(run: &Run, child: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let status = status_of(run, child);
-        if status["state"] == state {
+        if wanted(&status) {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{child} is {status}, not {state}"
-        );
+        assert!(Instant::now() < deadline, "{child} is {status}, not {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a process to end, at most `patience`; killed (by its pid)
+/// and `None` past it.
+fn exit_within(child: Child, patience: Duration) -> Option<std::process::ExitStatus> {
+    bounded(child, patience, |mut c| c.wait().unwrap())
+}
+
+/// `wait(child)` (which ends when the child does) on a thread of its own,
+/// for at most `patience`: past it the child is killed (by its pid), and
+/// reaped, and the answer is `None`.
+fn bounded<T: Send + 'static>(
+    child: Child,
+    patience: Duration,
+    wait: impl FnOnce(Child) -> T + Send + 'static,
+) -> Option<T> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait(child));
+    });
+    match rx.recv_timeout(patience) {
+        Ok(done) => Some(done),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = rx.recv();
+            None
+        }
     }
 }
 
@@ -250,13 +279,7 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
     );
 
     // A follower, started before the changes: it ends with the run.
-    let follower = Command::new(BIN)
-        .arg("ctl")
-        .arg(run.socket())
-        .args(["events", "--follow", "--json", "--child", "kv"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let follower = run.ctl_piped(&["events", "--follow", "--json", "--child", "kv"]);
     let _reap_follower = Reap(Some(follower));
 
     for args in [
@@ -271,12 +294,9 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
     assert_eq!(run.ctl(&["start", "ticker"]).status.code(), Some(0));
     let before = wait_state(&run, "ticker", "running")["pid"].clone();
     assert_eq!(run.ctl(&["restart", "ticker"]).status.code(), Some(0));
-    let deadline = Instant::now() + PATIENCE;
-    // Polls until the restarted instance runs (another pid).
-    while wait_state(&run, "ticker", "running")["pid"] == before {
-        assert!(Instant::now() < deadline, "ticker was not restarted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_status(&run, "ticker", "running as another pid", |s| {
+        s["state"] == "running" && s["pid"] != before
+    });
     assert_eq!(
         run.ctl(&["signal", "ticker", "KILL"]).status.code(),
         Some(0)
@@ -342,8 +362,8 @@ fn every_op_steers_the_run_and_shows_in_its_events() {
     let mut follower = _reap_follower;
     let stdout = follower.0.as_mut().unwrap().stdout.take().unwrap();
     let out = read_all_within(stdout, PATIENCE).expect("the follower ends with the run");
-    let mut child = follower.0.take().unwrap();
-    assert!(child.wait().unwrap().success());
+    let child = follower.0.take().unwrap();
+    assert!(exit_within(child, PATIENCE).expect("it ended").success());
     let followed: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -510,14 +530,7 @@ fn a_stale_socket_is_replaced_and_anything_else_at_the_path_is_refused() {
 #[test]
 fn attach_types_into_a_child_and_prints_what_it_says() {
     let run = Run::start("attach", SCENARIO);
-    let mut attach = Command::new(BIN)
-        .arg("ctl")
-        .arg(run.socket())
-        .args(["attach", "kv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut attach = run.ctl_piped(&["attach", "kv"]);
     let mut stdin = attach.stdin.take().unwrap();
     let stdout = attach.stdout.take().unwrap();
     let reap = Reap(Some(attach));
@@ -536,19 +549,8 @@ fn attach_types_into_a_child_and_prints_what_it_says() {
     }
     drop(stdin); // the end of input ends attach
     let mut reap = reap;
-    let mut child = reap.0.take().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "attach did not end with its input"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success());
+    let status = exit_within(reap.0.take().unwrap(), PATIENCE);
+    assert!(status.expect("attach ends with its input").success());
     assert_eq!(
         status_of(&run, "kv")["state"],
         "running",
@@ -603,14 +605,7 @@ fn the_kv_example_is_steered_as_the_readme_shows() {
         run.ctl(&["send", "kv", "SET colour blue"]).status.code(),
         Some(0)
     );
-    let mut attach = Command::new(BIN)
-        .arg("ctl")
-        .arg(run.socket())
-        .args(["attach", "kv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut attach = run.ctl_piped(&["attach", "kv"]);
     // Piped input: attach prints the answer to the last line, then ends.
     attach
         .stdin
@@ -627,10 +622,5 @@ fn the_kv_example_is_steered_as_the_readme_shows() {
 }
 
 fn wait_until_ready(run: &Run, child: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    // Polls the status until the child is ready.
-    while status_of(run, child)["ready"] != true {
-        assert!(Instant::now() < deadline, "{child} never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_status(run, child, "ready", |s| s["ready"] == true);
 }

@@ -454,6 +454,8 @@ fn refusals_say_why_and_leave_the_connection_usable() {
             .contains("longer than 1048576 bytes"),
         "{reply}"
     );
+    let reply = raw.ask(b"{\"op\": \"status\xff\"}");
+    assert!(reply["error"].as_str().unwrap().contains("not UTF-8"), "{reply}");
     let reply = raw.ask(json!({"op": "status"}).to_string().as_bytes());
     assert_eq!(reply["ok"], true, "the connection still answers: {reply}");
 }

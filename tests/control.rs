@@ -455,7 +455,10 @@ fn refusals_say_why_and_leave_the_connection_usable() {
         "{reply}"
     );
     let reply = raw.ask(b"{\"op\": \"status\xff\"}");
-    assert!(reply["error"].as_str().unwrap().contains("not UTF-8"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("not UTF-8"),
+        "{reply}"
+    );
     let reply = raw.ask(json!({"op": "status"}).to_string().as_bytes());
     assert_eq!(reply["ok"], true, "the connection still answers: {reply}");
 }

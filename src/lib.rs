@@ -94,8 +94,8 @@ mod sys;
 
 pub use child::messages::{Exit, ExitStatus, Stream};
 pub use director::{
-    ChildInfo, ChildState, Director, DirectorConfig, EventStream, RestartPolicy, RestartSpec,
-    Route, Strategy, SubscriptionId,
+    ChildInfo, ChildState, Director, DirectorConfig, RestartPolicy, RestartSpec, Route, Strategy,
+    SubscriptionId,
 };
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION};
 pub use error::{
@@ -103,7 +103,8 @@ pub use error::{
     SpawnError, StdinError,
 };
 pub use event::{
-    Description, Event, EventFilter, EventKind, Journal, Kind, Shown, Tone, UnknownKind,
+    Description, Event, EventBatch, EventFilter, EventKind, EventStream, Journal, Kind, Shown,
+    Tone, UnknownKind,
 };
 pub use frame::{Frame, Framing};
 pub use matching::PatternSpec;

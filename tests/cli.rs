@@ -97,6 +97,16 @@ fn events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The whole lines of an events file still being written.
+fn events_so_far(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn every_example_scenario_passes() {
     for example in [
@@ -668,19 +678,29 @@ depends_on = ["parent"]
         }
         assert!(Instant::now() < deadline, "other never started");
     }
-    let pids: Vec<u32> = events(&file)
-        .iter()
-        .filter_map(|e| {
-            e["pid"].as_u64().or_else(|| {
-                e["line"]
-                    .as_str()?
-                    .strip_prefix("grandchild ")?
-                    .parse()
-                    .ok()
+    // The events file is written within 100 ms, not at once: read it
+    // (whole lines only) until it has them, with a deadline. Nothing tells
+    // us when the writer flushed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids: Vec<u32> = events_so_far(&file)
+            .iter()
+            .filter_map(|e| {
+                e["pid"].as_u64().or_else(|| {
+                    e["line"]
+                        .as_str()?
+                        .strip_prefix("grandchild ")?
+                        .parse()
+                        .ok()
+                })
             })
-        })
-        .map(|p| p as u32)
-        .collect();
+            .map(|p| p as u32)
+            .collect();
+        if pids.len() >= 3 || Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     reaper.0.extend(&pids);
     assert_eq!(pids.len(), 3, "two children and a grandchild: {pids:?}");
 

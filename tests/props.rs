@@ -10,7 +10,10 @@ use serde_json::Value;
 use tokio_util::codec::Decoder;
 
 fn decode_in_chunks(framing: Framing, cap: usize, data: &[u8], step: usize) -> Vec<Decoded> {
-    let mut decoder = FrameDecoder::new(framing, cap);
+    decode_with(FrameDecoder::new(framing, cap), data, step)
+}
+
+fn decode_with(mut decoder: FrameDecoder, data: &[u8], step: usize) -> Vec<Decoded> {
     let mut buf = BytesMut::new();
     let mut items = Vec::new();
     for chunk in data.chunks(step.max(1)) {
@@ -40,7 +43,57 @@ fn wire() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+/// Chunks expanded into the frames of their lines; and how many chunks.
+fn expand(items: Vec<Decoded>) -> (Vec<Decoded>, usize) {
+    let mut chunks = 0;
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Decoded::Chunk { bytes, frames } => {
+                chunks += 1;
+                assert_eq!(bytes.last(), Some(&b'\n'), "a chunk ends a line");
+                let text = std::str::from_utf8(&bytes).expect("a chunk is valid UTF-8");
+                let lines: Vec<&str> = text.strip_suffix('\n').unwrap().split('\n').collect();
+                assert_eq!(lines.len(), frames, "a chunk counts its lines");
+                out.extend(lines.into_iter().map(|l| Decoded::Frame {
+                    frame: Frame::line(l),
+                    partial: false,
+                }));
+            }
+            other => out.push(other),
+        }
+    }
+    (out, chunks)
+}
+
 proptest! {
+    #[test]
+    fn chunked_lines_are_exactly_the_frames_they_stand_for(
+        data in wire(),
+        cap in 4usize..80,
+        step in 1usize..64,
+        chunking in any::<bool>(),
+    ) {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(chunking));
+        let decoder = FrameDecoder::new(Framing::Lines, cap).chunks_when(flag);
+        let (chunked, chunks) = expand(decode_with(decoder, &data, step));
+        prop_assert_eq!(chunked, decode_in_chunks(Framing::Lines, cap, &data, step));
+        if !chunking {
+            prop_assert_eq!(chunks, 0);
+        }
+    }
+
+    #[test]
+    fn chunks_carry_many_lines_at_once(lines in 1usize..200, step in 1usize..4096) {
+        let data: Vec<u8> = (0..lines).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let decoder = FrameDecoder::new(Framing::Lines, 64).chunks_when(flag);
+        let (frames, chunks) = expand(decode_with(decoder, &data, step));
+        prop_assert_eq!(frames.len(), lines);
+        // At most one chunk per read.
+        prop_assert!(chunks <= data.len().div_ceil(step));
+    }
+
     #[test]
     fn framing_does_not_depend_on_how_reads_are_cut(
         data in wire(),

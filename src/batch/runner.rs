@@ -210,6 +210,7 @@ impl BatchActor {
             stdin: job.stdin.is_some(),
             marker: self.run.as_ref().map(|run| run.marker(&job.key)),
             log_dir: None, // outputs are captured (or go to --output-dir)
+            chunks: None,
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(child) => {

@@ -155,6 +155,18 @@ pub enum ChildEventKind {
     },
     /// The process exited; always the last event, after all its output.
     Exited(Exit),
+    /// Whole lines in one piece, each with its newline: what the frames
+    /// would have been, for an owner that asked for chunks (the director,
+    /// for output nobody watches). Never sent to other owners.
+    #[doc(hidden)]
+    Chunk {
+        /// Which pipe.
+        stream: Stream,
+        /// The lines, valid UTF-8, none over the cap.
+        bytes: Bytes,
+        /// How many lines.
+        frames: usize,
+    },
 }
 
 /// A batch of events from one child, in order, sent to the owner.

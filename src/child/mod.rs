@@ -32,7 +32,7 @@ pub use messages::{
     Write,
 };
 pub(crate) use messages::{Exit, ExitStatus, Stream};
-pub(crate) use spawn::Options as SpawnOptions;
+pub(crate) use spawn::{ChunkFlags, Options as SpawnOptions};
 #[cfg(test)]
 pub(crate) use stdin::StdinCmd;
 pub use stdin::StdinSender;

@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub(crate) struct Source {
     pub clean: bool,
     /// Gets every byte read (after the cleaning), as it is read.
     pub log: Option<std::fs::File>,
+    /// While set, whole lines come in chunks (see `FrameDecoder::chunks_when`).
+    pub chunks: Option<Arc<AtomicBool>>,
 }
 
 /// A reader that copies what it reads into a log file. A write that fails
@@ -201,8 +204,11 @@ pub(crate) async fn pump(
             }),
             None => pipe,
         };
-        let reader =
-            FramedRead::with_capacity(pipe, FrameDecoder::new(s.framing, cap), READ_CAPACITY);
+        let mut decoder = FrameDecoder::new(s.framing, cap);
+        if let Some(flag) = s.chunks {
+            decoder = decoder.chunks_when(flag);
+        }
+        let reader = FramedRead::with_capacity(pipe, decoder, READ_CAPACITY);
         Prompting::new(reader, s.framing == Framing::Lines)
             .map(move |item| (stream, item))
             .boxed_local()
@@ -363,6 +369,17 @@ fn push(
                     frame: crate::Frame::Line(text),
                     partial: false,
                     prompt: true,
+                },
+                size,
+            )
+        }
+        Ok(Decoded::Chunk { bytes, frames }) => {
+            let size = bytes.len();
+            (
+                ChildEventKind::Chunk {
+                    stream,
+                    bytes,
+                    frames,
                 },
                 size,
             )

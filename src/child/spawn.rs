@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio::process::{Child, Command};
@@ -48,6 +49,16 @@ pub(crate) struct Options {
     pub marker: Option<Arc<str>>,
     /// Where `NAME.stdout` / `NAME.stderr` get what it writes (`--log-dir`).
     pub log_dir: Option<std::path::PathBuf>,
+    /// While a flag is set, that pipe's whole lines come in chunks
+    /// (stdout's, stderr's; see `ChildEventKind::Chunk`).
+    pub chunks: Option<ChunkFlags>,
+}
+
+/// Set by the owner while it would only forward and count a pipe's lines.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChunkFlags {
+    pub stdout: Arc<AtomicBool>,
+    pub stderr: Arc<AtomicBool>,
 }
 
 impl Default for Options {
@@ -57,6 +68,7 @@ impl Default for Options {
             stdin: true,
             marker: None,
             log_dir: None,
+            chunks: None,
         }
     }
 }
@@ -201,6 +213,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 framing: spec.framing,
                 clean: false,
                 log: None,
+                chunks: None,
             });
         }
         None => {
@@ -213,6 +226,7 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 framing: spec.framing,
                 clean: false,
                 log: None,
+                chunks: None,
             });
         }
     }
@@ -224,9 +238,11 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
             framing: stderr_framing(spec.framing),
             clean: false,
             log: None,
+            chunks: None,
         });
     }
     attach_logs(&mut sources, &spec.name, options.log_dir.as_deref());
+    attach_chunks(&mut sources, options.chunks.as_ref());
     Ok(Spawned {
         child,
         pid,
@@ -235,6 +251,17 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         pipes,
         terminal: None,
     })
+}
+
+/// Gives each source its pipe's chunk flag, if the owner wants chunks.
+fn attach_chunks(sources: &mut [Source], flags: Option<&ChunkFlags>) {
+    let Some(flags) = flags else { return };
+    for source in sources {
+        source.chunks = Some(match source.stream {
+            Stream::Stdout => flags.stdout.clone(),
+            Stream::Stderr => flags.stderr.clone(),
+        });
+    }
 }
 
 /// The error for a spawn that failed, with the OS reason.
@@ -331,8 +358,10 @@ fn spawn_in_terminal(
         // Raw bytes stay raw; everything else is text without escapes.
         clean: spec.framing != crate::Framing::Bytes,
         log: None,
+        chunks: None,
     }];
     attach_logs(&mut sources, &spec.name, options.log_dir.as_deref());
+    attach_chunks(&mut sources, options.chunks.as_ref());
     Ok(Spawned {
         child,
         pid,

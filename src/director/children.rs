@@ -312,6 +312,15 @@ impl<H: Clone> Children<H> {
 
     /// Whether `frame` makes the child ready (it is not yet, and its spec
     /// waits for a matching frame).
+    /// Whether `name`'s output is `lines` and no frame of it can make it
+    /// ready (it is, or has no ready line): what chunk forwarding needs of
+    /// the child itself.
+    pub fn lines_past_ready(&self, name: &str) -> bool {
+        self.children.get(name).is_some_and(|c| {
+            c.spec.framing == crate::frame::Framing::Lines && (c.ready || c.ready_on.is_none())
+        })
+    }
+
     pub fn readies(&self, name: &str, frame: &crate::frame::Frame) -> bool {
         self.children
             .get(name)

@@ -2,6 +2,7 @@
 //! late reply, an envelope's child, or the routes' receivers, each guarded
 //! by the protocol. What goes is queued in the [outbox](super::outbox).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use super::children::Input;
 use super::outbox::{self, BatchToken};
 use super::requests::Answer;
 use super::{routing, DirectorActor};
+use crate::child::ChunkFlags;
 use crate::child::Stream;
 use crate::error::DirectorError;
 use crate::event::EventKind;
@@ -96,7 +98,7 @@ impl DirectorActor {
             // Encoded straight into the batch's write for this receiver.
             let out = self
                 .outbox
-                .routed(&to, from, &batch.token, batch.deadline, batch.now);
+                .routed(&to, from, &batch.token, batch.deadline, batch.now, 1);
             encode(frame, partial, framing, out);
         }
         self.route_targets = targets;
@@ -120,6 +122,88 @@ impl DirectorActor {
                 },
             );
         }
+    }
+}
+
+/// Chunk forwarding: the whole lines of a pipe that nobody watches go to
+/// their receivers as they were read, and are counted, not decoded into
+/// frames (see `FrameDecoder::chunks_when`).
+impl DirectorActor {
+    /// Whether `from`'s lines on `stream` need nothing but forwarding and
+    /// counting: no protocol runs, no request waits on it, no subscriber or
+    /// journal takes its `output` or `routed`, no frame can make it ready,
+    /// its routes have no filter and every receiver takes input.
+    pub(super) fn forwards_chunks(&self, from: &Arc<str>, stream: Stream) -> bool {
+        !self.protocol_running()
+            && !self.requests.waiting_on(from)
+            && self.children.lines_past_ready(from)
+            && self.routes.unfiltered(from, stream)
+            && self
+                .routes
+                .receivers(from, stream)
+                .all(|to| matches!(self.children.input(to), Input::Open(_)))
+            && !self.bus.watches_output(from)
+    }
+
+    /// Tells `from`'s output pump whether to send chunks from now on. (It
+    /// is a hint: a chunk that arrives once someone watches is split into
+    /// its frames, see the `ChildEvents` handler.)
+    pub(super) fn tell_chunking(&self, from: &Arc<str>) {
+        if let Some(flags) = self.chunk_flags.get(from) {
+            let stdout = self.forwards_chunks(from, Stream::Stdout);
+            let stderr = self.forwards_chunks(from, Stream::Stderr);
+            flags.stdout.store(stdout, Ordering::Relaxed);
+            flags.stderr.store(stderr, Ordering::Relaxed);
+        }
+    }
+
+    /// Fresh chunk flags for the instance of `name` about to be spawned
+    /// (cleared: its first batch says whether to chunk).
+    pub(super) fn chunk_flags(&mut self, name: &Arc<str>) -> ChunkFlags {
+        let flags = ChunkFlags::default();
+        self.chunk_flags.insert(name.clone(), flags.clone());
+        flags
+    }
+
+    /// Forwards `frames` whole lines of `from` to every receiver of its
+    /// `stream`, in the output batch `batch`, and counts their events.
+    pub(super) fn forward_chunk(
+        &mut self,
+        from: &Arc<str>,
+        stream: Stream,
+        lines: &[u8],
+        frames: usize,
+        batch: &RouteBatch,
+    ) {
+        // Their `output` events, which nobody takes (`routed` are counted
+        // when the writes settle).
+        self.bus.count_unwatched(from, frames as u64);
+        *self.chunked_frames.entry(from.clone()).or_default() += frames as u64;
+        let mut targets = std::mem::take(&mut self.route_targets);
+        targets.extend(
+            self.routes
+                .receivers(from, stream)
+                .map(|to| (to.clone(), None)),
+        );
+        for (to, _) in targets.drain(..) {
+            let Input::Open(framing) = self.children.input(&to) else {
+                unreachable!("forwards_chunks checked that every receiver takes input");
+            };
+            let out =
+                self.outbox
+                    .routed(&to, from, &batch.token, batch.deadline, batch.now, frames);
+            match framing {
+                // A line is written to these as it was read.
+                Framing::Lines | Framing::Json => out.extend_from_slice(lines),
+                _ => {
+                    let text = std::str::from_utf8(lines).expect("chunks are UTF-8");
+                    for line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
+                        Frame::line(line).encode(framing, out);
+                    }
+                }
+            }
+        }
+        self.route_targets = targets;
     }
 }
 

@@ -16,7 +16,7 @@ use super::messages::*;
 use super::{DirectorActor, DirectorConfig, Route};
 use crate::child::Exit;
 use crate::error::{DirectorError, RequestError};
-use crate::event::{Event, EventFilter};
+use crate::event::{Event, EventBatch, EventFilter, EventStream};
 use crate::frame::Frame;
 use crate::plan::Plan;
 use crate::protocol::{Protocol, ProtocolReport};
@@ -44,40 +44,6 @@ use crate::Signal;
 #[derive(Debug, Clone)]
 pub struct Director {
     addr: Addr<DirectorActor>,
-}
-
-/// What [`Director::events`] returns: a `Stream` of [`Event`]s.
-#[derive(Debug)]
-pub struct EventStream(tokio::sync::mpsc::UnboundedReceiver<Event>);
-
-impl futures::Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Event>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-/// Hands a subscription's events to an [`EventStream`]; it stops when the
-/// director drops the subscription (and with it the stream's last sender).
-/// It runs on the director's thread.
-pub(super) struct Forward(pub(super) tokio::sync::mpsc::UnboundedSender<Event>);
-
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-impl Handler<Event> for Forward {
-    type Result = ();
-
-    fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
-        if self.0.send(event).is_err() {
-            ctx.stop(); // the stream is gone
-        }
-    }
 }
 
 impl Director {
@@ -282,9 +248,28 @@ impl Director {
     ///
     /// Works from any runtime: the forwarding runs beside the director.
     pub async fn events(&self, filter: EventFilter) -> Result<EventStream, DirectorError> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.ask(StreamEvents { filter, tx }).await?;
-        Ok(EventStream(rx))
+        self.ask(StreamEvents { filter }).await.map(|r| r.0)
+    }
+
+    /// Sends events that pass `filter` to `to` in batches: one message for
+    /// what waited for it, with the same delivery promise as
+    /// [`Director::subscribe`]. The events are shared by every subscriber,
+    /// not copied for each: the way for many subscribers to keep up with a
+    /// flood of output.
+    pub async fn subscribe_batches(
+        &self,
+        to: Recipient<EventBatch>,
+        filter: EventFilter,
+    ) -> Result<SubscriptionId, DirectorError> {
+        self.ask(SubscribeBatches { to, filter }).await
+    }
+
+    /// How many of `child`'s output frames went in chunks: forwarded and
+    /// counted without being decoded one by one, because nobody watched
+    /// them. For tests of that path; not a promise.
+    #[doc(hidden)]
+    pub async fn chunked_frames(&self, child: impl Into<Arc<str>>) -> Result<u64, DirectorError> {
+        self.ask(ChunkedFrames(child.into())).await
     }
 
     /// Ends a subscription.

@@ -255,30 +255,36 @@ impl Handler<Subscribe> for DirectorActor {
     type Result = MessageResult<Subscribe>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        self.next_subscription += 1;
-        let id = SubscriptionId(self.next_subscription);
-        let task = self.bus.subscribe(msg.to, msg.filter);
-        self.subscriptions.insert(id, task);
-        MessageResult(id)
+        let subscription = self.bus.subscribe(msg.to, msg.filter);
+        MessageResult(self.subscribed(subscription))
+    }
+}
+
+impl Handler<SubscribeBatches> for DirectorActor {
+    type Result = MessageResult<SubscribeBatches>;
+
+    fn handle(&mut self, msg: SubscribeBatches, _: &mut Context<Self>) -> Self::Result {
+        let subscription = self.bus.subscribe_batches(msg.to, msg.filter);
+        MessageResult(self.subscribed(subscription))
     }
 }
 
 impl Handler<StreamEvents> for DirectorActor {
     type Result = MessageResult<StreamEvents>;
 
-    /// The forwarder starts here, on the director's thread, so that a
-    /// caller needs no actix of its own.
-    fn handle(&mut self, msg: StreamEvents, ctx: &mut Context<Self>) -> Self::Result {
-        let forward = super::handle::Forward(msg.tx).start();
-        let MessageResult(id) = <Self as Handler<Subscribe>>::handle(
-            self,
-            Subscribe {
-                to: forward.recipient(),
-                filter: msg.filter,
-            },
-            ctx,
-        );
-        MessageResult(id)
+    /// The stream takes its events on the caller's task: no forwarder, and
+    /// no actix needed by the caller.
+    fn handle(&mut self, msg: StreamEvents, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(StreamOf(self.bus.stream(msg.filter)))
+    }
+}
+
+impl DirectorActor {
+    fn subscribed(&mut self, subscription: super::Subscription) -> SubscriptionId {
+        self.next_subscription += 1;
+        let id = SubscriptionId(self.next_subscription);
+        self.subscriptions.insert(id, subscription);
+        id
     }
 }
 
@@ -310,7 +316,8 @@ impl Handler<Unsubscribe> for DirectorActor {
     type Result = ();
 
     fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
-        if let Some(task) = self.subscriptions.remove(&id) {
+        if let Some((queue, task)) = self.subscriptions.remove(&id) {
+            self.bus.unsubscribe(&queue);
             task.abort();
         }
     }
@@ -470,6 +477,7 @@ impl Handler<RemoveChild> for DirectorActor {
                     dependents,
                 })?;
             act.routes.remove_child(&child);
+            act.chunk_flags.remove(&child);
             // A `wait_exit` on it (one that never ran) learns it never will.
             act.exit_waiters.remove(&child);
             act.outbox.fail_all(&child, || DirectorError::UnknownChild {
@@ -565,6 +573,14 @@ impl Handler<CloseChildStdin> for DirectorActor {
     }
 }
 
+impl Handler<ChunkedFrames> for DirectorActor {
+    type Result = u64;
+
+    fn handle(&mut self, ChunkedFrames(child): ChunkedFrames, _: &mut Context<Self>) -> u64 {
+        self.chunked_frames.get(&child).copied().unwrap_or(0)
+    }
+}
+
 impl Handler<ListChildren> for DirectorActor {
     type Result = MessageResult<ListChildren>;
 
@@ -618,32 +634,32 @@ impl Handler<ChildEvents> for DirectorActor {
                     partial,
                     prompt,
                 } => {
-                    crate::fault::hit(crate::fault::Point::Director);
-                    // A prompt is routed as the start of its line (no
-                    // newline after it: its rest follows), so a receiver
-                    // gets the line whole; it is never a ready line.
-                    self.route(&name, stream, &frame, partial || prompt, &batch_of);
-                    let becomes_ready = !prompt && self.children.readies(&name, &frame);
-                    // The frame is published before any step it passes.
-                    let for_protocol = self.protocol_running().then(|| frame.clone());
-                    self.publish(
-                        &name,
-                        EventKind::Output {
+                    let output = Output {
+                        stream,
+                        partial,
+                        prompt,
+                    };
+                    self.on_frame(&name, frame, output, &batch_of, ctx);
+                }
+                ChildEventKind::Chunk {
+                    stream,
+                    bytes,
+                    frames,
+                } => {
+                    if self.forwards_chunks(&name, stream) {
+                        self.forward_chunk(&name, stream, &bytes, frames, &batch_of);
+                    } else {
+                        // Someone started watching since the pump was told
+                        // to chunk: frame by frame again, from this line on.
+                        let text = std::str::from_utf8(&bytes).expect("chunks are UTF-8");
+                        let output = Output {
                             stream,
-                            frame,
-                            partial,
-                            prompt,
-                        },
-                    );
-                    // What the order guard decided while routing it (a step
-                    // passed, a message released) goes before the next frame.
-                    self.flush_steps(ctx);
-                    if let Some(frame) = for_protocol {
-                        self.protocol_output(&name, stream, &frame, prompt, ctx);
-                    }
-                    if becomes_ready {
-                        let facts = self.children.on_ready(&name);
-                        self.apply(facts, ctx);
+                            partial: false,
+                            prompt: false,
+                        };
+                        for line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
+                            self.on_frame(&name, Frame::line(line), output, &batch_of, ctx);
+                        }
                     }
                 }
                 ChildEventKind::Oversized { stream, limit } => {
@@ -669,6 +685,7 @@ impl Handler<ChildEvents> for DirectorActor {
         }
         self.flush_steps(ctx);
         self.drive_outbox(ctx);
+        self.tell_chunking(&name);
         // A run without steps can only end when something exits.
         if exited {
             self.check_idle(ctx);
@@ -680,5 +697,59 @@ impl Handler<ChildEvents> for DirectorActor {
         Box::pin(fut::wrap_future(async move {
             let _ = delivered.await; // resolves when the last routed entry is settled
         }))
+    }
+}
+
+/// Where a frame came from and what it is, besides the frame itself.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    stream: crate::child::Stream,
+    partial: bool,
+    prompt: bool,
+}
+
+impl DirectorActor {
+    /// One frame of a child's output: routed, published, shown to the
+    /// protocol, and checked for readiness, in that order.
+    fn on_frame(
+        &mut self,
+        name: &Arc<str>,
+        frame: Frame,
+        output: Output,
+        batch: &RouteBatch,
+        ctx: &mut Context<Self>,
+    ) {
+        let Output {
+            stream,
+            partial,
+            prompt,
+        } = output;
+        crate::fault::hit(crate::fault::Point::Director);
+        // A prompt is routed as the start of its line (no newline after
+        // it: its rest follows), so a receiver gets the line whole; it is
+        // never a ready line.
+        self.route(name, stream, &frame, partial || prompt, batch);
+        let becomes_ready = !prompt && self.children.readies(name, &frame);
+        // The frame is published before any step it passes.
+        let for_protocol = self.protocol_running().then(|| frame.clone());
+        self.publish(
+            name,
+            EventKind::Output {
+                stream,
+                frame,
+                partial,
+                prompt,
+            },
+        );
+        // What the order guard decided while routing it (a step passed, a
+        // message released) goes before the next frame.
+        self.flush_steps(ctx);
+        if let Some(frame) = for_protocol {
+            self.protocol_output(name, stream, &frame, prompt, ctx);
+        }
+        if becomes_ready {
+            let facts = self.children.on_ready(name);
+            self.apply(facts, ctx);
+        }
     }
 }

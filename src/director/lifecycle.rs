@@ -139,6 +139,7 @@ impl DirectorActor {
             stdin: true,
             marker: self.run.as_ref().map(|run| run.marker(name)),
             log_dir: self.config.log_dir.clone(),
+            chunks: Some(self.chunk_flags(name)),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(started) => {
@@ -293,6 +294,7 @@ impl DirectorActor {
         }
         let passed = self.protocol_passed().unwrap_or(true) && self.internal_error.is_none();
         self.bus.publish(None, EventKind::Finished { passed });
+        self.bus.finish(); // in the events file before anyone is told
         let list = self.children.list();
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(list.clone());

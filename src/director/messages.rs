@@ -104,13 +104,23 @@ pub struct Subscribe {
     pub filter: EventFilter,
 }
 
-/// Subscribes a channel (for `Director::events`).
+/// Sends events in batches (see `Director::subscribe_batches`).
 #[derive(Message)]
 #[rtype(result = "SubscriptionId")]
+pub(crate) struct SubscribeBatches {
+    pub to: Recipient<crate::event::EventBatch>,
+    pub filter: EventFilter,
+}
+
+/// A stream of events (for `Director::events`).
+#[derive(Message)]
+#[rtype(result = "StreamOf")]
 pub(crate) struct StreamEvents {
     pub filter: EventFilter,
-    pub tx: tokio::sync::mpsc::UnboundedSender<Event>,
 }
+
+/// What [`StreamEvents`] answers.
+pub(crate) struct StreamOf(pub crate::event::EventStream);
 
 /// Starts a child that is down (see [`Director::start_child`](super::Director::start_child)).
 #[derive(Debug, Message)]
@@ -204,6 +214,11 @@ pub struct CloseChildStdin {
     /// The child.
     pub child: Arc<str>,
 }
+
+/// How many of a child's frames were forwarded in chunks.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "u64")]
+pub(crate) struct ChunkedFrames(pub Arc<str>);
 
 /// Lists every child with its state, in the order they were added.
 #[derive(Debug, Clone, Copy, Message)]

@@ -51,7 +51,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-pub use handle::{Director, EventStream};
+pub use handle::Director;
 pub use messages::{ChildInfo, ChildState, SubscriptionId};
 pub use routing::Route;
 pub use supervision::{RestartPolicy, RestartSpec, Strategy};
@@ -59,6 +59,9 @@ pub use supervision::{RestartPolicy, RestartSpec, Strategy};
 use crate::child::{ChildActor, Exit};
 use crate::error::{closest, DirectorError};
 use crate::event::{Bus, EventKind, Journal};
+
+/// A subscriber's queue on the bus, and the task that forwards it.
+type Subscription = (Arc<crate::event::bus::Queue>, tokio::task::JoinHandle<()>);
 use crate::sys::Watchdog;
 use children::{Children, ShutdownCause};
 use outbox::Outbox;
@@ -70,6 +73,9 @@ use routing::RouteTable;
 pub struct DirectorConfig {
     /// Events a subscriber may fall behind before it loses the oldest.
     pub event_queue: usize,
+    /// Bytes of events (their payloads, plus 64 an event) a subscriber may
+    /// fall behind before it loses the oldest.
+    pub event_queue_bytes: usize,
     /// How long a routed frame may wait for room in the receiver's stdin
     /// queue before it is reported `undeliverable`.
     pub delivery_timeout: Duration,
@@ -95,7 +101,8 @@ pub struct DirectorConfig {
 impl Default for DirectorConfig {
     fn default() -> Self {
         DirectorConfig {
-            event_queue: 4096,
+            event_queue: 65_536,
+            event_queue_bytes: 16 << 20,
             delivery_timeout: Duration::from_secs(5),
             strategy: Strategy::OneForOne,
             restart_buffer: 1 << 20,
@@ -120,10 +127,14 @@ pub struct DirectorActor {
     finishing: bool,
     /// Scratch space for routing one frame (see `delivery::route`).
     route_targets: Vec<(Arc<str>, Option<crate::frame::Frame>)>,
+    /// Each child's chunk flags (see [`DirectorActor::forwards_chunks`]).
+    chunk_flags: rustc_hash::FxHashMap<Arc<str>, crate::child::ChunkFlags>,
+    /// Frames forwarded in chunks, per child (for tests).
+    chunked_frames: rustc_hash::FxHashMap<Arc<str>, u64>,
     routes: RouteTable,
     bus: Bus,
     requests: Requests,
-    subscriptions: HashMap<SubscriptionId, tokio::task::JoinHandle<()>>,
+    subscriptions: HashMap<SubscriptionId, Subscription>,
     next_subscription: u64,
     exit_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Exit>>>,
     /// Callers of `wait_ready`, answered when the child is ready or cannot be.
@@ -150,13 +161,21 @@ impl DirectorActor {
     /// [`Director::start`]).
     pub fn new(config: DirectorConfig) -> DirectorActor {
         DirectorActor {
-            bus: Bus::new(config.event_queue, config.journal.clone()),
+            bus: Bus::new(
+                crate::event::bus::Bound {
+                    events: config.event_queue,
+                    bytes: config.event_queue_bytes,
+                },
+                config.journal.clone(),
+            ),
             outbox: Outbox::new(config.restart_buffer),
             children: Children::new(config.strategy),
             config,
             driving: false,
             finishing: false,
             route_targets: Vec::new(),
+            chunk_flags: Default::default(),
+            chunked_frames: Default::default(),
             routes: RouteTable::default(),
             requests: Requests::default(),
             subscriptions: HashMap::new(),
@@ -304,7 +323,11 @@ impl Actor for DirectorActor {
         // bound, for a subscriber that does not take its events), and once
         // the children stopped above have exited.
         if let Some(own) = self.own_thread.take() {
-            let forwarders: Vec<_> = self.subscriptions.drain().map(|(_, task)| task).collect();
+            let forwarders: Vec<_> = self
+                .subscriptions
+                .drain()
+                .map(|(_, (_, task))| task)
+                .collect();
             let children: Vec<_> = self
                 .children
                 .names()

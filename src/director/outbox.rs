@@ -191,9 +191,9 @@ impl Outbox {
         self.dirty.insert(to.clone());
     }
 
-    /// The write that a frame routed from `from` in the output batch
-    /// `batch` is encoded into: the batch's last write to `to` if nothing
-    /// came between, else a new one. Counts the frame.
+    /// The write that `frames` frames routed from `from` in the output
+    /// batch `batch` are encoded into: the batch's last write to `to` if
+    /// nothing came between, else a new one. Counts the frames.
     pub fn routed(
         &mut self,
         to: &Arc<str>,
@@ -201,6 +201,7 @@ impl Outbox {
         batch: &BatchToken,
         deadline: Option<Instant>,
         now: Instant,
+        frames: usize,
     ) -> &mut BytesMut {
         if !self.queues.contains_key(to) {
             self.queue(to);
@@ -228,8 +229,8 @@ impl Outbox {
             self.dirty.insert(to.clone());
         }
         let entry = queue.entries.back_mut().expect("just pushed");
-        if let Ack::Routed { frames, .. } = &mut entry.ack {
-            *frames += 1;
+        if let Ack::Routed { frames: n, .. } = &mut entry.ack {
+            *n += frames;
         }
         match &mut entry.write {
             Write::Bytes(bytes) => bytes,
@@ -552,7 +553,7 @@ mod tests {
         let a = name("a");
         let route = |outbox: &mut Outbox, text: &[u8]| {
             outbox
-                .routed(&b, &a, &token, None, now)
+                .routed(&b, &a, &token, None, now, 1)
                 .extend_from_slice(text)
         };
         route(&mut outbox, b"x1\n");
@@ -695,9 +696,9 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         let token = Rc::new(tx);
         outbox
-            .routed(&b, &name("a"), &token, None, now)
+            .routed(&b, &name("a"), &token, None, now, 1)
             .extend_from_slice(b"1\n2\n");
-        outbox.routed(&b, &name("a"), &token, None, now);
+        outbox.routed(&b, &name("a"), &token, None, now, 1);
         outbox.push(&b, b"3\n", Ack::Step(4), None, now);
         assert!(
             outbox.flush(now).settled.iter().all(|s| s.result.is_ok()),

@@ -126,6 +126,31 @@ impl RouteTable {
         self.count = self.by_from.values().map(Vec::len).sum();
     }
 
+    /// Whether every frame from `from` on `stream` goes to the same
+    /// receivers: none of its routes has a filter.
+    pub fn unfiltered(&self, from: &str, stream: Stream) -> bool {
+        self.by_from.get(from).is_none_or(|routes| {
+            routes
+                .iter()
+                .all(|r| r.stream != stream || r.filter.is_none())
+        })
+    }
+
+    /// Every receiver of `from`'s frames on `stream`, in route order (see
+    /// [`RouteTable::unfiltered`]).
+    pub fn receivers<'a>(
+        &'a self,
+        from: &str,
+        stream: Stream,
+    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        self.by_from
+            .get(from)
+            .into_iter()
+            .flatten()
+            .filter(move |r| r.stream == stream)
+            .map(|r| &r.to)
+    }
+
     /// The children a frame from `from` on `stream` goes to, in route order.
     pub fn targets<'a>(
         &'a self,

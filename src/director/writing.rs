@@ -91,6 +91,9 @@ impl DirectorActor {
         let Settled { to, ack, result } = settled;
         match ack {
             Ack::Routed { from, frames, .. } => match result {
+                Ok(()) if !self.bus.watches_output(&from) => {
+                    self.bus.count_unwatched(&from, frames as u64);
+                }
                 Ok(()) => {
                     for _ in 0..frames {
                         let kind = EventKind::Routed {

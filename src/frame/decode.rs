@@ -8,8 +8,10 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::{Frame, Framing};
@@ -47,6 +49,16 @@ pub enum Decoded {
         /// The start of the offending bytes, lossily as text.
         preview: String,
     },
+    /// Whole lines as they were read, cut after the last newline (`lines`
+    /// framing, only when [`FrameDecoder::chunks_when`] says so): valid
+    /// UTF-8, none over the cap, so each is exactly the frame it would
+    /// have been.
+    Chunk {
+        /// The lines, each with its newline.
+        bytes: Bytes,
+        /// How many.
+        frames: usize,
+    },
 }
 
 /// Cuts a byte stream into [`Decoded`] items for one [`Framing`].
@@ -61,6 +73,8 @@ pub struct FrameDecoder {
     /// Length-delimited: payload bytes still to skip after an oversized header.
     skip: usize,
     pending: VecDeque<Decoded>,
+    /// While set, whole lines come as one [`Decoded::Chunk`].
+    chunks: Option<Arc<AtomicBool>>,
 }
 
 const PREVIEW_CHARS: usize = 60;
@@ -75,7 +89,57 @@ impl FrameDecoder {
             long_line: false,
             skip: 0,
             pending: VecDeque::new(),
+            chunks: None,
         }
+    }
+
+    /// While `flag` is set, `lines` framing decodes whole lines into one
+    /// [`Decoded::Chunk`] per read instead of a frame each; a line that is
+    /// not valid UTF-8 or is over the cap still goes frame by frame, with
+    /// its report. The owner sets the flag when nobody looks at the frames
+    /// (it only forwards and counts them) and may clear it at any time.
+    pub fn chunks_when(mut self, flag: Arc<AtomicBool>) -> FrameDecoder {
+        self.chunks = Some(flag);
+        self
+    }
+
+    /// Takes the whole lines at the front of `buf` as one chunk, up to
+    /// before the first that is not valid UTF-8 or is over the cap; false
+    /// when there are none (the first line goes frame by frame).
+    fn decode_chunk(&mut self, buf: &mut BytesMut) -> bool {
+        // Before `scanned` there is no newline.
+        let Some(last) = memchr::memrchr(b'\n', &buf[self.scanned..]) else {
+            return false;
+        };
+        let lines = &buf[..self.scanned + last + 1];
+        let mut end = match std::str::from_utf8(lines) {
+            Ok(_) => lines.len(),
+            Err(e) => memchr::memrchr(b'\n', &lines[..e.valid_up_to()]).map_or(0, |i| i + 1),
+        };
+        let (mut frames, mut start) = (0, 0);
+        for newline in memchr::memchr_iter(b'\n', &lines[..end]) {
+            if newline - start > self.cap {
+                end = start;
+                break;
+            }
+            frames += 1;
+            start = newline + 1;
+        }
+        if frames == 0 {
+            return false;
+        }
+        let bytes = buf.split_to(end).freeze();
+        self.scanned = 0;
+        self.pending.push_back(Decoded::Chunk { bytes, frames });
+        true
+    }
+
+    fn chunking(&self) -> bool {
+        !self.long_line
+            && self
+                .chunks
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     fn decode_lines(&mut self, buf: &mut BytesMut, eof: bool) {
@@ -221,7 +285,9 @@ impl FrameDecoder {
                 return Some(item);
             }
             let before = buf.len();
-            match self.framing {
+            let framing = self.framing;
+            match framing {
+                Framing::Lines if self.chunking() && self.decode_chunk(buf) => {}
                 Framing::Lines | Framing::Json => self.decode_lines(buf, eof),
                 Framing::LengthDelimited => self.decode_length_delimited(buf, eof),
                 Framing::Bytes => self.decode_bytes(buf),

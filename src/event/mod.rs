@@ -2,13 +2,17 @@
 //! to subscribers.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix::{Message, Recipient};
+use actix::Message;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+
+pub(crate) mod bus;
+mod journal;
+
+pub(crate) use bus::Bus;
+pub use bus::{EventBatch, EventStream};
+pub use journal::Journal;
 
 use crate::child::{Exit, ExitStatus, Stream};
 use crate::frame::Frame;
@@ -26,11 +30,11 @@ use crate::frame::Frame;
 /// # Delivery
 /// Events about one child carry consecutive sequence numbers and reach each
 /// subscriber in that order; all of a child's output comes before its
-/// `exited`. Each subscriber has a bounded queue and is sent its next event
-/// only when it handled the previous one. A subscriber that falls more than
-/// its queue behind loses the oldest events and then receives a `lagged`
-/// event with the number it missed (counted before its filter). It never
-/// slows the director or the children.
+/// `exited`. Each subscriber has a bounded queue, and is handed what
+/// waits in it as one batch once it handled the batch before. A subscriber
+/// that falls more than its queue behind loses the oldest events and then
+/// receives a `lagged` event with the number it missed (counted before its
+/// filter). It never slows the director or the children.
 ///
 /// A subscriber can instead say which kinds it can afford to lose
 /// ([`EventFilter::drop_only`]): then only those are dropped when it falls
@@ -684,272 +688,24 @@ impl EventFilter {
         if matches!(event.kind, EventKind::Lagged { .. }) {
             return true;
         }
-        let child_ok = match (&self.children, &event.child) {
+        self.takes(event.child.as_ref(), event.kind.kind())
+    }
+
+    /// Whether an event of `kind` about `child` passes (`lagged` aside).
+    pub(crate) fn takes(&self, child: Option<&Arc<str>>, kind: Kind) -> bool {
+        let child_ok = match (&self.children, child) {
             (Some(set), Some(child)) => set.contains(child),
             _ => true,
         };
-        let kind_ok = self
-            .kinds
-            .as_ref()
-            .is_none_or(|kinds| kinds.contains(&event.kind.kind()))
-            && self
-                .without
-                .as_ref()
-                .is_none_or(|kinds| !kinds.contains(&event.kind.kind()));
-        child_ok && kind_ok
-    }
-}
-
-/// A file that receives every event as one JSON line, written by the
-/// director itself as it publishes (so, unlike a subscriber, it never lags
-/// and never misses one), and flushed line by line.
-///
-/// A write that fails (a full disk, `/dev/full`) is logged once; the run
-/// goes on, and [`Journal::error`] says what went wrong, so that the caller
-/// can fail the run: an events file that could not be written is not one.
-#[derive(Clone)]
-pub struct Journal(Arc<std::sync::Mutex<JournalFile>>);
-
-struct JournalFile {
-    out: std::io::LineWriter<std::fs::File>,
-    /// The first failed write, and how many failed.
-    failed: Option<(std::io::Error, u64)>,
-}
-
-impl Journal {
-    /// Creates (or truncates) the file.
-    pub fn create(path: &std::path::Path) -> std::io::Result<Journal> {
-        let file = std::fs::File::create(path)?;
-        Ok(Journal(Arc::new(std::sync::Mutex::new(JournalFile {
-            out: std::io::LineWriter::new(file),
-            failed: None,
-        }))))
+        child_ok
+            && self.kinds.as_ref().is_none_or(|k| k.contains(&kind))
+            && self.without.as_ref().is_none_or(|k| !k.contains(&kind))
     }
 
-    fn write(&self, event: &Event) {
-        use std::io::Write;
-        let mut line = serde_json::to_vec(event).expect("events always serialize");
-        line.push(b'\n');
-        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.out.write_all(&line) {
-            match &mut file.failed {
-                Some((_, n)) => *n += 1,
-                None => {
-                    tracing::debug!(error = %e, "cannot write the events file");
-                    file.failed = Some((e, 1));
-                }
-            }
-        }
-    }
-
-    /// Why events could not be written, and how many, if any could not.
-    pub fn error(&self) -> Option<String> {
-        let file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        file.failed.as_ref().map(|(e, n)| {
-            format!(
-                "{e} ({n} event{} not written)",
-                if *n == 1 { "" } else { "s" }
-            )
-        })
-    }
-}
-
-impl std::fmt::Debug for Journal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Journal")
-    }
-}
-
-/// Publishes events with timestamps and per-child sequence numbers, and
-/// forwards them to subscribers (see the module docs for the guarantees).
-pub(crate) struct Bus {
-    tx: broadcast::Sender<Event>,
-    queue: usize,
-    started: Instant,
-    seqs: rustc_hash::FxHashMap<Arc<str>, u64>,
-    journal: Option<Journal>,
-    /// Subscribers with [`EventFilter::drop_only`].
-    keepers: Vec<Keeper>,
-}
-
-/// A subscriber that loses only the kinds it said it can lose.
-struct Keeper {
-    tx: mpsc::UnboundedSender<Event>,
-    filter: EventFilter,
-    /// Events sent and not yet handled by the subscriber.
-    queued: Arc<AtomicUsize>,
-    /// Events dropped since the last `lagged`.
-    missed: u64,
-}
-
-impl Keeper {
-    /// Queues `event` (or drops it, if behind and allowed); false once the
-    /// subscriber is gone.
-    fn offer(&mut self, event: &Event, queue: usize, t_ms: u64) -> bool {
-        if !self.filter.accepts(event) {
-            return true;
-        }
-        let droppable = self
-            .filter
-            .drop_only
-            .as_ref()
-            .is_some_and(|kinds| kinds.contains(&event.kind.kind()));
-        if droppable && self.queued.load(Ordering::Relaxed) >= queue {
-            self.missed += 1;
-            return true;
-        }
-        if self.missed > 0 {
-            let lagged = Event {
-                t_ms,
-                child: None,
-                seq: None,
-                kind: EventKind::Lagged {
-                    missed: std::mem::take(&mut self.missed),
-                },
-            };
-            self.queued.fetch_add(1, Ordering::Relaxed);
-            if self.tx.send(lagged).is_err() {
-                return false;
-            }
-        }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(event.clone()).is_ok()
-    }
-}
-
-impl Bus {
-    pub fn new(queue: usize, journal: Option<Journal>) -> Bus {
-        let (tx, _) = broadcast::channel(queue.max(1));
-        Bus {
-            tx,
-            queue: queue.max(1),
-            started: Instant::now(),
-            seqs: Default::default(),
-            journal,
-            keepers: Vec::new(),
-        }
-    }
-
-    /// Whether anyone listens (so callers can skip building costly events).
-    pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0 || !self.keepers.is_empty()
-    }
-
-    pub fn t_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Publishes an event about `child` (or the whole director with `None`).
-    pub fn publish(&mut self, child: Option<&Arc<str>>, kind: EventKind) {
-        // Two events per routed frame pass here: look up without cloning
-        // the name, hash it cheaply.
-        let seq = child.map(|c| match self.seqs.get_mut(c) {
-            Some(n) => {
-                *n += 1;
-                *n - 1
-            }
-            None => {
-                self.seqs.insert(c.clone(), 1);
-                0
-            }
-        });
-        if !self.has_subscribers() && self.journal.is_none() {
-            return;
-        }
-        let event = Event {
-            t_ms: self.t_ms(),
-            child: child.cloned(),
-            seq,
-            kind,
-        };
-        if let Some(journal) = &self.journal {
-            journal.write(&event);
-        }
-        if !self.keepers.is_empty() {
-            let (queue, t_ms) = (self.queue, event.t_ms);
-            self.keepers.retain_mut(|k| k.offer(&event, queue, t_ms));
-        }
-        let _ = self.tx.send(event);
-    }
-
-    /// Starts forwarding to `to`; aborting the returned task unsubscribes.
-    pub fn subscribe(
-        &mut self,
-        to: Recipient<Event>,
-        filter: EventFilter,
-    ) -> tokio::task::JoinHandle<()> {
-        if filter.drop_only.is_none() {
-            return actix::spawn(forward(self.tx.subscribe(), to, filter, self.started));
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        self.keepers.push(Keeper {
-            tx,
-            filter,
-            queued: queued.clone(),
-            missed: 0,
-        });
-        actix::spawn(forward_kept(rx, queued, to))
-    }
-}
-
-async fn forward_kept(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    queued: Arc<AtomicUsize>,
-    to: Recipient<Event>,
-) {
-    // What is queued goes in chunks: all but the last without waiting, the
-    // last awaited, which (the mailbox being in order) means the subscriber
-    // handled them all. One round trip a chunk, not one an event: on one
-    // thread, a busy director would otherwise starve the subscriber.
-    let mut chunk = Vec::with_capacity(KEPT_CHUNK);
-    while let Some(first) = rx.recv().await {
-        chunk.push(first);
-        while chunk.len() < KEPT_CHUNK {
-            match rx.try_recv() {
-                Ok(event) => chunk.push(event),
-                Err(_) => break,
-            }
-        }
-        let n = chunk.len();
-        let last = chunk.pop().expect("one at least");
-        for event in chunk.drain(..) {
-            to.do_send(event);
-        }
-        let gone = to.send(last).await.is_err();
-        queued.fetch_sub(n, Ordering::Relaxed);
-        if gone {
-            return;
-        }
-    }
-}
-
-/// Events handed to a [`Keeper`]'s subscriber per round trip.
-const KEPT_CHUNK: usize = 256;
-
-async fn forward(
-    mut rx: broadcast::Receiver<Event>,
-    to: Recipient<Event>,
-    filter: EventFilter,
-    started: Instant,
-) {
-    loop {
-        let event = match rx.recv().await {
-            Ok(event) if filter.accepts(&event) => event,
-            Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event {
-                t_ms: started.elapsed().as_millis() as u64,
-                child: None,
-                seq: None,
-                kind: EventKind::Lagged { missed },
-            },
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        // Wait until the subscriber handled it: that is what makes a slow
-        // subscriber fall behind (and lose the oldest) instead of piling up.
-        if to.send(event).await.is_err() {
-            return; // the subscriber is gone
-        }
+    /// Whether the subscriber may lose events of `kind` when behind
+    /// (`None`: it may lose any, the oldest first).
+    fn droppable(&self) -> Option<&HashSet<Kind>> {
+        self.drop_only.as_ref()
     }
 }
 

@@ -121,7 +121,7 @@ fn main() {
             let mut got = match name {
                 "spawn" => vec![batch::spawn(size).await],
                 "capture" => vec![batch::capture(size).await],
-                "relay" => vec![director::relay(size).await],
+                "relay" => director::relay(size).await,
                 "terminal" => vec![director::terminal(size).await],
                 "rtt" => director::round_trips(size).await,
                 "scale" => vec![director::scale(size).await],

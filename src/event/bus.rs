@@ -46,6 +46,8 @@ struct Inner {
     seqs: rustc_hash::FxHashMap<Arc<str>, u64>,
     /// Published and not yet handed out.
     pending: Vec<Event>,
+    /// The last `t_ms` read from the clock (see [`Inner::t_ms`]).
+    t_ms: u64,
     queues: Vec<Arc<Queue>>,
     journal: Option<Journal>,
     /// What a queue holds before it loses some.
@@ -83,6 +85,7 @@ impl Bus {
                 started: Instant::now(),
                 seqs: Default::default(),
                 pending: Vec::new(),
+                t_ms: 0,
                 queues: Vec::new(),
                 journal,
                 bound: Bound {
@@ -113,7 +116,7 @@ impl Bus {
             return;
         }
         let event = Event {
-            t_ms: inner.started.elapsed().as_millis() as u64,
+            t_ms: inner.t_ms(),
             child: child.cloned(),
             seq,
             kind,
@@ -224,7 +227,20 @@ impl Drop for Bus {
     }
 }
 
+/// Events published in a row that may share one reading of the clock.
+const CLOCK_EVERY: usize = 32;
+
 impl Inner {
+    /// Milliseconds since the start, read from the clock for the first
+    /// event of a batch and every [`CLOCK_EVERY`] events after it (events
+    /// that close together are published within microseconds).
+    fn t_ms(&mut self) -> u64 {
+        if self.pending.len().is_multiple_of(CLOCK_EVERY) {
+            self.t_ms = self.started.elapsed().as_millis() as u64;
+        }
+        self.t_ms
+    }
+
     /// Takes `n` sequence numbers of `child` and returns the first.
     fn next_seq(&mut self, child: &Arc<str>, n: u64) -> u64 {
         // Two events per routed frame pass here: look up without cloning

@@ -426,3 +426,41 @@ async fn a_job_reads_the_input_it_was_given_then_end_of_file() {
     );
     assert!(results.values().all(|r| r.success()));
 }
+
+/// Issue 21: with an output directory, a job's stdout and stderr *are* its
+/// files (no pipe, no copy), a retry starts them afresh, and the result
+/// gives their exact lengths.
+#[actix_rt::test]
+async fn output_files_are_the_jobs_own_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first attempt writes more than the second, then fails.
+    let marker = dir.path().join("tried");
+    let script = format!(
+        "readlink /proc/self/fd/1; readlink /proc/self/fd/2 >&2; \
+         if [ ! -e '{0}' ]; then touch '{0}'; echo first attempt, longer; exit 1; fi",
+        marker.display()
+    );
+    let job = Job::new("j", ["sh", "-c", &script]);
+    let mut batch = Batch::start(
+        vec![job],
+        BatchOptions {
+            output_dir: Some(dir.path().to_path_buf()),
+            retries: 1,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let r = batch.next().await.unwrap();
+    assert_eq!(r.attempts, 2);
+    assert!(r.status.unwrap().success());
+    let out = dir.path().join("j.stdout");
+    let err = dir.path().join("j.stderr");
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(stdout, format!("{}\n", out.display()), "stdout is the file");
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(stderr, format!("{}\n", err.display()), "stderr is the file");
+    assert_eq!(r.stdout.len(), stdout.len() as u64);
+    assert_eq!(r.stderr.len(), stderr.len() as u64);
+    assert!(r.output_complete);
+    assert!(batch.next().await.is_none());
+}

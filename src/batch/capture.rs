@@ -194,6 +194,10 @@ pub(crate) enum Capture {
         path: PathBuf,
         len: u64,
     },
+    /// The job writes into the file itself (see [`Capture::hand_over`]).
+    Direct {
+        path: PathBuf,
+    },
 }
 
 impl Capture {
@@ -222,15 +226,37 @@ impl Capture {
                 )),
                 _ => e,
             })?;
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(io::Error::other(format!(
                 "{} is not a regular file",
                 path.display()
             )));
         }
-        file.set_len(0)?; // truncated only once it is known to be ours
+        // Truncated only once it is known to be ours, and only if there is
+        // something to cut: ext4 treats a file truncated to nothing as one
+        // being replaced and flushes it as it is closed, which made writing
+        // a new file 2-3 times slower (see BENCHMARKS.md, output-dir).
+        if meta.len() > 0 {
+            file.set_len(0)?;
+        }
         let file = BufWriter::with_capacity(256 * 1024, file);
         Ok(Capture::ToFile { file, path, len: 0 })
+    }
+
+    /// The output file itself, for the job to write into directly (its
+    /// stdout or stderr *is* the file: no pipe, no copy); `None` unless
+    /// this writes to an output file and nothing was written yet. The
+    /// length is the file's own once the job (and what escaped it) ended.
+    pub fn hand_over(&mut self) -> Option<File> {
+        let Capture::ToFile { len: 0, path, .. } = self else {
+            return None;
+        };
+        let path = path.clone();
+        match std::mem::replace(self, Capture::Direct { path }) {
+            Capture::ToFile { file, .. } => file.into_inner().ok(),
+            _ => unreachable!("matched above"),
+        }
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
@@ -250,6 +276,12 @@ impl Capture {
             Capture::Spilling { file, len, .. } | Capture::ToFile { file, len, .. } => {
                 file.write_all(chunk)?;
                 *len += chunk.len() as u64;
+            }
+            Capture::Direct { path } => {
+                return Err(io::Error::other(format!(
+                    "{} is written by the job itself",
+                    path.display()
+                )))
             }
         }
         Ok(())
@@ -272,6 +304,10 @@ impl Capture {
                 len,
             } => {
                 file.flush()?;
+                Output::File { path, len }
+            }
+            Capture::Direct { path } => {
+                let len = std::fs::metadata(&path)?.len();
                 Output::File { path, len }
             }
         })

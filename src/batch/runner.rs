@@ -192,7 +192,7 @@ impl BatchActor {
         spec.stderr = StderrMode::Events;
         spec.frame_cap = 64 * 1024;
         spec.stop.grace = self.options.grace;
-        let (stdout, stderr) = match self.captures(&job.key) {
+        let (mut stdout, mut stderr) = match self.captures(&job.key) {
             Ok(c) => c,
             Err(e) => {
                 return self.failed_to_start(
@@ -211,6 +211,18 @@ impl BatchActor {
             marker: self.run.as_ref().map(|run| run.marker(&job.key)),
             log_dir: None, // outputs are captured (or go to --output-dir)
             chunks: None,
+            // An output file is the job's own stdout or stderr: no pipe,
+            // no copy (a terminal's output is read and written as usual).
+            stdout_file: spec
+                .terminal
+                .is_none()
+                .then(|| stdout.hand_over())
+                .flatten(),
+            stderr_file: spec
+                .terminal
+                .is_none()
+                .then(|| stderr.hand_over())
+                .flatten(),
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(child) => {

@@ -215,7 +215,9 @@ pub(crate) async fn pump(
     });
     // One pipe or two (stdout, stderr). `select` polls two streams by
     // turns; `select_all` would re-queue its stream after every frame.
-    let first = streams.next().expect("stdout is always read");
+    let Some(first) = streams.next() else {
+        return true; // the child writes into files of its own
+    };
     let mut frames = match streams.next() {
         Some(second) => futures::stream::select(first, second).boxed_local(),
         None => first,

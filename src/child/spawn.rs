@@ -35,7 +35,7 @@ pub(crate) struct Spawned {
 }
 
 /// What an owner inside the crate may leave out of (or add to) a spawn.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Options {
     /// Set the parent-death signal in the child. That takes a `pre_exec`
     /// hook, which forces fork instead of the faster vfork-like spawn (about
@@ -52,6 +52,10 @@ pub(crate) struct Options {
     /// While a flag is set, that pipe's whole lines come in chunks
     /// (stdout's, stderr's; see `ChildEventKind::Chunk`).
     pub chunks: Option<ChunkFlags>,
+    /// Files the child's stdout and stderr are, instead of pipes (not for
+    /// a terminal): it writes into them itself and nothing is read.
+    pub stdout_file: Option<std::fs::File>,
+    pub stderr_file: Option<std::fs::File>,
 }
 
 /// Set by the owner while it would only forward and count a pipe's lines.
@@ -69,6 +73,8 @@ impl Default for Options {
             marker: None,
             log_dir: None,
             chunks: None,
+            stdout_file: None,
+            stderr_file: None,
         }
     }
 }
@@ -102,7 +108,7 @@ pub(crate) fn attach_logs(sources: &mut [Source], name: &str, dir: Option<&std::
     }
 }
 
-pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, SpawnError> {
+pub(crate) fn spawn(spec: &ChildSpec, mut options: Options) -> Result<Spawned, SpawnError> {
     let name = spec.name.clone();
     let program = spec.program().to_string();
     if spec.cmd.is_empty() {
@@ -169,9 +175,17 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
         cmd.stderr(Stdio::from(write_end));
         Some(rx)
     } else {
-        cmd.stdout(Stdio::piped());
+        cmd.stdout(
+            options
+                .stdout_file
+                .take()
+                .map_or_else(Stdio::piped, Stdio::from),
+        );
         cmd.stderr(match spec.stderr {
-            StderrMode::Events => Stdio::piped(),
+            StderrMode::Events => options
+                .stderr_file
+                .take()
+                .map_or_else(Stdio::piped, Stdio::from),
             StderrMode::Inherit => Stdio::inherit(),
             StderrMode::Discard | StderrMode::Merge => Stdio::null(),
         });
@@ -216,8 +230,10 @@ pub(crate) fn spawn(spec: &ChildSpec, options: Options) -> Result<Spawned, Spawn
                 chunks: None,
             });
         }
-        None => {
-            let stdout = child.stdout.take().expect("stdout is piped");
+        None => 'stdout: {
+            let Some(stdout) = child.stdout.take() else {
+                break 'stdout; // it writes into a file
+            };
             pipes.extend(sys::grow_pipe(stdout.as_fd(), PIPE_SIZE));
             sources.push(Source {
                 stream: Stream::Stdout,

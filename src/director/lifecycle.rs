@@ -140,6 +140,8 @@ impl DirectorActor {
             marker: self.run.as_ref().map(|run| run.marker(name)),
             log_dir: self.config.log_dir.clone(),
             chunks: Some(self.chunk_flags(name)),
+            stdout_file: None,
+            stderr_file: None,
         };
         match ChildActor::spawn_with(spec, ctx.address().recipient(), options) {
             Ok(started) => {

@@ -69,7 +69,17 @@ impl Size {
 
 /// The workloads, in the order they run and are reported.
 const WORKLOADS: &[&str] = &[
-    "spawn", "capture", "relay", "terminal", "rtt", "scale", "restart", "fanout", "check",
+    "spawn",
+    "batch-cli",
+    "capture",
+    "output-dir",
+    "relay",
+    "terminal",
+    "rtt",
+    "scale",
+    "restart",
+    "fanout",
+    "check",
 ];
 
 /// The fixture program (see `tests/fixture.rs`); its modes are the children.
@@ -120,7 +130,9 @@ fn main() {
             let started = std::time::Instant::now();
             let mut got = match name {
                 "spawn" => vec![batch::spawn(size).await],
+                "batch-cli" => vec![batch::batch_cli(size).await],
                 "capture" => vec![batch::capture(size).await],
+                "output-dir" => vec![batch::output_dir(size).await],
                 "relay" => director::relay(size).await,
                 "terminal" => vec![director::terminal(size).await],
                 "rtt" => director::round_trips(size).await,
